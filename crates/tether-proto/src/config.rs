@@ -1,0 +1,63 @@
+//! Connection configuration.
+
+use core::time::Duration;
+
+/// Settings of an open connection: limits, timers, and behaviour.
+///
+/// Start from [`Config::default`] and change fields:
+///
+/// ```
+/// # use std::time::Duration;
+/// let mut config = tether_proto::Config::default();
+/// config.max_message_size = 1 << 20;
+/// config.ping_interval = Some(Duration::from_secs(30));
+/// config.idle_timeout = Some(Duration::from_secs(60));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Config {
+    /// Largest payload of a single received frame; a larger one fails the
+    /// connection with 1009. Default 16 MiB.
+    pub max_frame_size: u64,
+    /// Largest received message, after decompression; a larger one fails the
+    /// connection with 1009, before the memory is spent. Applies to streamed
+    /// messages too. Default 64 MiB.
+    pub max_message_size: u64,
+    /// `None` (the default): every message is delivered whole, as
+    /// [`Event::Message`](crate::Event::Message). `Some(n)`: a message that
+    /// reaches `n` bytes is delivered piece by piece as it arrives, as
+    /// [`Event::Fragment`](crate::Event::Fragment)s, and never held whole;
+    /// `Some(0)` streams every message.
+    pub stream_threshold: Option<usize>,
+    /// Answer pings with pongs automatically. Default `true`.
+    pub auto_pong: bool,
+    /// Split outgoing messages into frames of at most this many payload
+    /// bytes. Default `None`: one frame per message.
+    pub max_send_frame_size: Option<usize>,
+    /// Send a ping after this long without receiving anything. Default `None`
+    /// in the core; adapters choose their own default (2 minutes).
+    pub ping_interval: Option<Duration>,
+    /// Fail the connection when nothing at all has been received for this
+    /// long (code 1006 reported locally). Set it to about twice the ping
+    /// interval. Default `None`.
+    pub idle_timeout: Option<Duration>,
+    /// How long to wait for the peer's close frame after sending ours, and
+    /// then for the server to close the transport, before closing it anyway.
+    /// Default 10 seconds.
+    pub close_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_frame_size: 16 << 20,
+            max_message_size: 64 << 20,
+            stream_threshold: None,
+            auto_pong: true,
+            max_send_frame_size: None,
+            ping_interval: None,
+            idle_timeout: None,
+            close_timeout: Duration::from_secs(10),
+        }
+    }
+}

@@ -1,0 +1,907 @@
+//! The connection state machine: RFC 6455 after the opening handshake.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use crate::close::{CloseCode, CloseFrame, MAX_REASON_LEN};
+use crate::config::Config;
+use crate::error::{ProtocolError, SendError};
+use crate::extension::{DecodeError, Extension};
+use crate::frame::{FrameHeader, OpCode, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
+use crate::mask::apply_mask;
+use crate::message::{DataKind, Fragment, Message, Utf8Bytes};
+use crate::random::RandomSource;
+use crate::utf8::{self, Utf8Validator};
+
+/// Which end of the connection this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// The end that opened the connection; it masks what it sends.
+    Client,
+    /// The end that accepted the connection; it closes the transport first.
+    Server,
+}
+
+/// The state of the WebSocket connection (RFC 6455 section 4.1 and 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Messages flow both ways.
+    Open,
+    /// We sent a close frame and wait for the peer's; incoming messages are
+    /// still delivered, nothing more can be sent.
+    Closing,
+    /// The close handshake completed, or the connection failed. The transport
+    /// may still be open: see [`Connection::should_close_transport`].
+    Closed,
+}
+
+/// Something that happened on the connection, for the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A whole message.
+    Message(Message),
+    /// A piece of a message streamed as it arrives (see
+    /// [`Config::stream_threshold`]).
+    Fragment(Fragment),
+    /// The peer sent a ping. With [`Config::auto_pong`] the pong is already
+    /// queued.
+    Ping(Bytes),
+    /// The peer sent a pong.
+    Pong(Bytes),
+    /// The WebSocket connection is closed; no more events follow.
+    Closed(Closed),
+}
+
+/// How the connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closed {
+    /// The code: the one the peer sent (or 1005 when its close frame had
+    /// none), the one we failed the connection with, or 1006 when it ended
+    /// without a close handshake.
+    pub code: CloseCode,
+    /// The reason that came with the code.
+    pub reason: String,
+    /// What ended it.
+    pub cause: CloseCause,
+}
+
+/// What ended a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseCause {
+    /// The peer started the close handshake and we answered.
+    Remote,
+    /// We started the close handshake and the peer answered.
+    Local,
+    /// The peer violated the protocol; we failed the connection and sent the
+    /// error's close code.
+    Protocol(ProtocolError),
+    /// The transport ended without a close handshake (1006).
+    Abnormal,
+    /// Nothing was received for [`Config::idle_timeout`].
+    IdleTimeout,
+    /// The peer did not answer our close frame within [`Config::close_timeout`].
+    CloseTimeout,
+}
+
+/// A WebSocket connection after the opening handshake: a state machine that
+/// turns received bytes into [`Event`]s and commands into bytes to transmit.
+///
+/// See the [crate documentation](crate) for the driving loop.
+pub struct Connection {
+    role: Role,
+    config: Config,
+    state: State,
+    random: Option<Box<dyn RandomSource>>,
+    subprotocol: Option<String>,
+    extensions: Vec<Box<dyn Extension>>,
+    /// RSV bits that negotiated extensions may set.
+    extension_rsv: u8,
+
+    // Receiving.
+    recv: BytesMut,
+    frame: Option<PartialFrame>,
+    incoming: Option<Incoming>,
+    events: VecDeque<Event>,
+
+    // Sending.
+    transmit: Transmit,
+    /// Kind of the fragmented message we are sending, if one is open.
+    outgoing: Option<(DataKind, Utf8Validator)>,
+
+    // Timers.
+    last_received: Instant,
+    last_ping_sent: Option<Instant>,
+    close_deadline: Option<Instant>,
+    /// The transport has ended (EOF received) or must be closed now.
+    transport_done: bool,
+}
+
+/// The data frame whose payload is being received.
+struct PartialFrame {
+    header: FrameHeader,
+    /// Payload bytes still to come.
+    remaining: u64,
+    /// Payload bytes already taken (for the mask's rotation).
+    offset: u64,
+}
+
+/// The data message being received.
+struct Incoming {
+    kind: DataKind,
+    /// RSV bits of the first frame: which extensions must decode it.
+    rsv: u8,
+    buf: BytesMut,
+    utf8: Utf8Validator,
+    /// Bytes of the message so far, after decoding.
+    len: u64,
+    /// Streaming: pieces are delivered as they come.
+    streaming: bool,
+    /// Streaming: a piece was delivered already.
+    started: bool,
+}
+
+/// Outgoing bytes: small frames are coalesced in `buf`; large unmasked
+/// payloads are queued as they are, without a copy.
+#[derive(Default)]
+struct Transmit {
+    queue: VecDeque<Bytes>,
+    buf: BytesMut,
+    len: usize,
+}
+
+/// Payloads at least this large are queued as their own chunk instead of
+/// being copied (server side, no extension transformed them).
+const ZERO_COPY_MIN: usize = 16 * 1024;
+/// Receive buffers with this much spare capacity are freed when empty, so
+/// idle connections stay small.
+const IDLE_BUFFER_MAX: usize = 16 * 1024;
+
+impl Connection {
+    /// A client-side connection. `random` provides the masking keys (RFC 6455
+    /// section 5.3): pass a cryptographically secure source in production.
+    pub fn client(config: Config, random: Box<dyn RandomSource>, now: Instant) -> Self {
+        Self::new(Role::Client, config, Some(random), now)
+    }
+
+    /// A server-side connection.
+    pub fn server(config: Config, now: Instant) -> Self {
+        Self::new(Role::Server, config, None, now)
+    }
+
+    fn new(role: Role, config: Config, random: Option<Box<dyn RandomSource>>, now: Instant) -> Self {
+        Self {
+            role,
+            config,
+            state: State::Open,
+            random,
+            subprotocol: None,
+            extensions: Vec::new(),
+            extension_rsv: 0,
+            recv: BytesMut::new(),
+            frame: None,
+            incoming: None,
+            events: VecDeque::new(),
+            transmit: Transmit::default(),
+            outgoing: None,
+            last_received: now,
+            last_ping_sent: None,
+            close_deadline: None,
+            transport_done: false,
+        }
+    }
+
+    /// Records the subprotocol the handshake settled on.
+    pub fn with_subprotocol(mut self, subprotocol: Option<String>) -> Self {
+        self.subprotocol = subprotocol;
+        self
+    }
+
+    /// Installs the negotiated extensions, in the order of the server's
+    /// `Sec-WebSocket-Extensions` answer.
+    pub fn with_extensions(mut self, extensions: Vec<Box<dyn Extension>>) -> Self {
+        self.extension_rsv = extensions.iter().fold(0, |bits, e| bits | e.rsv_bits());
+        self.extensions = extensions;
+        self
+    }
+
+    // ---- Inputs -------------------------------------------------------
+
+    /// Bytes received from the transport. Parses every complete frame they
+    /// finish; events and replies are then ready to be polled.
+    pub fn handle_read(&mut self, data: &[u8], now: Instant) {
+        if data.is_empty() {
+            return;
+        }
+        if self.state != State::Closed {
+            self.recv.extend_from_slice(data);
+        }
+        self.handle_received(now);
+    }
+
+    /// The buffer that [`handle_received`](Self::handle_received) reads from.
+    /// An adapter can read from its socket straight into it (for example with
+    /// `read_buf`) and skip the copy that [`handle_read`](Self::handle_read)
+    /// makes.
+    pub fn recv_buffer(&mut self) -> &mut BytesMut {
+        &mut self.recv
+    }
+
+    /// Processes what was appended to [`recv_buffer`](Self::recv_buffer).
+    pub fn handle_received(&mut self, now: Instant) {
+        if self.recv.is_empty() {
+            return;
+        }
+        self.last_received = now;
+        if let Err(error) = self.process(now) {
+            self.fail(error, now);
+        }
+        if self.state == State::Closed {
+            self.recv = BytesMut::new();
+        } else if self.recv.is_empty() && self.recv.capacity() > IDLE_BUFFER_MAX {
+            self.recv = BytesMut::new();
+        }
+    }
+
+    /// The transport's read side ended (EOF).
+    pub fn handle_eof(&mut self, _now: Instant) {
+        if self.state != State::Closed {
+            self.set_closed(CloseCode::ABNORMAL, String::new(), CloseCause::Abnormal);
+        }
+        self.transport_done = true;
+        self.close_deadline = None;
+    }
+
+    /// Time passed: handles every deadline at or before `now` (keepalive
+    /// ping, idle timeout, close timeout).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.transport_done {
+            return;
+        }
+        if self.close_deadline.is_some_and(|d| d <= now) {
+            self.close_deadline = None;
+            if self.state != State::Closed {
+                self.set_closed(CloseCode::ABNORMAL, String::new(), CloseCause::CloseTimeout);
+            }
+            self.transport_done = true;
+            return;
+        }
+        if self.state != State::Open {
+            return;
+        }
+        if self.idle_deadline().is_some_and(|d| d <= now) {
+            // The peer is gone or unreachable: say so if it still listens,
+            // then close without waiting for an answer.
+            self.write_close(CloseCode::INTERNAL_ERROR, b"idle timeout");
+            self.set_closed(CloseCode::ABNORMAL, String::new(), CloseCause::IdleTimeout);
+            self.transport_done = true;
+            return;
+        }
+        if self.ping_deadline().is_some_and(|d| d <= now) {
+            self.write_frame(OpCode::Ping, true, 0, &[]);
+            self.last_ping_sent = Some(now);
+        }
+    }
+
+    // ---- Commands -----------------------------------------------------
+
+    /// Sends a whole message, as one frame or split by
+    /// [`Config::max_send_frame_size`].
+    pub fn send(&mut self, message: impl Into<Message>) -> Result<(), SendError> {
+        self.check_can_send()?;
+        if self.outgoing.is_some() {
+            return Err(SendError::FragmentOrder);
+        }
+        let message = message.into();
+        let kind = message.kind();
+        let mut payload = message.into_bytes();
+        let mut rsv = 0;
+        if !self.extensions.is_empty() {
+            let mut buf = BytesMut::from(&payload[..]);
+            for ext in &mut self.extensions {
+                rsv |= ext.encode(kind, &mut buf).map_err(SendError::Extension)?;
+            }
+            payload = buf.freeze();
+        }
+        let opcode = data_opcode(kind);
+        match self.config.max_send_frame_size {
+            Some(max) if max > 0 && payload.len() > max => {
+                let mut first = true;
+                while !payload.is_empty() {
+                    let piece = payload.split_to(payload.len().min(max));
+                    let op = if first { opcode } else { OpCode::Continuation };
+                    self.write_frame_bytes(op, payload.is_empty(), if first { rsv } else { 0 }, piece);
+                    first = false;
+                }
+            }
+            _ => self.write_frame_bytes(opcode, true, rsv, payload),
+        }
+        Ok(())
+    }
+
+    /// Sends a text message.
+    pub fn send_text(&mut self, text: &str) -> Result<(), SendError> {
+        self.send(Message::Text(text.into()))
+    }
+
+    /// Sends a binary message.
+    pub fn send_binary(&mut self, data: &[u8]) -> Result<(), SendError> {
+        self.send(Message::Binary(Bytes::copy_from_slice(data)))
+    }
+
+    /// Sends one fragment of a message whose size is not known up front
+    /// (RFC 6455 section 5.4). The first call starts a message of `kind`;
+    /// later calls continue it with the same `kind`; `fin` ends it. Text may be
+    /// split anywhere, even inside a code point, but the whole must be UTF-8.
+    /// Control frames and pings may be sent between fragments; other messages
+    /// may not. Extensions do not transform fragmented messages.
+    pub fn send_fragment(&mut self, kind: DataKind, data: &[u8], fin: bool) -> Result<(), SendError> {
+        self.check_can_send()?;
+        let opcode = match &mut self.outgoing {
+            Some((open, _)) if *open != kind => return Err(SendError::FragmentOrder),
+            Some(_) => OpCode::Continuation,
+            None => {
+                self.outgoing = Some((kind, Utf8Validator::new()));
+                data_opcode(kind)
+            }
+        };
+        if let Some((DataKind::Text, validator)) = &mut self.outgoing {
+            let valid = validator.feed(data).is_ok() && (!fin || validator.finish().is_ok());
+            if !valid {
+                // Leave the open message in its state before this call.
+                if opcode != OpCode::Continuation {
+                    self.outgoing = None;
+                }
+                return Err(SendError::InvalidUtf8);
+            }
+        }
+        if fin {
+            self.outgoing = None;
+        }
+        self.write_frame(opcode, fin, 0, data);
+        Ok(())
+    }
+
+    /// Sends a ping with up to 125 bytes of payload.
+    pub fn ping(&mut self, payload: &[u8]) -> Result<(), SendError> {
+        self.send_control(OpCode::Ping, payload)
+    }
+
+    /// Sends an unsolicited pong (a unidirectional heartbeat, section 5.5.3).
+    pub fn pong(&mut self, payload: &[u8]) -> Result<(), SendError> {
+        self.send_control(OpCode::Pong, payload)
+    }
+
+    /// Starts the close handshake (RFC 6455 section 7.1.2) with a code and
+    /// a reason of at most 123 bytes. Incoming messages are still delivered
+    /// until the peer answers; [`Config::close_timeout`] bounds the wait.
+    pub fn close(&mut self, code: CloseCode, reason: &str, now: Instant) -> Result<(), SendError> {
+        self.check_can_send()?;
+        let frame = CloseFrame::new(code, reason)?;
+        self.write_close(frame.code, frame.reason.as_bytes());
+        self.state = State::Closing;
+        self.close_deadline = Some(now + self.config.close_timeout);
+        Ok(())
+    }
+
+    // ---- Outputs ------------------------------------------------------
+
+    /// The next event for the application. Drain after every input or
+    /// command.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The next bytes to write to the transport, in order. Everything queued
+    /// since the last call comes out in as few chunks as possible, so a
+    /// burst of replies leaves in one write.
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        let chunk = match self.transmit.queue.pop_front() {
+            Some(chunk) => chunk,
+            None if !self.transmit.buf.is_empty() => self.transmit.buf.split().freeze(),
+            None => {
+                if self.transmit.buf.capacity() > IDLE_BUFFER_MAX {
+                    self.transmit.buf = BytesMut::new();
+                }
+                return None;
+            }
+        };
+        self.transmit.len -= chunk.len();
+        Some(chunk)
+    }
+
+    /// The earliest instant at which [`handle_timeout`](Self::handle_timeout)
+    /// has something to do, if any.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.transport_done {
+            return None;
+        }
+        if self.state != State::Open {
+            return self.close_deadline;
+        }
+        [self.close_deadline, self.idle_deadline(), self.ping_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Whether the adapter should close the transport once it has written
+    /// everything [`poll_transmit`](Self::poll_transmit) gave it.
+    ///
+    /// A server closes the transport as soon as the connection is closed
+    /// (RFC 6455 section 7.1.1); a client waits for the server to do it, for
+    /// at most [`Config::close_timeout`].
+    pub fn should_close_transport(&self) -> bool {
+        self.transport_done || (self.state == State::Closed && self.role == Role::Server)
+    }
+
+    // ---- Getters ------------------------------------------------------
+
+    /// Client or server.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Open, closing or closed.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The subprotocol the handshake settled on.
+    pub fn subprotocol(&self) -> Option<&str> {
+        self.subprotocol.as_deref()
+    }
+
+    /// The names of the negotiated extensions, in pipeline order.
+    pub fn extensions(&self) -> impl Iterator<Item = &str> + '_ {
+        self.extensions.iter().map(|e| e.name())
+    }
+
+    /// Bytes queued for the transport and not yet taken by
+    /// [`poll_transmit`](Self::poll_transmit). Adapters use it to apply
+    /// backpressure before queueing more.
+    pub fn pending_transmit(&self) -> usize {
+        self.transmit.len
+    }
+
+    // ---- Receiving ----------------------------------------------------
+
+    /// Parses and handles every complete frame (and every available payload
+    /// byte of a data frame) in the receive buffer.
+    fn process(&mut self, now: Instant) -> Result<(), ProtocolError> {
+        while self.state != State::Closed {
+            let Some(frame) = &mut self.frame else {
+                let Some((header, header_len)) = FrameHeader::parse(&self.recv)? else {
+                    return Ok(());
+                };
+                self.check_header(&header)?;
+                if header.opcode.is_control() {
+                    let total = header_len + header.payload_len as usize;
+                    if self.recv.len() < total {
+                        return Ok(());
+                    }
+                    self.recv.advance(header_len);
+                    let mut payload = self.recv.split_to(header.payload_len as usize);
+                    if let Some(key) = header.mask {
+                        apply_mask(&mut payload, key, 0);
+                    }
+                    self.handle_control(header.opcode, payload.freeze(), now)?;
+                    continue;
+                }
+                self.recv.advance(header_len);
+                if self.try_fast_path(&header)? {
+                    continue;
+                }
+                self.start_data_frame(header)?;
+                continue;
+            };
+            let take = frame.remaining.min(self.recv.len() as u64) as usize;
+            if take == 0 && frame.remaining > 0 {
+                return Ok(());
+            }
+            let mut piece = self.recv.split_to(take);
+            if let Some(key) = frame.header.mask {
+                apply_mask(&mut piece, key, frame.offset as usize);
+            }
+            frame.offset += take as u64;
+            frame.remaining -= take as u64;
+            let frame_done = frame.remaining == 0;
+            let message_done = frame_done && frame.header.fin;
+            if frame_done {
+                self.frame = None;
+            }
+            self.absorb(piece, message_done)?;
+        }
+        Ok(())
+    }
+
+    /// Checks a header against the connection's state (RFC 6455 sections 5.1,
+    /// 5.2, 5.4) and limits.
+    fn check_header(&self, header: &FrameHeader) -> Result<(), ProtocolError> {
+        match (self.role, header.mask.is_some()) {
+            (Role::Server, false) => return Err(ProtocolError::UnmaskedFrame),
+            (Role::Client, true) => return Err(ProtocolError::MaskedFrame),
+            _ => {}
+        }
+        // RSV bits are for extensions, and only on the first frame of a data
+        // message (RFC 7692 section 6.1 for permessage-deflate).
+        let first_data_frame = matches!(header.opcode, OpCode::Text | OpCode::Binary);
+        let allowed = if first_data_frame { self.extension_rsv } else { 0 };
+        if header.rsv & !allowed != 0 {
+            return Err(ProtocolError::ReservedBits(header.rsv));
+        }
+        match (header.opcode, &self.incoming) {
+            (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
+            (OpCode::Text | OpCode::Binary, Some(_)) => return Err(ProtocolError::ExpectedContinuation),
+            _ => {}
+        }
+        if !header.opcode.is_control() {
+            if header.payload_len > self.config.max_frame_size {
+                return Err(ProtocolError::FrameTooLarge {
+                    size: header.payload_len,
+                    limit: self.config.max_frame_size,
+                });
+            }
+            // Untransformed payloads count towards the message size as they
+            // are announced; transformed ones as they are decoded.
+            let transformed = self.incoming.as_ref().map_or(header.rsv != 0, |m| m.rsv != 0);
+            let so_far = self.incoming.as_ref().map_or(0, |m| m.len);
+            if !transformed && so_far + header.payload_len > self.config.max_message_size {
+                return Err(ProtocolError::MessageTooLarge {
+                    limit: self.config.max_message_size,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A whole single-frame, untransformed message already in the buffer is
+    /// unmasked in place and delivered without a copy.
+    fn try_fast_path(&mut self, header: &FrameHeader) -> Result<bool, ProtocolError> {
+        let len = header.payload_len as usize;
+        let streams = self.config.stream_threshold.is_some_and(|t| len >= t);
+        if !header.fin || header.rsv != 0 || streams || self.recv.len() < len {
+            return Ok(false);
+        }
+        let mut payload = self.recv.split_to(len);
+        if let Some(key) = header.mask {
+            apply_mask(&mut payload, key, 0);
+        }
+        let payload = payload.freeze();
+        let message = if header.opcode == OpCode::Text {
+            utf8::validate(&payload).map_err(|_| ProtocolError::InvalidUtf8)?;
+            Message::Text(Utf8Bytes::from_validated(payload))
+        } else {
+            Message::Binary(payload)
+        };
+        self.events.push_back(Event::Message(message));
+        Ok(true)
+    }
+
+    fn start_data_frame(&mut self, header: FrameHeader) -> Result<(), ProtocolError> {
+        if self.incoming.is_none() {
+            let kind = if header.opcode == OpCode::Text {
+                DataKind::Text
+            } else {
+                DataKind::Binary
+            };
+            self.incoming = Some(Incoming {
+                kind,
+                rsv: header.rsv,
+                buf: BytesMut::new(),
+                utf8: Utf8Validator::new(),
+                len: 0,
+                streaming: self.config.stream_threshold == Some(0),
+                started: false,
+            });
+        }
+        let empty_final = header.payload_len == 0;
+        let fin = header.fin;
+        self.frame = Some(PartialFrame {
+            header,
+            remaining: header.payload_len,
+            offset: 0,
+        });
+        if empty_final {
+            // No payload will come to drive `absorb`: end the frame here.
+            self.frame = None;
+            self.absorb(BytesMut::new(), fin)?;
+        }
+        Ok(())
+    }
+
+    /// Adds a piece of payload to the message being received: decodes it,
+    /// validates UTF-8 as early as possible, enforces the size limit, and
+    /// delivers it (streaming) or the whole message (at its end).
+    fn absorb(&mut self, piece: BytesMut, message_done: bool) -> Result<(), ProtocolError> {
+        let Some(msg) = &mut self.incoming else {
+            return Ok(());
+        };
+        let before = msg.buf.len();
+        if msg.rsv == 0 {
+            if msg.buf.is_empty() {
+                msg.buf = piece;
+            } else {
+                msg.buf.extend_from_slice(&piece);
+            }
+        } else {
+            let limit = self.config.max_message_size.saturating_sub(msg.len);
+            let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+            decode_pipeline(&mut self.extensions, msg.rsv, &piece, message_done, &mut msg.buf, limit).map_err(|e| {
+                match e {
+                    DecodeError::TooLarge => ProtocolError::MessageTooLarge {
+                        limit: self.config.max_message_size,
+                    },
+                    DecodeError::Invalid(msg) => ProtocolError::Extension(msg),
+                }
+            })?;
+        }
+        let added = msg.buf.len() - before;
+        msg.len += added as u64;
+        if msg.len > self.config.max_message_size {
+            return Err(ProtocolError::MessageTooLarge {
+                limit: self.config.max_message_size,
+            });
+        }
+        if msg.kind == DataKind::Text {
+            msg.utf8
+                .feed(&msg.buf[before..])
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
+            if message_done {
+                msg.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+            }
+        }
+        if !msg.streaming && self.config.stream_threshold.is_some_and(|t| msg.buf.len() >= t) {
+            msg.streaming = true;
+        }
+        if msg.streaming {
+            // Hold back an incomplete code point: each text piece is valid.
+            let ready = msg.buf.len() - msg.utf8.pending();
+            if ready > 0 || message_done {
+                let data = msg.buf.split_to(ready).freeze();
+                let first = !msg.started;
+                msg.started = true;
+                self.events.push_back(Event::Fragment(Fragment {
+                    kind: msg.kind,
+                    data,
+                    first,
+                    last: message_done,
+                }));
+            }
+        }
+        if message_done {
+            if let Some(msg) = self.incoming.take() {
+                if !msg.streaming {
+                    let payload = msg.buf.freeze();
+                    self.events.push_back(Event::Message(match msg.kind {
+                        // Validated piece by piece above.
+                        DataKind::Text => Message::Text(Utf8Bytes::from_validated(payload)),
+                        DataKind::Binary => Message::Binary(payload),
+                    }));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_control(&mut self, opcode: OpCode, payload: Bytes, now: Instant) -> Result<(), ProtocolError> {
+        match opcode {
+            OpCode::Ping => {
+                // No pong after our close frame (section 5.5.1).
+                if self.config.auto_pong && self.state == State::Open {
+                    self.write_frame(OpCode::Pong, true, 0, &payload);
+                }
+                self.events.push_back(Event::Ping(payload));
+            }
+            OpCode::Pong => self.events.push_back(Event::Pong(payload)),
+            OpCode::Close => {
+                let frame = CloseFrame::parse(&payload)?;
+                let (code, reason) = match frame {
+                    Some(frame) => (frame.code, frame.reason),
+                    None => (CloseCode::NO_STATUS, String::new()),
+                };
+                let cause = if self.state == State::Open {
+                    // Answer with the code we received (section 5.5.1), or
+                    // 1000 when the peer sent none.
+                    let answer = if code == CloseCode::NO_STATUS {
+                        CloseCode::NORMAL
+                    } else {
+                        code
+                    };
+                    self.write_close(answer, b"");
+                    CloseCause::Remote
+                } else {
+                    CloseCause::Local
+                };
+                self.set_closed(code, reason, cause);
+                if self.role == Role::Client {
+                    // Wait for the server to close the transport (7.1.1).
+                    self.close_deadline = Some(now + self.config.close_timeout);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Fails the connection (RFC 6455 section 7.1.7): sends a close frame with
+    /// the error's code unless one was sent, and discards further input.
+    fn fail(&mut self, error: ProtocolError, now: Instant) {
+        let code = error.close_code();
+        let mut reason = error.to_string();
+        truncate_utf8(&mut reason, MAX_REASON_LEN);
+        if self.state == State::Open {
+            self.write_close(code, reason.as_bytes());
+        }
+        self.frame = None;
+        self.incoming = None;
+        self.set_closed(code, reason, CloseCause::Protocol(error));
+        if self.role == Role::Client {
+            self.close_deadline = Some(now + self.config.close_timeout);
+        }
+    }
+
+    fn set_closed(&mut self, code: CloseCode, reason: String, cause: CloseCause) {
+        self.state = State::Closed;
+        self.outgoing = None;
+        self.close_deadline = None;
+        self.recv = BytesMut::new();
+        self.events.push_back(Event::Closed(Closed { code, reason, cause }));
+    }
+
+    fn idle_deadline(&self) -> Option<Instant> {
+        self.config.idle_timeout.map(|t| self.last_received + t)
+    }
+
+    fn ping_deadline(&self) -> Option<Instant> {
+        let interval = self.config.ping_interval?;
+        let since = match self.last_ping_sent {
+            Some(sent) if sent > self.last_received => sent,
+            _ => self.last_received,
+        };
+        Some(since + interval.max(Duration::from_millis(1)))
+    }
+
+    // ---- Sending ------------------------------------------------------
+
+    fn check_can_send(&self) -> Result<(), SendError> {
+        match self.state {
+            State::Open => Ok(()),
+            State::Closing | State::Closed => Err(SendError::Closed),
+        }
+    }
+
+    fn send_control(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), SendError> {
+        self.check_can_send()?;
+        if payload.len() > MAX_CONTROL_PAYLOAD {
+            return Err(SendError::ControlFrameTooLong(payload.len()));
+        }
+        self.write_frame(opcode, true, 0, payload);
+        Ok(())
+    }
+
+    fn write_close(&mut self, code: CloseCode, reason: &[u8]) {
+        let mut payload = [0u8; MAX_CONTROL_PAYLOAD];
+        payload[..2].copy_from_slice(&code.as_u16().to_be_bytes());
+        let len = 2 + reason.len().min(MAX_REASON_LEN);
+        payload[2..len].copy_from_slice(&reason[..len - 2]);
+        self.write_frame(OpCode::Close, true, 0, &payload[..len]);
+    }
+
+    /// Queues a frame whose payload the caller owns as `Bytes`: a large
+    /// unmasked payload is queued without copying.
+    fn write_frame_bytes(&mut self, opcode: OpCode, fin: bool, rsv: u8, payload: Bytes) {
+        if self.role == Role::Server && payload.len() >= ZERO_COPY_MIN {
+            self.write_header(opcode, fin, rsv, payload.len(), None);
+            let t = &mut self.transmit;
+            if !t.buf.is_empty() {
+                t.queue.push_back(t.buf.split().freeze());
+            }
+            t.len += payload.len();
+            t.queue.push_back(payload);
+        } else {
+            self.write_frame(opcode, fin, rsv, &payload);
+        }
+    }
+
+    /// Queues a frame, copying (and for a client, masking) the payload.
+    fn write_frame(&mut self, opcode: OpCode, fin: bool, rsv: u8, payload: &[u8]) {
+        let mask = match (&mut self.random, self.role) {
+            (Some(random), Role::Client) => {
+                let mut key = [0u8; 4];
+                random.fill_bytes(&mut key);
+                Some(key)
+            }
+            _ => None,
+        };
+        self.write_header(opcode, fin, rsv, payload.len(), mask);
+        let t = &mut self.transmit;
+        let start = t.buf.len();
+        t.buf.extend_from_slice(payload);
+        if let Some(key) = mask {
+            apply_mask(&mut t.buf[start..], key, 0);
+        }
+        t.len += payload.len();
+    }
+
+    fn write_header(&mut self, opcode: OpCode, fin: bool, rsv: u8, len: usize, mask: Option<[u8; 4]>) {
+        let header = FrameHeader {
+            fin,
+            rsv,
+            opcode,
+            mask,
+            payload_len: len as u64,
+        };
+        let mut bytes = [0u8; MAX_HEADER_LEN];
+        let n = header.encode(&mut bytes);
+        let t = &mut self.transmit;
+        t.buf.reserve(n + len.min(ZERO_COPY_MIN));
+        t.buf.extend_from_slice(&bytes[..n]);
+        t.len += n;
+    }
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("role", &self.role)
+            .field("state", &self.state)
+            .field("subprotocol", &self.subprotocol)
+            .field("extensions", &self.extensions().collect::<Vec<_>>())
+            .field("pending_transmit", &self.transmit.len)
+            .finish_non_exhaustive()
+    }
+}
+
+const fn data_opcode(kind: DataKind) -> OpCode {
+    match kind {
+        DataKind::Text => OpCode::Text,
+        DataKind::Binary => OpCode::Binary,
+    }
+}
+
+/// Runs a piece of a transformed message through the extensions whose RSV
+/// bits it carries, in reverse pipeline order.
+fn decode_pipeline(
+    extensions: &mut [Box<dyn Extension>],
+    rsv: u8,
+    input: &[u8],
+    last: bool,
+    out: &mut BytesMut,
+    limit: usize,
+) -> Result<(), DecodeError> {
+    let mut active = extensions
+        .iter_mut()
+        .rev()
+        .filter(|e| e.rsv_bits() & rsv != 0)
+        .peekable();
+    let mut current = BytesMut::from(input);
+    while let Some(ext) = active.next() {
+        if active.peek().is_none() {
+            return ext.decode(&current, last, out, limit);
+        }
+        let mut next = BytesMut::new();
+        ext.decode(&current, last, &mut next, limit)?;
+        current = next;
+    }
+    out.extend_from_slice(&current);
+    Ok(())
+}
+
+fn truncate_utf8(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+}

@@ -1,0 +1,49 @@
+//! The extension pipeline (RFC 6455 section 9).
+//!
+//! Negotiation (the `Sec-WebSocket-Extensions` offer and answer) happens in
+//! the [handshake](crate::handshake); what it produces is a list of
+//! [`Extension`]s, in the order the server listed them, handed to
+//! [`Connection::with_extensions`](crate::Connection::with_extensions).
+//! Outgoing messages pass through each extension's [`Extension::encode`] in
+//! that order; incoming messages pass through [`Extension::decode`] in the
+//! reverse order. Extensions transform whole messages (as permessage-deflate
+//! does, RFC 7692); the frames' RSV bits say which extensions transformed a
+//! message.
+
+use bytes::BytesMut;
+
+use crate::message::DataKind;
+
+/// Why an extension could not decode a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// Decoding would produce more than the limit it was given (1009).
+    TooLarge,
+    /// The input is not valid for this extension (1002, or 1007 where the
+    /// extension says so).
+    Invalid(String),
+}
+
+/// A negotiated extension that transforms message payloads.
+pub trait Extension: Send {
+    /// The extension's token as negotiated, for example `permessage-deflate`.
+    fn name(&self) -> &str;
+
+    /// The RSV bits (`frame::RSV1`, `RSV2`, `RSV3`) this extension may set on
+    /// the first frame of a message. Frames with other RSV bits set fail the
+    /// connection.
+    fn rsv_bits(&self) -> u8;
+
+    /// Transforms an outgoing message payload in place. Returns the RSV bits
+    /// to set on the message's first frame, or `0` when it left the payload
+    /// as it was (for example a message under a size threshold).
+    fn encode(&mut self, kind: DataKind, payload: &mut BytesMut) -> Result<u8, String>;
+
+    /// Decodes the next piece of an incoming message whose first frame set
+    /// some of this extension's RSV bits, appending the result to `out`.
+    /// `last` is set on the message's final piece. This call must not append
+    /// more than `limit` bytes (what is left of the message size limit);
+    /// return [`DecodeError::TooLarge`] instead, before spending the memory.
+    fn decode(&mut self, input: &[u8], last: bool, out: &mut BytesMut, limit: usize) -> Result<(), DecodeError>;
+}

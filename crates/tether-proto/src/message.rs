@@ -1,0 +1,202 @@
+//! Messages: what the application sends and receives.
+
+use core::fmt;
+use core::ops::Deref;
+
+use bytes::Bytes;
+
+use crate::utf8;
+
+/// Bytes that are known to be valid UTF-8: text that can be shared without
+/// copying and read as `&str` without validating again.
+#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Utf8Bytes(Bytes);
+
+impl Utf8Bytes {
+    /// An empty string.
+    pub const fn new() -> Self {
+        Self(Bytes::new())
+    }
+
+    /// Text from a static string, without allocating.
+    pub const fn from_static(text: &'static str) -> Self {
+        Self(Bytes::from_static(text.as_bytes()))
+    }
+
+    /// Checks that `bytes` are UTF-8.
+    pub fn try_from_bytes(bytes: Bytes) -> Result<Self, Bytes> {
+        match utf8::validate(&bytes) {
+            Ok(()) => Ok(Self(bytes)),
+            Err(_) => Err(bytes),
+        }
+    }
+
+    /// Wraps bytes already validated by the caller in this crate.
+    pub(crate) const fn from_validated(bytes: Bytes) -> Self {
+        Self(bytes)
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        // SAFETY: every constructor guarantees the bytes are valid UTF-8
+        // (`try_from_bytes` and the receive path validate; `From<String>` and
+        // `From<&str>` start from a `str`), and the bytes are immutable.
+        // Validating again on every access would cost a pass over the text.
+        unsafe { core::str::from_utf8_unchecked(&self.0) }
+    }
+
+    /// The underlying bytes.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.0
+    }
+
+    /// Converts into the underlying bytes.
+    pub fn into_bytes(self) -> Bytes {
+        self.0
+    }
+}
+
+impl Deref for Utf8Bytes {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl From<String> for Utf8Bytes {
+    fn from(text: String) -> Self {
+        Self(Bytes::from(text))
+    }
+}
+
+impl From<&str> for Utf8Bytes {
+    fn from(text: &str) -> Self {
+        Self(Bytes::copy_from_slice(text.as_bytes()))
+    }
+}
+
+impl fmt::Debug for Utf8Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Utf8Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The two kinds of data message (RFC 6455 section 5.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DataKind {
+    /// UTF-8 text.
+    Text,
+    /// Arbitrary bytes.
+    Binary,
+}
+
+/// A whole data message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// A text message.
+    Text(Utf8Bytes),
+    /// A binary message.
+    Binary(Bytes),
+}
+
+impl Message {
+    /// The message's kind.
+    pub const fn kind(&self) -> DataKind {
+        match self {
+            Self::Text(_) => DataKind::Text,
+            Self::Binary(_) => DataKind::Binary,
+        }
+    }
+
+    /// The payload bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Text(text) => text.as_bytes(),
+            Self::Binary(bytes) => bytes,
+        }
+    }
+
+    /// The payload length in bytes.
+    pub fn len(&self) -> usize {
+        self.as_bytes().len()
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The payload as `Bytes`.
+    pub fn into_bytes(self) -> Bytes {
+        match self {
+            Self::Text(text) => text.into_bytes(),
+            Self::Binary(bytes) => bytes,
+        }
+    }
+}
+
+impl From<String> for Message {
+    fn from(text: String) -> Self {
+        Self::Text(text.into())
+    }
+}
+
+impl From<&str> for Message {
+    fn from(text: &str) -> Self {
+        Self::Text(text.into())
+    }
+}
+
+impl From<Vec<u8>> for Message {
+    fn from(bytes: Vec<u8>) -> Self {
+        Self::Binary(bytes.into())
+    }
+}
+
+impl From<&[u8]> for Message {
+    fn from(bytes: &[u8]) -> Self {
+        Self::Binary(Bytes::copy_from_slice(bytes))
+    }
+}
+
+impl From<Bytes> for Message {
+    fn from(bytes: Bytes) -> Self {
+        Self::Binary(bytes)
+    }
+}
+
+/// A piece of a message delivered as it arrives (see
+/// [`Config::stream_threshold`](crate::Config::stream_threshold)).
+///
+/// The pieces of one message arrive in order, the first with `first` set and
+/// the last with `last` set; no other message's pieces come in between. A text
+/// piece never splits a code point, so each piece is valid UTF-8 by itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fragment {
+    /// The message's kind.
+    pub kind: DataKind,
+    /// This piece's bytes (possibly empty on the last piece).
+    pub data: Bytes,
+    /// The first piece of the message.
+    pub first: bool,
+    /// The last piece of the message.
+    pub last: bool,
+}
+
+impl Fragment {
+    /// The piece as text, for a text message.
+    pub fn text(&self) -> Option<&str> {
+        match self.kind {
+            // The receive path validated the piece and never splits a code
+            // point; `from_utf8` here is a cheap re-check without `unsafe`.
+            DataKind::Text => core::str::from_utf8(&self.data).ok(),
+            DataKind::Binary => None,
+        }
+    }
+}
