@@ -568,7 +568,7 @@ impl Connection {
     fn try_fast_path(&mut self, header: &FrameHeader) -> Result<bool, ProtocolError> {
         let len = header.payload_len as usize;
         let streams = self.config.stream_threshold.is_some_and(|t| len >= t);
-        if !header.fin || header.rsv != 0 || streams || self.recv.len() < len {
+        if self.incoming.is_some() || !header.fin || header.rsv != 0 || streams || self.recv.len() < len {
             return Ok(false);
         }
         let mut payload = self.recv.split_to(len);
@@ -905,3 +905,6 @@ fn truncate_utf8(text: &mut String, max: usize) {
         text.truncate(end);
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,691 @@
+//! Unit tests of the connection, named after the RFC sections they check.
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+use crate::close::InvalidClose;
+use crate::frame::{RSV1, RSV2};
+use crate::random::SeededRandom;
+
+fn now() -> Instant {
+    // One fixed origin per test run; only differences matter.
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+/// Encodes a frame the way a peer would send it.
+fn frame(opcode: u8, fin: bool, rsv: u8, mask: Option<[u8; 4]>, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![u8::from(fin) << 7 | rsv | opcode];
+    let m = if mask.is_some() { 0x80 } else { 0 };
+    match payload.len() {
+        n @ 0..=125 => out.push(m | n as u8),
+        n @ 126..=0xffff => {
+            out.push(m | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(m | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    let mut body = payload.to_vec();
+    if let Some(key) = mask {
+        out.extend_from_slice(&key);
+        crate::mask::apply_mask_bytewise(&mut body, key);
+    }
+    out.extend_from_slice(&body);
+    out
+}
+
+/// A frame from a client (masked).
+fn cf(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
+    frame(opcode, fin, 0, Some([0x12, 0x34, 0x56, 0x78]), payload)
+}
+
+fn server() -> Connection {
+    Connection::server(Config::default(), now())
+}
+
+fn server_with(config: Config) -> Connection {
+    Connection::server(config, now())
+}
+
+fn client() -> Connection {
+    Connection::client(Config::default(), Box::new(SeededRandom::new(7)), now())
+}
+
+fn events(conn: &mut Connection) -> Vec<Event> {
+    std::iter::from_fn(|| conn.poll_event()).collect()
+}
+
+fn transmitted(conn: &mut Connection) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(chunk) = conn.poll_transmit() {
+        out.extend_from_slice(&chunk);
+    }
+    out
+}
+
+/// Feeds `bytes` to a server and returns the close code it failed with.
+fn server_fails_with(config: Config, bytes: &[u8]) -> (CloseCode, ProtocolError) {
+    let mut conn = server_with(config);
+    conn.handle_read(bytes, now());
+    let closed = events(&mut conn).into_iter().find_map(|e| match e {
+        Event::Closed(c) => Some(c),
+        _ => None,
+    });
+    let closed = closed.expect("connection should have failed");
+    let CloseCause::Protocol(error) = closed.cause else { panic!("not a protocol error: {closed:?}") };
+    // The close frame we sent carries the same code.
+    let out = transmitted(&mut conn);
+    assert_eq!(out[0], 0x88, "a close frame is sent");
+    assert_eq!(u16::from_be_bytes([out[2], out[3]]), closed.code.as_u16());
+    assert!(conn.should_close_transport(), "the server closes the transport after failing");
+    assert_eq!(conn.state(), State::Closed);
+    (closed.code, error)
+}
+
+fn text(s: &str) -> Event {
+    Event::Message(Message::Text(s.into()))
+}
+
+mod rfc6455_5_1_masking {
+    use super::*;
+
+    #[test]
+    fn server_rejects_unmasked_frame() {
+        let (code, err) = server_fails_with(Config::default(), &frame(1, true, 0, None, b"hi"));
+        assert_eq!((code, err), (CloseCode::PROTOCOL_ERROR, ProtocolError::UnmaskedFrame));
+    }
+
+    #[test]
+    fn client_rejects_masked_frame() {
+        let mut conn = client();
+        conn.handle_read(&cf(1, true, b"hi"), now());
+        let ev = events(&mut conn);
+        assert!(matches!(&ev[0], Event::Closed(Closed { cause: CloseCause::Protocol(ProtocolError::MaskedFrame), .. })));
+        // The client waits for the server to close the transport, bounded by the close timeout.
+        assert!(!conn.should_close_transport());
+        let deadline = conn.poll_timeout().unwrap();
+        conn.handle_timeout(deadline);
+        assert!(conn.should_close_transport());
+    }
+
+    #[test]
+    fn client_masks_and_server_does_not() {
+        let mut c = client();
+        c.send_text("Hello").unwrap();
+        let out = transmitted(&mut c);
+        assert_eq!(out[1] & 0x80, 0x80);
+        let mut s = server();
+        s.handle_read(&out, now());
+        assert_eq!(events(&mut s), vec![text("Hello")]);
+        s.send_text("Hello").unwrap();
+        assert_eq!(transmitted(&mut s), [0x81, 0x05, b'H', b'e', b'l', b'l', b'o']);
+    }
+}
+
+mod rfc6455_5_2_base_framing {
+    use super::*;
+
+    #[test]
+    fn reserved_opcode_fails_1002() {
+        let (code, err) = server_fails_with(Config::default(), &cf(0x3, true, b""));
+        assert_eq!((code, err), (CloseCode::PROTOCOL_ERROR, ProtocolError::ReservedOpcode(3)));
+        let (_, err) = server_fails_with(Config::default(), &cf(0xb, true, b""));
+        assert_eq!(err, ProtocolError::ReservedOpcode(0xb));
+    }
+
+    #[test]
+    fn rsv_bits_without_extension_fail_1002() {
+        for rsv in [RSV1, RSV2, crate::frame::RSV3] {
+            let bytes = frame(1, true, rsv, Some([1, 2, 3, 4]), b"x");
+            let (code, err) = server_fails_with(Config::default(), &bytes);
+            assert_eq!((code, err), (CloseCode::PROTOCOL_ERROR, ProtocolError::ReservedBits(rsv)));
+        }
+    }
+
+    #[test]
+    fn length_with_top_bit_fails_1002() {
+        let mut bytes = vec![0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 0];
+        bytes.extend_from_slice(&[1, 2, 3, 4]);
+        let (code, err) = server_fails_with(Config::default(), &bytes);
+        assert_eq!((code, err), (CloseCode::PROTOCOL_ERROR, ProtocolError::InvalidLength));
+    }
+
+    #[test]
+    fn length_2_pow_63_minus_1_fails_1009_without_allocating() {
+        let mut bytes = vec![0x82, 0xff, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+        bytes.extend_from_slice(&[1, 2, 3, 4]);
+        let (code, err) = server_fails_with(Config::default(), &bytes);
+        assert_eq!(code, CloseCode::MESSAGE_TOO_BIG);
+        assert!(matches!(err, ProtocolError::FrameTooLarge { size, .. } if size == u64::MAX >> 1));
+    }
+
+    #[test]
+    fn any_split_of_the_input_gives_the_same_events() {
+        let mut stream = cf(1, false, "κό".as_bytes());
+        stream.extend(cf(9, true, b"ping"));
+        stream.extend(cf(0, true, "σμε".as_bytes()));
+        stream.extend(cf(2, true, &[7; 300]));
+        for cut in 0..stream.len() {
+            let mut conn = server();
+            conn.handle_read(&stream[..cut], now());
+            conn.handle_read(&stream[cut..], now());
+            assert_eq!(
+                events(&mut conn),
+                vec![
+                    Event::Ping(Bytes::from_static(b"ping")),
+                    text("κόσμε"),
+                    Event::Message(Message::Binary(vec![7; 300].into()))
+                ],
+                "cut at {cut}"
+            );
+        }
+    }
+}
+
+mod rfc6455_5_4_fragmentation {
+    use super::*;
+
+    #[test]
+    fn fragments_are_reassembled() {
+        let mut conn = server();
+        let mut bytes = cf(1, false, b"Hel");
+        bytes.extend(cf(0, false, b""));
+        bytes.extend(cf(0, true, b"lo"));
+        conn.handle_read(&bytes, now());
+        assert_eq!(events(&mut conn), vec![text("Hello")]);
+    }
+
+    #[test]
+    fn continuation_without_message_fails_1002() {
+        let (code, err) = server_fails_with(Config::default(), &cf(0, true, b"x"));
+        assert_eq!((code, err), (CloseCode::PROTOCOL_ERROR, ProtocolError::UnexpectedContinuation));
+    }
+
+    #[test]
+    fn new_message_inside_fragmented_one_fails_1002() {
+        let mut bytes = cf(1, false, b"a");
+        bytes.extend(cf(2, true, b"b"));
+        let (code, err) = server_fails_with(Config::default(), &bytes);
+        assert_eq!((code, err), (CloseCode::PROTOCOL_ERROR, ProtocolError::ExpectedContinuation));
+    }
+
+    #[test]
+    fn control_frames_between_fragments() {
+        let mut conn = server();
+        let mut bytes = cf(2, false, b"a");
+        bytes.extend(cf(9, true, b"p"));
+        bytes.extend(cf(0xa, true, b"q"));
+        bytes.extend(cf(0, true, b"b"));
+        conn.handle_read(&bytes, now());
+        assert_eq!(
+            events(&mut conn),
+            vec![
+                Event::Ping(Bytes::from_static(b"p")),
+                Event::Pong(Bytes::from_static(b"q")),
+                Event::Message(Message::Binary(Bytes::from_static(b"ab")))
+            ]
+        );
+        assert_eq!(transmitted(&mut conn), [0x8a, 0x01, b'p']);
+    }
+
+    #[test]
+    fn sending_fragments() {
+        let mut conn = server();
+        conn.send_fragment(DataKind::Text, &[0xe2, 0x82], false).unwrap();
+        // Another message may not start while this one is open; a ping may.
+        assert_eq!(conn.send_text("x"), Err(SendError::FragmentOrder));
+        assert_eq!(conn.send_fragment(DataKind::Binary, b"x", true), Err(SendError::FragmentOrder));
+        conn.ping(b"").unwrap();
+        conn.send_fragment(DataKind::Text, &[0xac], true).unwrap();
+        assert_eq!(transmitted(&mut conn), [0x01, 0x02, 0xe2, 0x82, 0x89, 0x00, 0x80, 0x01, 0xac]);
+        // Invalid UTF-8 is refused before anything is queued.
+        assert_eq!(conn.send_fragment(DataKind::Text, &[0xff], true), Err(SendError::InvalidUtf8));
+        assert_eq!(conn.send_fragment(DataKind::Text, &[0xe2], true), Err(SendError::InvalidUtf8));
+        assert!(transmitted(&mut conn).is_empty());
+    }
+
+    #[test]
+    fn automatic_fragmentation() {
+        let mut config = Config::default();
+        config.max_send_frame_size = Some(2);
+        let mut conn = server_with(config);
+        conn.send_binary(b"abcde").unwrap();
+        assert_eq!(transmitted(&mut conn), [0x02, 2, b'a', b'b', 0x00, 2, b'c', b'd', 0x80, 1, b'e']);
+    }
+}
+
+mod rfc6455_5_5_control_frames {
+    use super::*;
+
+    #[test]
+    fn control_frame_over_125_bytes_fails_1002() {
+        let (code, err) = server_fails_with(Config::default(), &cf(9, true, &[0; 126]));
+        assert_eq!((code, err), (CloseCode::PROTOCOL_ERROR, ProtocolError::ControlFrameTooLong));
+    }
+
+    #[test]
+    fn fragmented_control_frame_fails_1002() {
+        let (code, err) = server_fails_with(Config::default(), &cf(9, false, b""));
+        assert_eq!((code, err), (CloseCode::PROTOCOL_ERROR, ProtocolError::FragmentedControlFrame));
+    }
+
+    #[test]
+    fn rsv_on_control_frame_fails_1002() {
+        let bytes = frame(9, true, RSV1, Some([0; 4]), b"");
+        assert_eq!(server_fails_with(Config::default(), &bytes).1, ProtocolError::ReservedBits(RSV1));
+    }
+
+    #[test]
+    fn rfc6455_5_5_2_ping_answered_with_same_payload() {
+        let mut conn = server();
+        conn.handle_read(&cf(9, true, &[0xfe; 125]), now());
+        let out = transmitted(&mut conn);
+        assert_eq!(&out[..2], &[0x8a, 125]);
+        assert_eq!(&out[2..], &[0xfe; 125]);
+    }
+
+    #[test]
+    fn auto_pong_can_be_turned_off() {
+        let mut config = Config::default();
+        config.auto_pong = false;
+        let mut conn = server_with(config);
+        conn.handle_read(&cf(9, true, b"x"), now());
+        assert_eq!(events(&mut conn), vec![Event::Ping(Bytes::from_static(b"x"))]);
+        assert!(transmitted(&mut conn).is_empty());
+        conn.pong(b"x").unwrap();
+        assert_eq!(transmitted(&mut conn), [0x8a, 1, b'x']);
+    }
+
+    #[test]
+    fn sending_oversized_control_frame_is_refused() {
+        let mut conn = server();
+        assert_eq!(conn.ping(&[0; 126]), Err(SendError::ControlFrameTooLong(126)));
+    }
+}
+
+mod rfc6455_5_5_1_close {
+    use super::*;
+
+    #[test]
+    fn peer_close_is_answered_with_its_code() {
+        let mut conn = server();
+        conn.handle_read(&cf(8, true, &[0x0f, 0xa0, b'o', b'k']), now());
+        let ev = events(&mut conn);
+        assert_eq!(
+            ev,
+            vec![Event::Closed(Closed { code: CloseCode::new(4000), reason: "ok".into(), cause: CloseCause::Remote })]
+        );
+        assert_eq!(transmitted(&mut conn), [0x88, 2, 0x0f, 0xa0]);
+        assert!(conn.should_close_transport());
+        assert_eq!(conn.send_text("late"), Err(SendError::Closed));
+    }
+
+    #[test]
+    fn empty_close_is_reported_as_1005_and_answered_with_1000() {
+        let mut conn = server();
+        conn.handle_read(&cf(8, true, b""), now());
+        assert!(matches!(&events(&mut conn)[0], Event::Closed(Closed { code: CloseCode::NO_STATUS, .. })));
+        assert_eq!(transmitted(&mut conn), [0x88, 2, 0x03, 0xe8]);
+    }
+
+    #[test]
+    fn invalid_close_payloads_fail_1002_or_1007() {
+        assert_eq!(server_fails_with(Config::default(), &cf(8, true, &[3])).0, CloseCode::PROTOCOL_ERROR);
+        for code in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000] {
+            let (c, err) = server_fails_with(Config::default(), &cf(8, true, &code.to_be_bytes()));
+            assert_eq!((c, err), (CloseCode::PROTOCOL_ERROR, ProtocolError::InvalidCloseCode(code)));
+        }
+        let (code, _) = server_fails_with(Config::default(), &cf(8, true, &[0x03, 0xe8, 0xff]));
+        assert_eq!(code, CloseCode::INVALID_PAYLOAD);
+    }
+
+    #[test]
+    fn locally_started_close() {
+        let mut conn = server();
+        conn.send_text("bye").unwrap();
+        assert_eq!(conn.close(CloseCode::ABNORMAL, "", now()), Err(SendError::InvalidClose(InvalidClose::Code(CloseCode::ABNORMAL))));
+        conn.close(CloseCode::GOING_AWAY, "shutdown", now()).unwrap();
+        assert_eq!(conn.state(), State::Closing);
+        assert_eq!(conn.send_text("late"), Err(SendError::Closed));
+        assert_eq!(conn.close(CloseCode::NORMAL, "", now()), Err(SendError::Closed));
+        let out = transmitted(&mut conn);
+        assert_eq!(&out[5..9], &[0x88, 10, 0x03, 0xe9]);
+        // Messages that arrive before the peer's answer are still delivered;
+        // pings are not answered any more.
+        let mut bytes = cf(1, true, b"still here");
+        bytes.extend(cf(9, true, b""));
+        bytes.extend(cf(8, true, &[0x03, 0xe9]));
+        bytes.extend(cf(1, true, b"after close"));
+        conn.handle_read(&bytes, now());
+        let ev = events(&mut conn);
+        assert_eq!(ev[0], text("still here"));
+        assert_eq!(ev[2], Event::Closed(Closed { code: CloseCode::GOING_AWAY, reason: String::new(), cause: CloseCause::Local }));
+        assert_eq!(ev.len(), 3);
+        assert!(transmitted(&mut conn).is_empty());
+        assert!(conn.should_close_transport());
+    }
+
+    #[test]
+    fn close_timeout_when_peer_never_answers() {
+        let mut conn = server();
+        conn.close(CloseCode::NORMAL, "", now()).unwrap();
+        let deadline = conn.poll_timeout().unwrap();
+        assert_eq!(deadline, now() + Config::default().close_timeout);
+        conn.handle_timeout(deadline - Duration::from_millis(1));
+        assert_eq!(conn.state(), State::Closing);
+        conn.handle_timeout(deadline);
+        assert!(matches!(&events(&mut conn)[0], Event::Closed(Closed { code: CloseCode::ABNORMAL, cause: CloseCause::CloseTimeout, .. })));
+        assert!(conn.should_close_transport());
+        assert_eq!(conn.poll_timeout(), None);
+    }
+
+    #[test]
+    fn reason_is_limited_to_123_bytes() {
+        let mut conn = server();
+        assert_eq!(
+            conn.close(CloseCode::NORMAL, &"x".repeat(124), now()),
+            Err(SendError::InvalidClose(InvalidClose::ReasonTooLong(124)))
+        );
+        conn.close(CloseCode::NORMAL, &"x".repeat(123), now()).unwrap();
+        assert_eq!(transmitted(&mut conn).len(), 2 + 125);
+    }
+}
+
+mod rfc6455_7_1_5_abnormal_closure {
+    use super::*;
+
+    #[test]
+    fn eof_without_close_is_1006() {
+        let mut conn = client();
+        conn.handle_eof(now());
+        assert_eq!(
+            events(&mut conn),
+            vec![Event::Closed(Closed { code: CloseCode::ABNORMAL, reason: String::new(), cause: CloseCause::Abnormal })]
+        );
+        assert!(conn.should_close_transport());
+    }
+
+    #[test]
+    fn codes_1005_1006_1015_are_never_sent() {
+        let mut conn = server();
+        for code in [CloseCode::NO_STATUS, CloseCode::ABNORMAL, CloseCode::TLS_HANDSHAKE] {
+            assert!(conn.close(code, "", now()).is_err());
+        }
+        assert!(transmitted(&mut conn).is_empty());
+    }
+}
+
+mod rfc6455_8_1_utf8 {
+    use super::*;
+
+    #[test]
+    fn invalid_utf8_fails_1007() {
+        let (code, err) = server_fails_with(Config::default(), &cf(1, true, &[b'a', 0xff]));
+        assert_eq!((code, err), (CloseCode::INVALID_PAYLOAD, ProtocolError::InvalidUtf8));
+    }
+
+    #[test]
+    fn code_point_split_across_fragments() {
+        let mut conn = server();
+        let euro = "€".as_bytes();
+        let mut bytes = cf(1, false, &euro[..1]);
+        bytes.extend(cf(0, false, &euro[1..2]));
+        bytes.extend(cf(0, true, &euro[2..]));
+        conn.handle_read(&bytes, now());
+        assert_eq!(events(&mut conn), vec![text("€")]);
+    }
+
+    #[test]
+    fn fails_fast_before_the_message_ends() {
+        // The first fragment already holds an impossible sequence: fail
+        // without waiting for the rest of the message.
+        let mut conn = server();
+        conn.handle_read(&cf(1, false, &[0xce, 0xba, 0xf4, 0x90]), now());
+        assert!(matches!(&events(&mut conn)[0], Event::Closed(Closed { code: CloseCode::INVALID_PAYLOAD, .. })));
+        // Likewise inside one frame whose payload is still arriving.
+        let mut conn = server();
+        let bytes = cf(1, true, &[b'a', 0xed, 0xa0, 0x80, b'b', b'c', b'd']);
+        conn.handle_read(&bytes[..9], now());
+        assert!(matches!(&events(&mut conn)[0], Event::Closed(Closed { code: CloseCode::INVALID_PAYLOAD, .. })));
+    }
+
+    #[test]
+    fn incomplete_code_point_at_message_end_fails_1007() {
+        let mut bytes = cf(1, false, b"a");
+        bytes.extend(cf(0, true, &[0xe2, 0x82]));
+        assert_eq!(server_fails_with(Config::default(), &bytes).0, CloseCode::INVALID_PAYLOAD);
+    }
+}
+
+mod limits_1009 {
+    use super::*;
+
+    #[test]
+    fn frame_over_max_frame_size() {
+        let mut config = Config::default();
+        config.max_frame_size = 10;
+        let (code, err) = server_fails_with(config, &cf(2, true, &[0; 11]));
+        assert_eq!((code, err), (CloseCode::MESSAGE_TOO_BIG, ProtocolError::FrameTooLarge { size: 11, limit: 10 }));
+    }
+
+    #[test]
+    fn message_grown_past_limit_by_small_fragments() {
+        let mut config = Config::default();
+        config.max_message_size = 100;
+        let mut conn = server_with(config);
+        let mut failed = false;
+        for i in 0..200 {
+            conn.handle_read(&cf(if i == 0 { 2 } else { 0 }, false, &[1]), now());
+            if conn.state() == State::Closed {
+                assert_eq!(i, 100, "fails on the first byte over the limit");
+                failed = true;
+                break;
+            }
+        }
+        assert!(failed);
+        assert!(matches!(&events(&mut conn)[0], Event::Closed(Closed { code: CloseCode::MESSAGE_TOO_BIG, .. })));
+    }
+
+    #[test]
+    fn limits_are_inclusive() {
+        let mut config = Config::default();
+        config.max_frame_size = 10;
+        config.max_message_size = 10;
+        let mut conn = server_with(config);
+        conn.handle_read(&cf(2, true, &[0; 10]), now());
+        assert_eq!(events(&mut conn).len(), 1);
+        assert_eq!(conn.state(), State::Open);
+    }
+}
+
+mod streaming {
+    use super::*;
+
+    fn streaming_server(threshold: usize) -> Connection {
+        let mut config = Config::default();
+        config.stream_threshold = Some(threshold);
+        server_with(config)
+    }
+
+    #[test]
+    fn large_frame_delivered_as_bytes_arrive() {
+        let mut conn = streaming_server(4);
+        let bytes = cf(2, true, b"0123456789");
+        // Header (2 + 4 mask) and the first 3 payload bytes: under the threshold.
+        conn.handle_read(&bytes[..9], now());
+        assert_eq!(events(&mut conn), vec![]);
+        conn.handle_read(&bytes[9..12], now());
+        let ev = events(&mut conn);
+        assert_eq!(
+            ev,
+            vec![Event::Fragment(Fragment { kind: DataKind::Binary, data: Bytes::from_static(b"012345"), first: true, last: false })]
+        );
+        conn.handle_read(&bytes[12..], now());
+        assert_eq!(
+            events(&mut conn),
+            vec![Event::Fragment(Fragment { kind: DataKind::Binary, data: Bytes::from_static(b"6789"), first: false, last: true })]
+        );
+    }
+
+    #[test]
+    fn small_messages_stay_whole() {
+        let mut conn = streaming_server(100);
+        conn.handle_read(&cf(1, true, b"short"), now());
+        assert_eq!(events(&mut conn), vec![text("short")]);
+    }
+
+    #[test]
+    fn text_pieces_never_split_a_code_point() {
+        let mut conn = streaming_server(0);
+        let euro = "a€b".as_bytes();
+        let bytes = cf(1, true, euro);
+        let mut pieces = Vec::new();
+        for b in &bytes {
+            conn.handle_read(std::slice::from_ref(b), now());
+            for e in events(&mut conn) {
+                let Event::Fragment(f) = e else { panic!("{e:?}") };
+                pieces.push((f.text().unwrap().to_owned(), f.first, f.last));
+            }
+        }
+        let expected = [("a", true, false), ("€", false, false), ("b", false, true)];
+        assert_eq!(pieces, expected.map(|(t, f, l)| (t.to_owned(), f, l)));
+    }
+
+    #[test]
+    fn streamed_message_still_limited() {
+        let mut config = Config::default();
+        config.stream_threshold = Some(0);
+        config.max_message_size = 5;
+        let mut conn = server_with(config);
+        conn.handle_read(&cf(2, false, b"abc"), now());
+        conn.handle_read(&cf(0, true, b"def"), now());
+        let ev = events(&mut conn);
+        assert!(matches!(ev.last(), Some(Event::Closed(Closed { code: CloseCode::MESSAGE_TOO_BIG, .. }))));
+    }
+}
+
+mod timers {
+    use super::*;
+
+    #[test]
+    fn keepalive_ping_after_interval_without_traffic() {
+        let mut config = Config::default();
+        config.ping_interval = Some(Duration::from_secs(120));
+        let mut conn = server_with(config);
+        assert_eq!(conn.poll_timeout(), Some(now() + Duration::from_secs(120)));
+        // Traffic pushes the ping back.
+        let later = now() + Duration::from_secs(60);
+        conn.handle_read(&cf(0xa, true, b""), later);
+        assert_eq!(conn.poll_timeout(), Some(later + Duration::from_secs(120)));
+        conn.handle_timeout(later + Duration::from_secs(120));
+        assert_eq!(transmitted(&mut conn), [0x89, 0]);
+        assert_eq!(conn.poll_timeout(), Some(later + Duration::from_secs(240)));
+    }
+
+    #[test]
+    fn idle_timeout_fails_the_connection() {
+        let mut config = Config::default();
+        config.ping_interval = Some(Duration::from_secs(10));
+        config.idle_timeout = Some(Duration::from_secs(20));
+        let mut conn = server_with(config);
+        let t1 = conn.poll_timeout().unwrap();
+        conn.handle_timeout(t1);
+        assert_eq!(transmitted(&mut conn), [0x89, 0]);
+        let t2 = conn.poll_timeout().unwrap();
+        assert_eq!(t2, now() + Duration::from_secs(20));
+        conn.handle_timeout(t2);
+        assert_eq!(
+            events(&mut conn),
+            vec![Event::Closed(Closed { code: CloseCode::ABNORMAL, reason: String::new(), cause: CloseCause::IdleTimeout })]
+        );
+        assert_eq!(&transmitted(&mut conn)[..4], &[0x88, 14, 0x03, 0xf3]);
+        assert!(conn.should_close_transport());
+        assert_eq!(conn.poll_timeout(), None);
+    }
+}
+
+mod extension_pipeline {
+    use super::*;
+    use crate::extension::DecodeError;
+
+    /// A toy extension on RSV2 that XORs every byte with 0x55.
+    struct Xor;
+
+    impl Extension for Xor {
+        fn name(&self) -> &str {
+            "x-xor"
+        }
+        fn rsv_bits(&self) -> u8 {
+            RSV2
+        }
+        fn encode(&mut self, _kind: DataKind, payload: &mut BytesMut) -> Result<u8, String> {
+            payload.iter_mut().for_each(|b| *b ^= 0x55);
+            Ok(RSV2)
+        }
+        fn decode(&mut self, input: &[u8], _last: bool, out: &mut BytesMut, limit: usize) -> Result<(), DecodeError> {
+            if input.len() > limit {
+                return Err(DecodeError::TooLarge);
+            }
+            out.extend(input.iter().map(|b| b ^ 0x55));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn messages_pass_through_the_pipeline() {
+        let mut c = client().with_extensions(vec![Box::new(Xor)]);
+        let mut s = server().with_extensions(vec![Box::new(Xor)]);
+        assert_eq!(s.extensions().collect::<Vec<_>>(), ["x-xor"]);
+        c.send_text("héllo").unwrap();
+        let wire = transmitted(&mut c);
+        assert_eq!(wire[0], 0x80 | RSV2 | 1);
+        s.handle_read(&wire, now());
+        assert_eq!(events(&mut s), vec![text("héllo")]);
+        // RSV2 on a continuation frame is still a protocol error.
+        let mut bytes = frame(1, false, RSV2, Some([0; 4]), b"a");
+        bytes.extend(frame(0, true, RSV2, Some([0; 4]), b"b"));
+        s.handle_read(&bytes, now());
+        assert!(matches!(&events(&mut s)[0], Event::Closed(Closed { cause: CloseCause::Protocol(ProtocolError::ReservedBits(_)), .. })));
+    }
+
+    #[test]
+    fn decoded_size_is_limited() {
+        let mut config = Config::default();
+        config.max_message_size = 3;
+        let mut s = server_with(config).with_extensions(vec![Box::new(Xor)]);
+        s.handle_read(&frame(2, true, RSV2, Some([0; 4]), b"abcd"), now());
+        assert!(matches!(&events(&mut s)[0], Event::Closed(Closed { code: CloseCode::MESSAGE_TOO_BIG, .. })));
+    }
+}
+
+mod transmit {
+    use super::*;
+
+    #[test]
+    fn replies_to_a_burst_leave_in_one_chunk() {
+        let mut conn = server();
+        let mut bytes = Vec::new();
+        for _ in 0..10 {
+            bytes.extend(cf(9, true, b"p"));
+        }
+        conn.handle_read(&bytes, now());
+        let first = conn.poll_transmit().unwrap();
+        assert_eq!(first.len(), 30);
+        assert_eq!(conn.poll_transmit(), None);
+    }
+
+    #[test]
+    fn large_server_payloads_are_not_copied() {
+        let mut conn = server();
+        let payload = Bytes::from(vec![9u8; ZERO_COPY_MIN]);
+        conn.send_text("small").unwrap();
+        conn.send(payload.clone()).unwrap();
+        assert_eq!(conn.pending_transmit(), 7 + 4 + ZERO_COPY_MIN);
+        assert_eq!(&conn.poll_transmit().unwrap()[..], &[0x81, 5, b's', b'm', b'a', b'l', b'l', 0x82, 126, 0x40, 0x00]);
+        let chunk = conn.poll_transmit().unwrap();
+        assert_eq!(chunk.as_ptr(), payload.as_ptr());
+        assert_eq!(conn.pending_transmit(), 0);
+    }
+}
