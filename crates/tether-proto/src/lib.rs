@@ -1,4 +1,81 @@
-//! tether-proto: the sans-IO WebSocket protocol core.
+//! tether-proto: the sans-IO WebSocket protocol core of tether.
+//!
+//! This crate knows RFC 6455 and nothing of sockets, runtimes or clocks. It
+//! turns received bytes into [`Event`]s and commands into bytes to transmit;
+//! time comes in as an [`Instant`](std::time::Instant) argument and leaves as
+//! a deadline; randomness (masking keys, `Sec-WebSocket-Key`) comes from an
+//! injected [`RandomSource`]. The runtime adapters (tokio, futures-io,
+//! blocking `std::net`) are loops around it, and so is anything you build on
+//! a transport of your own.
+//!
+//! # The driving loop
+//!
+//! ```text
+//!              +------------------------- Connection -------------------------+
+//!  socket ---> | handle_read(bytes, now)    handle_eof(now)  handle_timeout(now)| inputs
+//!  app    ---> | send(..)  send_fragment(..)  ping(..)  close(code, reason, now)| commands
+//!              |                                                               |
+//!  socket <--- | poll_transmit() -> bytes    should_close_transport()          | outputs, drained
+//!  timer  <--- | poll_timeout() -> next deadline                               | after every input
+//!  app    <--- | poll_event() -> Message | Fragment | Ping | Pong | Closed     | or command
+//!              +---------------------------------------------------------------+
+//! ```
+//!
+//! After every input or command, drain the outputs in this order:
+//! 1. [`Connection::poll_transmit`] until `None`, writing each chunk in order
+//!    (replies to everything one read delivered come out together);
+//! 2. [`Connection::poll_event`] until `None`, handing events to the application;
+//! 3. [`Connection::should_close_transport`]: once written, close the transport;
+//! 4. [`Connection::poll_timeout`]: arm one timer; when it fires, call
+//!    [`Connection::handle_timeout`].
+//!
+//! The opening handshake runs before a [`Connection`] exists, with the push
+//! parsers of the [`handshake`] module, which hand over any bytes that
+//! arrived behind the handshake so no frame is lost.
+//!
+//! # Example
+//!
+//! A client and a server wired to each other in memory; an adapter does the
+//! same with a socket in between.
+//!
+//! ```
+//! use std::time::Instant;
+//! use tether_proto::{CloseCode, Config, Connection, Event, Message, SeededRandom};
+//!
+//! /// Moves everything `from` wants to send into `to`.
+//! fn pump(from: &mut Connection, to: &mut Connection, now: Instant) {
+//!     while let Some(bytes) = from.poll_transmit() {
+//!         to.handle_read(&bytes, now);
+//!     }
+//! }
+//!
+//! let now = Instant::now();
+//! // SeededRandom is for tests: give real clients a cryptographically secure source.
+//! let mut client = Connection::client(Config::default(), Box::new(SeededRandom::new(1)), now);
+//! let mut server = Connection::server(Config::default(), now);
+//!
+//! client.send_text("hello").unwrap();
+//! pump(&mut client, &mut server, now);
+//!
+//! // An echo server: answer every message with itself.
+//! while let Some(event) = server.poll_event() {
+//!     if let Event::Message(message) = event {
+//!         server.send(message).unwrap();
+//!     }
+//! }
+//! pump(&mut server, &mut client, now);
+//! assert_eq!(client.poll_event(), Some(Event::Message(Message::Text("hello".into()))));
+//!
+//! // The close handshake: the client starts it, the server answers and
+//! // closes the transport first.
+//! client.close(CloseCode::NORMAL, "bye", now).unwrap();
+//! pump(&mut client, &mut server, now);
+//! pump(&mut server, &mut client, now);
+//! assert!(server.should_close_transport());
+//! assert!(matches!(client.poll_event(), Some(Event::Closed(c)) if c.code == CloseCode::NORMAL));
+//! client.handle_eof(now); // the server closed the transport
+//! assert!(client.should_close_transport());
+//! ```
 #![warn(missing_docs)]
 
 mod close;
