@@ -509,7 +509,7 @@ impl Connection {
             }
             let mut piece = self.recv.split_to(take);
             if let Some(key) = frame.header.mask {
-                apply_mask(&mut piece, key, frame.offset as usize);
+                apply_mask(&mut piece, key, (frame.offset % 4) as usize);
             }
             frame.offset += take as u64;
             frame.remaining -= take as u64;
@@ -566,7 +566,9 @@ impl Connection {
     /// A whole single-frame, untransformed message already in the buffer is
     /// unmasked in place and delivered without a copy.
     fn try_fast_path(&mut self, header: &FrameHeader) -> Result<bool, ProtocolError> {
-        let len = header.payload_len as usize;
+        let Ok(len) = usize::try_from(header.payload_len) else {
+            return Ok(false);
+        };
         let streams = self.config.stream_threshold.is_some_and(|t| len >= t);
         if self.incoming.is_some() || !header.fin || header.rsv != 0 || streams || self.recv.len() < len {
             return Ok(false);
