@@ -116,7 +116,9 @@ pub struct Connection {
     last_received: Instant,
     last_ping_sent: Option<Instant>,
     close_deadline: Option<Instant>,
-    /// The transport has ended (EOF received) or must be closed now.
+    /// The transport's read side ended.
+    eof_received: bool,
+    /// A timeout says the transport must be closed now.
     transport_done: bool,
 }
 
@@ -190,6 +192,7 @@ impl Connection {
             last_received: now,
             last_ping_sent: None,
             close_deadline: None,
+            eof_received: false,
             transport_done: false,
         }
     }
@@ -210,8 +213,10 @@ impl Connection {
 
     // ---- Inputs -------------------------------------------------------
 
-    /// Bytes received from the transport. Parses every complete frame they
-    /// finish; events and replies are then ready to be polled.
+    /// Bytes received from the transport. They are parsed as
+    /// [`poll_event`](Self::poll_event) asks for events, so that the
+    /// application answers each message before a later frame can close the
+    /// connection.
     pub fn handle_read(&mut self, data: &[u8], now: Instant) {
         if data.is_empty() {
             return;
@@ -230,35 +235,31 @@ impl Connection {
         &mut self.recv
     }
 
-    /// Processes what was appended to [`recv_buffer`](Self::recv_buffer).
+    /// Takes note of what was appended to [`recv_buffer`](Self::recv_buffer).
     pub fn handle_received(&mut self, now: Instant) {
-        if self.recv.is_empty() {
-            return;
-        }
-        self.last_received = now;
-        if let Err(error) = self.process(now) {
-            self.fail(error, now);
-        }
         if self.state == State::Closed {
             self.recv = BytesMut::new();
-        } else if self.recv.is_empty() && self.recv.capacity() > IDLE_BUFFER_MAX {
-            self.recv = BytesMut::new();
+        } else if !self.recv.is_empty() {
+            self.last_received = now;
         }
     }
 
-    /// The transport's read side ended (EOF).
-    pub fn handle_eof(&mut self, _now: Instant) {
-        if self.state != State::Closed {
-            self.set_closed(CloseCode::ABNORMAL, String::new(), CloseCause::Abnormal);
-        }
-        self.transport_done = true;
+    /// The transport's read side ended (EOF). Frames received before it are
+    /// still delivered; then the connection closes with 1006 unless the close
+    /// handshake completed.
+    pub fn handle_eof(&mut self, now: Instant) {
+        self.eof_received = true;
+        self.last_received = now;
         self.close_deadline = None;
+        if self.recv.is_empty() {
+            self.finish_eof();
+        }
     }
 
     /// Time passed: handles every deadline at or before `now` (keepalive
     /// ping, idle timeout, close timeout).
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.transport_done {
+        if self.should_close_transport() {
             return;
         }
         if self.close_deadline.is_some_and(|d| d <= now) {
@@ -389,9 +390,19 @@ impl Connection {
 
     // ---- Outputs ------------------------------------------------------
 
-    /// The next event for the application. Drain after every input or
-    /// command.
+    /// The next event for the application. Drain after every input, before
+    /// [`poll_transmit`](Self::poll_transmit): received bytes are parsed here,
+    /// one event at a time, so replies to what the application is handed
+    /// (pongs, echoes, the close reply) are queued in the order of the frames
+    /// that caused them.
     pub fn poll_event(&mut self) -> Option<Event> {
+        if self.events.is_empty() {
+            if !self.recv.is_empty() {
+                self.parse_next();
+            } else if self.eof_received {
+                self.finish_eof();
+            }
+        }
         self.events.pop_front()
     }
 
@@ -416,7 +427,7 @@ impl Connection {
     /// The earliest instant at which [`handle_timeout`](Self::handle_timeout)
     /// has something to do, if any.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.transport_done {
+        if self.should_close_transport() {
             return None;
         }
         if self.state != State::Open {
@@ -435,7 +446,7 @@ impl Connection {
     /// (RFC 6455 section 7.1.1); a client waits for the server to do it, for
     /// at most [`Config::close_timeout`].
     pub fn should_close_transport(&self) -> bool {
-        self.transport_done || (self.state == State::Closed && self.role == Role::Server)
+        self.transport_done || (self.state == State::Closed && (self.role == Role::Server || self.eof_received))
     }
 
     // ---- Getters ------------------------------------------------------
@@ -474,10 +485,37 @@ impl Connection {
 
     // ---- Receiving ----------------------------------------------------
 
+    /// Parses received bytes until they yield an event or run out.
+    fn parse_next(&mut self) {
+        // The time of the read that delivered these bytes.
+        let now = self.last_received;
+        if let Err(error) = self.process(now) {
+            self.fail(error, now);
+        }
+        if self.state == State::Closed {
+            self.recv = BytesMut::new();
+        } else if self.recv.is_empty() && self.recv.capacity() > IDLE_BUFFER_MAX {
+            self.recv = BytesMut::new();
+        }
+        if self.eof_received && self.events.is_empty() {
+            // Nothing more can complete what is left of the buffer.
+            self.finish_eof();
+        }
+    }
+
+    /// The transport ended and every frame before the end was handled.
+    fn finish_eof(&mut self) {
+        if self.state != State::Closed {
+            self.set_closed(CloseCode::ABNORMAL, String::new(), CloseCause::Abnormal);
+        }
+        self.recv = BytesMut::new();
+        self.close_deadline = None;
+    }
+
     /// Parses and handles every complete frame (and every available payload
     /// byte of a data frame) in the receive buffer.
     fn process(&mut self, now: Instant) -> Result<(), ProtocolError> {
-        while self.state != State::Closed {
+        while self.state != State::Closed && self.events.is_empty() {
             let Some(frame) = &mut self.frame else {
                 let Some((header, header_len)) = FrameHeader::parse(&self.recv)? else {
                     return Ok(());

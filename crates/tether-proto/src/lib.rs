@@ -15,16 +15,19 @@
 //!  socket ---> | handle_read(bytes, now)    handle_eof(now)  handle_timeout(now)| inputs
 //!  app    ---> | send(..)  send_fragment(..)  ping(..)  close(code, reason, now)| commands
 //!              |                                                               |
-//!  socket <--- | poll_transmit() -> bytes    should_close_transport()          | outputs, drained
-//!  timer  <--- | poll_timeout() -> next deadline                               | after every input
-//!  app    <--- | poll_event() -> Message | Fragment | Ping | Pong | Closed     | or command
+//!  app    <--- | poll_event() -> Message | Fragment | Ping | Pong | Closed     | outputs, drained
+//!  socket <--- | poll_transmit() -> bytes    should_close_transport()          | after every input
+//!  timer  <--- | poll_timeout() -> next deadline                               | or command
 //!              +---------------------------------------------------------------+
 //! ```
 //!
 //! After every input or command, drain the outputs in this order:
-//! 1. [`Connection::poll_transmit`] until `None`, writing each chunk in order
+//! 1. [`Connection::poll_event`] until `None`, handing events to the
+//!    application (which may send in reply). Received bytes are parsed here, one
+//!    event at a time, so a reply to a message is queued before the close
+//!    frame that a later, invalid frame of the same read causes;
+//! 2. [`Connection::poll_transmit`] until `None`, writing each chunk in order
 //!    (replies to everything one read delivered come out together);
-//! 2. [`Connection::poll_event`] until `None`, handing events to the application;
 //! 3. [`Connection::should_close_transport`]: once written, close the transport;
 //! 4. [`Connection::poll_timeout`]: arm one timer; when it fires, call
 //!    [`Connection::handle_timeout`].
@@ -70,7 +73,8 @@
 //! // closes the transport first.
 //! client.close(CloseCode::NORMAL, "bye", now).unwrap();
 //! pump(&mut client, &mut server, now);
-//! pump(&mut server, &mut client, now);
+//! assert!(matches!(server.poll_event(), Some(Event::Closed(c)) if c.reason == "bye"));
+//! pump(&mut server, &mut client, now); // the server's answer
 //! assert!(server.should_close_transport());
 //! assert!(matches!(client.poll_event(), Some(Event::Closed(c)) if c.code == CloseCode::NORMAL));
 //! client.handle_eof(now); // the server closed the transport

@@ -1,5 +1,5 @@
 //! Unit tests of the connection, named after the RFC sections they check.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::field_reassign_with_default)]
 
 use super::*;
 use crate::close::InvalidClose;
@@ -281,6 +281,7 @@ mod rfc6455_5_5_control_frames {
     fn rfc6455_5_5_2_ping_answered_with_same_payload() {
         let mut conn = server();
         conn.handle_read(&cf(9, true, &[0xfe; 125]), now());
+        assert_eq!(events(&mut conn).len(), 1);
         let out = transmitted(&mut conn);
         assert_eq!(&out[..2], &[0x8a, 125]);
         assert_eq!(&out[2..], &[0xfe; 125]);
@@ -478,14 +479,15 @@ mod limits_1009 {
         let mut failed = false;
         for i in 0..200 {
             conn.handle_read(&cf(if i == 0 { 2 } else { 0 }, false, &[1]), now());
+            let ev = events(&mut conn);
             if conn.state() == State::Closed {
                 assert_eq!(i, 100, "fails on the first byte over the limit");
+                assert!(matches!(&ev[0], Event::Closed(Closed { code: CloseCode::MESSAGE_TOO_BIG, .. })));
                 failed = true;
                 break;
             }
         }
         assert!(failed);
-        assert!(matches!(&events(&mut conn)[0], Event::Closed(Closed { code: CloseCode::MESSAGE_TOO_BIG, .. })));
     }
 
     #[test]
@@ -671,6 +673,7 @@ mod transmit {
             bytes.extend(cf(9, true, b"p"));
         }
         conn.handle_read(&bytes, now());
+        assert_eq!(events(&mut conn).len(), 10);
         let first = conn.poll_transmit().unwrap();
         assert_eq!(first.len(), 30);
         assert_eq!(conn.poll_transmit(), None);
@@ -687,5 +690,56 @@ mod transmit {
         let chunk = conn.poll_transmit().unwrap();
         assert_eq!(chunk.as_ptr(), payload.as_ptr());
         assert_eq!(conn.pending_transmit(), 0);
+    }
+}
+
+mod event_order {
+    use super::*;
+
+    /// Autobahn 3.2, 4.1.3, 5.15: a message followed in the same read by a
+    /// violation is handed over first, and the application's answer leaves
+    /// before the close frame.
+    #[test]
+    fn message_before_a_violation_can_be_answered() {
+        let mut conn = server();
+        let mut bytes = cf(1, true, b"Hello");
+        bytes.extend(frame(1, true, RSV2, Some([1, 2, 3, 4]), b"x"));
+        bytes.extend(cf(9, true, b""));
+        conn.handle_read(&bytes, now());
+        let Some(Event::Message(message)) = conn.poll_event() else { panic!("message first") };
+        conn.send(message).unwrap();
+        assert!(matches!(conn.poll_event(), Some(Event::Closed(Closed { code: CloseCode::PROTOCOL_ERROR, .. }))));
+        assert_eq!(conn.poll_event(), None, "nothing after the violation is parsed");
+        let out = transmitted(&mut conn);
+        assert_eq!(&out[..7], &[0x81, 5, b'H', b'e', b'l', b'l', b'o']);
+        assert_eq!(&out[7..11], &[0x88, out[8], 0x03, 0xea]);
+    }
+
+    /// RFC 6455 section 5.5.1: an endpoint may finish sending its current
+    /// message before answering a close; here the answer to a message that
+    /// came before the close is not lost.
+    #[test]
+    fn message_before_a_close_can_be_answered() {
+        let mut conn = server();
+        let mut bytes = cf(2, true, b"data");
+        bytes.extend(cf(8, true, &[0x03, 0xe8]));
+        conn.handle_read(&bytes, now());
+        let Some(Event::Message(message)) = conn.poll_event() else { panic!("message first") };
+        conn.send(message).unwrap();
+        assert!(matches!(conn.poll_event(), Some(Event::Closed(Closed { cause: CloseCause::Remote, .. }))));
+        assert_eq!(transmitted(&mut conn), [0x82, 4, b'd', b'a', b't', b'a', 0x88, 2, 0x03, 0xe8]);
+    }
+
+    #[test]
+    fn frames_before_eof_are_delivered() {
+        let mut conn = client();
+        conn.handle_read(&frame(1, true, 0, None, b"last"), now());
+        conn.handle_eof(now());
+        assert!(!conn.should_close_transport(), "the buffered message comes first");
+        assert_eq!(
+            events(&mut conn),
+            vec![text("last"), Event::Closed(Closed { code: CloseCode::ABNORMAL, reason: String::new(), cause: CloseCause::Abnormal })]
+        );
+        assert!(conn.should_close_transport());
     }
 }
