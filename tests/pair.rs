@@ -9,7 +9,11 @@ use tether_proto::{CloseCause, CloseCode, Closed, Config, DataKind, Event, Messa
 use tether_tests::{bytes, Pair};
 
 fn closed(code: CloseCode, reason: &str, cause: CloseCause) -> Closed {
-    Closed { code, reason: reason.into(), cause }
+    Closed {
+        code,
+        reason: reason.into(),
+        cause,
+    }
 }
 
 #[test]
@@ -20,7 +24,10 @@ fn messages_both_ways() {
     pair.server.conn.send(Message::Binary(vec![1; 100_000].into())).unwrap();
     pair.chunk = 1000;
     pair.drive();
-    assert_eq!(pair.server.messages(), vec![Message::Text("hello".into()), Message::Binary(vec![0; 70_000].into())]);
+    assert_eq!(
+        pair.server.messages(),
+        vec![Message::Text("hello".into()), Message::Binary(vec![0; 70_000].into())]
+    );
     assert_eq!(pair.client.messages(), vec![Message::Binary(vec![1; 100_000].into())]);
 }
 
@@ -43,7 +50,13 @@ fn rfc6455_5_4_fragments_interleaved_with_control_frames() {
     c.send_fragment(DataKind::Text, &"νικά".as_bytes()[3..], true).unwrap();
     pair.chunk = 3;
     pair.drive();
-    assert_eq!(pair.server.events, vec![Event::Ping(bytes(b"1")), Event::Message(Message::Text("ελληνικά".into()))]);
+    assert_eq!(
+        pair.server.events,
+        vec![
+            Event::Ping(bytes(b"1")),
+            Event::Message(Message::Text("ελληνικά".into()))
+        ]
+    );
 }
 
 mod rfc6455_7_close_handshake {
@@ -55,8 +68,14 @@ mod rfc6455_7_close_handshake {
         pair.client.conn.close(CloseCode::NORMAL, "done", pair.now).unwrap();
         assert_eq!(pair.client.conn.state(), State::Closing);
         pair.drive();
-        assert_eq!(pair.server.closed(), Some(&closed(CloseCode::NORMAL, "done", CloseCause::Remote)));
-        assert_eq!(pair.client.closed(), Some(&closed(CloseCode::NORMAL, "", CloseCause::Local)));
+        assert_eq!(
+            pair.server.closed(),
+            Some(&closed(CloseCode::NORMAL, "done", CloseCause::Remote))
+        );
+        assert_eq!(
+            pair.client.closed(),
+            Some(&closed(CloseCode::NORMAL, "", CloseCause::Local))
+        );
         // The server closed the transport first (7.1.1); the client followed on EOF.
         assert!(pair.server.transport_closed && pair.client.eof_received);
         assert!(pair.is_shut_down());
@@ -66,10 +85,19 @@ mod rfc6455_7_close_handshake {
     #[test]
     fn started_by_server() {
         let mut pair = Pair::new();
-        pair.server.conn.close(CloseCode::GOING_AWAY, "restart", pair.now).unwrap();
+        pair.server
+            .conn
+            .close(CloseCode::GOING_AWAY, "restart", pair.now)
+            .unwrap();
         pair.drive();
-        assert_eq!(pair.client.closed(), Some(&closed(CloseCode::GOING_AWAY, "restart", CloseCause::Remote)));
-        assert_eq!(pair.server.closed(), Some(&closed(CloseCode::GOING_AWAY, "", CloseCause::Local)));
+        assert_eq!(
+            pair.client.closed(),
+            Some(&closed(CloseCode::GOING_AWAY, "restart", CloseCause::Remote))
+        );
+        assert_eq!(
+            pair.server.closed(),
+            Some(&closed(CloseCode::GOING_AWAY, "", CloseCause::Local))
+        );
         assert!(pair.is_shut_down());
         assert_eq!(pair.next_deadline(), None);
     }
@@ -78,11 +106,20 @@ mod rfc6455_7_close_handshake {
     fn both_at_once() {
         let mut pair = Pair::new();
         pair.client.conn.close(CloseCode::NORMAL, "client", pair.now).unwrap();
-        pair.server.conn.close(CloseCode::GOING_AWAY, "server", pair.now).unwrap();
+        pair.server
+            .conn
+            .close(CloseCode::GOING_AWAY, "server", pair.now)
+            .unwrap();
         pair.drive();
         // Each side sees the other's close while closing: both started it.
-        assert_eq!(pair.client.closed(), Some(&closed(CloseCode::GOING_AWAY, "server", CloseCause::Local)));
-        assert_eq!(pair.server.closed(), Some(&closed(CloseCode::NORMAL, "client", CloseCause::Local)));
+        assert_eq!(
+            pair.client.closed(),
+            Some(&closed(CloseCode::GOING_AWAY, "server", CloseCause::Local))
+        );
+        assert_eq!(
+            pair.server.closed(),
+            Some(&closed(CloseCode::NORMAL, "client", CloseCause::Local))
+        );
         assert!(pair.is_shut_down());
     }
 
@@ -120,7 +157,10 @@ mod rfc6455_7_close_handshake {
         let start = pair.now;
         assert!(pair.step(Duration::from_secs(60)));
         assert_eq!(pair.now - start, Config::default().close_timeout);
-        assert_eq!(pair.client.closed(), Some(&closed(CloseCode::ABNORMAL, "", CloseCause::CloseTimeout)));
+        assert_eq!(
+            pair.client.closed(),
+            Some(&closed(CloseCode::ABNORMAL, "", CloseCause::CloseTimeout))
+        );
         assert!(pair.client.transport_closed);
     }
 
@@ -150,7 +190,10 @@ mod rfc6455_7_close_handshake {
         let mut pair = Pair::new();
         pair.server.transport_closed = true; // the server vanished
         pair.drive();
-        assert_eq!(pair.client.closed(), Some(&closed(CloseCode::ABNORMAL, "", CloseCause::Abnormal)));
+        assert_eq!(
+            pair.client.closed(),
+            Some(&closed(CloseCode::ABNORMAL, "", CloseCause::Abnormal))
+        );
     }
 }
 
@@ -183,7 +226,10 @@ mod keepalive {
         // The client's machine went away: nothing it writes arrives.
         pair.client.blackhole = true;
         pair.run_for(Duration::from_secs(60));
-        assert_eq!(pair.server.closed(), Some(&closed(CloseCode::ABNORMAL, "", CloseCause::IdleTimeout)));
+        assert_eq!(
+            pair.server.closed(),
+            Some(&closed(CloseCode::ABNORMAL, "", CloseCause::IdleTimeout))
+        );
         assert!(pair.server.transport_closed);
         // Ping at 10 s, failure at 20 s after the last byte received.
         assert!(pair.server.events.iter().all(|e| matches!(e, Event::Closed(_))));
@@ -197,7 +243,14 @@ mod keepalive {
             pair.drive();
             pair.run_for(Duration::from_secs(9));
         }
-        assert_eq!(pair.client.events.iter().filter(|e| matches!(e, Event::Ping(_))).count(), 0);
+        assert_eq!(
+            pair.client
+                .events
+                .iter()
+                .filter(|e| matches!(e, Event::Ping(_)))
+                .count(),
+            0
+        );
         assert_eq!(pair.server.messages().len(), 10);
     }
 }

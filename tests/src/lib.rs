@@ -130,7 +130,10 @@ impl Pair {
 
     /// The earliest deadline of either end.
     pub fn next_deadline(&self) -> Option<Instant> {
-        [self.client.conn.poll_timeout(), self.server.conn.poll_timeout()].into_iter().flatten().min()
+        [self.client.conn.poll_timeout(), self.server.conn.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Steps the clock to the next deadline (if it is within `limit` of now),

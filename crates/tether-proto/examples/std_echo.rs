@@ -63,7 +63,9 @@ fn serve_one(mut stream: TcpStream) -> io::Result<()> {
     let mut handshake = ServerHandshake::new(HandshakeConfig::default(), now);
     let mut buf = vec![0; READ_BUFFER];
     let request = loop {
-        let timeout = handshake.poll_timeout().map(|d| d.saturating_duration_since(Instant::now()));
+        let timeout = handshake
+            .poll_timeout()
+            .map(|d| d.saturating_duration_since(Instant::now()));
         stream.set_read_timeout(timeout.map(|t| t.max(Duration::from_millis(1))))?;
         let result = match stream.read(&mut buf) {
             Ok(0) => Err(handshake.handle_eof()),
@@ -109,7 +111,9 @@ fn connect(url: &str) -> Result<(TcpStream, Connection), Box<dyn std::error::Err
     stream.write_all(&bytes)?;
     let mut buf = vec![0; READ_BUFFER];
     loop {
-        let timeout = handshake.poll_timeout().map(|d| d.saturating_duration_since(Instant::now()));
+        let timeout = handshake
+            .poll_timeout()
+            .map(|d| d.saturating_duration_since(Instant::now()));
         stream.set_read_timeout(timeout.map(|t| t.max(Duration::from_millis(1))))?;
         let response = match stream.read(&mut buf) {
             Ok(0) => return Err(handshake.handle_eof().into()),
@@ -121,7 +125,10 @@ fn connect(url: &str) -> Result<(TcpStream, Connection), Box<dyn std::error::Err
             Err(e) => return Err(e.into()),
         };
         if let Some(response) = response {
-            return Ok((stream, response.into_connection(Config::default(), random, Instant::now())));
+            return Ok((
+                stream,
+                response.into_connection(Config::default(), random, Instant::now())?,
+            ));
         }
     }
 }

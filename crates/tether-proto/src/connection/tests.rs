@@ -74,12 +74,17 @@ fn server_fails_with(config: Config, bytes: &[u8]) -> (CloseCode, ProtocolError)
         _ => None,
     });
     let closed = closed.expect("connection should have failed");
-    let CloseCause::Protocol(error) = closed.cause else { panic!("not a protocol error: {closed:?}") };
+    let CloseCause::Protocol(error) = closed.cause else {
+        panic!("not a protocol error: {closed:?}")
+    };
     // The close frame we sent carries the same code.
     let out = transmitted(&mut conn);
     assert_eq!(out[0], 0x88, "a close frame is sent");
     assert_eq!(u16::from_be_bytes([out[2], out[3]]), closed.code.as_u16());
-    assert!(conn.should_close_transport(), "the server closes the transport after failing");
+    assert!(
+        conn.should_close_transport(),
+        "the server closes the transport after failing"
+    );
     assert_eq!(conn.state(), State::Closed);
     (closed.code, error)
 }
@@ -102,7 +107,13 @@ mod rfc6455_5_1_masking {
         let mut conn = client();
         conn.handle_read(&cf(1, true, b"hi"), now());
         let ev = events(&mut conn);
-        assert!(matches!(&ev[0], Event::Closed(Closed { cause: CloseCause::Protocol(ProtocolError::MaskedFrame), .. })));
+        assert!(matches!(
+            &ev[0],
+            Event::Closed(Closed {
+                cause: CloseCause::Protocol(ProtocolError::MaskedFrame),
+                ..
+            })
+        ));
         // The client waits for the server to close the transport, bounded by the close timeout.
         assert!(!conn.should_close_transport());
         let deadline = conn.poll_timeout().unwrap();
@@ -130,7 +141,10 @@ mod rfc6455_5_2_base_framing {
     #[test]
     fn reserved_opcode_fails_1002() {
         let (code, err) = server_fails_with(Config::default(), &cf(0x3, true, b""));
-        assert_eq!((code, err), (CloseCode::PROTOCOL_ERROR, ProtocolError::ReservedOpcode(3)));
+        assert_eq!(
+            (code, err),
+            (CloseCode::PROTOCOL_ERROR, ProtocolError::ReservedOpcode(3))
+        );
         let (_, err) = server_fails_with(Config::default(), &cf(0xb, true, b""));
         assert_eq!(err, ProtocolError::ReservedOpcode(0xb));
     }
@@ -140,7 +154,10 @@ mod rfc6455_5_2_base_framing {
         for rsv in [RSV1, RSV2, crate::frame::RSV3] {
             let bytes = frame(1, true, rsv, Some([1, 2, 3, 4]), b"x");
             let (code, err) = server_fails_with(Config::default(), &bytes);
-            assert_eq!((code, err), (CloseCode::PROTOCOL_ERROR, ProtocolError::ReservedBits(rsv)));
+            assert_eq!(
+                (code, err),
+                (CloseCode::PROTOCOL_ERROR, ProtocolError::ReservedBits(rsv))
+            );
         }
     }
 
@@ -200,7 +217,10 @@ mod rfc6455_5_4_fragmentation {
     #[test]
     fn continuation_without_message_fails_1002() {
         let (code, err) = server_fails_with(Config::default(), &cf(0, true, b"x"));
-        assert_eq!((code, err), (CloseCode::PROTOCOL_ERROR, ProtocolError::UnexpectedContinuation));
+        assert_eq!(
+            (code, err),
+            (CloseCode::PROTOCOL_ERROR, ProtocolError::UnexpectedContinuation)
+        );
     }
 
     #[test]
@@ -208,7 +228,10 @@ mod rfc6455_5_4_fragmentation {
         let mut bytes = cf(1, false, b"a");
         bytes.extend(cf(2, true, b"b"));
         let (code, err) = server_fails_with(Config::default(), &bytes);
-        assert_eq!((code, err), (CloseCode::PROTOCOL_ERROR, ProtocolError::ExpectedContinuation));
+        assert_eq!(
+            (code, err),
+            (CloseCode::PROTOCOL_ERROR, ProtocolError::ExpectedContinuation)
+        );
     }
 
     #[test]
@@ -236,13 +259,25 @@ mod rfc6455_5_4_fragmentation {
         conn.send_fragment(DataKind::Text, &[0xe2, 0x82], false).unwrap();
         // Another message may not start while this one is open; a ping may.
         assert_eq!(conn.send_text("x"), Err(SendError::FragmentOrder));
-        assert_eq!(conn.send_fragment(DataKind::Binary, b"x", true), Err(SendError::FragmentOrder));
+        assert_eq!(
+            conn.send_fragment(DataKind::Binary, b"x", true),
+            Err(SendError::FragmentOrder)
+        );
         conn.ping(b"").unwrap();
         conn.send_fragment(DataKind::Text, &[0xac], true).unwrap();
-        assert_eq!(transmitted(&mut conn), [0x01, 0x02, 0xe2, 0x82, 0x89, 0x00, 0x80, 0x01, 0xac]);
+        assert_eq!(
+            transmitted(&mut conn),
+            [0x01, 0x02, 0xe2, 0x82, 0x89, 0x00, 0x80, 0x01, 0xac]
+        );
         // Invalid UTF-8 is refused before anything is queued.
-        assert_eq!(conn.send_fragment(DataKind::Text, &[0xff], true), Err(SendError::InvalidUtf8));
-        assert_eq!(conn.send_fragment(DataKind::Text, &[0xe2], true), Err(SendError::InvalidUtf8));
+        assert_eq!(
+            conn.send_fragment(DataKind::Text, &[0xff], true),
+            Err(SendError::InvalidUtf8)
+        );
+        assert_eq!(
+            conn.send_fragment(DataKind::Text, &[0xe2], true),
+            Err(SendError::InvalidUtf8)
+        );
         assert!(transmitted(&mut conn).is_empty());
     }
 
@@ -252,7 +287,10 @@ mod rfc6455_5_4_fragmentation {
         config.max_send_frame_size = Some(2);
         let mut conn = server_with(config);
         conn.send_binary(b"abcde").unwrap();
-        assert_eq!(transmitted(&mut conn), [0x02, 2, b'a', b'b', 0x00, 2, b'c', b'd', 0x80, 1, b'e']);
+        assert_eq!(
+            transmitted(&mut conn),
+            [0x02, 2, b'a', b'b', 0x00, 2, b'c', b'd', 0x80, 1, b'e']
+        );
     }
 }
 
@@ -262,19 +300,28 @@ mod rfc6455_5_5_control_frames {
     #[test]
     fn control_frame_over_125_bytes_fails_1002() {
         let (code, err) = server_fails_with(Config::default(), &cf(9, true, &[0; 126]));
-        assert_eq!((code, err), (CloseCode::PROTOCOL_ERROR, ProtocolError::ControlFrameTooLong));
+        assert_eq!(
+            (code, err),
+            (CloseCode::PROTOCOL_ERROR, ProtocolError::ControlFrameTooLong)
+        );
     }
 
     #[test]
     fn fragmented_control_frame_fails_1002() {
         let (code, err) = server_fails_with(Config::default(), &cf(9, false, b""));
-        assert_eq!((code, err), (CloseCode::PROTOCOL_ERROR, ProtocolError::FragmentedControlFrame));
+        assert_eq!(
+            (code, err),
+            (CloseCode::PROTOCOL_ERROR, ProtocolError::FragmentedControlFrame)
+        );
     }
 
     #[test]
     fn rsv_on_control_frame_fails_1002() {
         let bytes = frame(9, true, RSV1, Some([0; 4]), b"");
-        assert_eq!(server_fails_with(Config::default(), &bytes).1, ProtocolError::ReservedBits(RSV1));
+        assert_eq!(
+            server_fails_with(Config::default(), &bytes).1,
+            ProtocolError::ReservedBits(RSV1)
+        );
     }
 
     #[test]
@@ -316,7 +363,11 @@ mod rfc6455_5_5_1_close {
         let ev = events(&mut conn);
         assert_eq!(
             ev,
-            vec![Event::Closed(Closed { code: CloseCode::new(4000), reason: "ok".into(), cause: CloseCause::Remote })]
+            vec![Event::Closed(Closed {
+                code: CloseCode::new(4000),
+                reason: "ok".into(),
+                cause: CloseCause::Remote
+            })]
         );
         assert_eq!(transmitted(&mut conn), [0x88, 2, 0x0f, 0xa0]);
         assert!(conn.should_close_transport());
@@ -327,16 +378,28 @@ mod rfc6455_5_5_1_close {
     fn empty_close_is_reported_as_1005_and_answered_with_1000() {
         let mut conn = server();
         conn.handle_read(&cf(8, true, b""), now());
-        assert!(matches!(&events(&mut conn)[0], Event::Closed(Closed { code: CloseCode::NO_STATUS, .. })));
+        assert!(matches!(
+            &events(&mut conn)[0],
+            Event::Closed(Closed {
+                code: CloseCode::NO_STATUS,
+                ..
+            })
+        ));
         assert_eq!(transmitted(&mut conn), [0x88, 2, 0x03, 0xe8]);
     }
 
     #[test]
     fn invalid_close_payloads_fail_1002_or_1007() {
-        assert_eq!(server_fails_with(Config::default(), &cf(8, true, &[3])).0, CloseCode::PROTOCOL_ERROR);
+        assert_eq!(
+            server_fails_with(Config::default(), &cf(8, true, &[3])).0,
+            CloseCode::PROTOCOL_ERROR
+        );
         for code in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000] {
             let (c, err) = server_fails_with(Config::default(), &cf(8, true, &code.to_be_bytes()));
-            assert_eq!((c, err), (CloseCode::PROTOCOL_ERROR, ProtocolError::InvalidCloseCode(code)));
+            assert_eq!(
+                (c, err),
+                (CloseCode::PROTOCOL_ERROR, ProtocolError::InvalidCloseCode(code))
+            );
         }
         let (code, _) = server_fails_with(Config::default(), &cf(8, true, &[0x03, 0xe8, 0xff]));
         assert_eq!(code, CloseCode::INVALID_PAYLOAD);
@@ -346,7 +409,10 @@ mod rfc6455_5_5_1_close {
     fn locally_started_close() {
         let mut conn = server();
         conn.send_text("bye").unwrap();
-        assert_eq!(conn.close(CloseCode::ABNORMAL, "", now()), Err(SendError::InvalidClose(InvalidClose::Code(CloseCode::ABNORMAL))));
+        assert_eq!(
+            conn.close(CloseCode::ABNORMAL, "", now()),
+            Err(SendError::InvalidClose(InvalidClose::Code(CloseCode::ABNORMAL)))
+        );
         conn.close(CloseCode::GOING_AWAY, "shutdown", now()).unwrap();
         assert_eq!(conn.state(), State::Closing);
         assert_eq!(conn.send_text("late"), Err(SendError::Closed));
@@ -362,7 +428,14 @@ mod rfc6455_5_5_1_close {
         conn.handle_read(&bytes, now());
         let ev = events(&mut conn);
         assert_eq!(ev[0], text("still here"));
-        assert_eq!(ev[2], Event::Closed(Closed { code: CloseCode::GOING_AWAY, reason: String::new(), cause: CloseCause::Local }));
+        assert_eq!(
+            ev[2],
+            Event::Closed(Closed {
+                code: CloseCode::GOING_AWAY,
+                reason: String::new(),
+                cause: CloseCause::Local
+            })
+        );
         assert_eq!(ev.len(), 3);
         assert!(transmitted(&mut conn).is_empty());
         assert!(conn.should_close_transport());
@@ -377,7 +450,14 @@ mod rfc6455_5_5_1_close {
         conn.handle_timeout(deadline - Duration::from_millis(1));
         assert_eq!(conn.state(), State::Closing);
         conn.handle_timeout(deadline);
-        assert!(matches!(&events(&mut conn)[0], Event::Closed(Closed { code: CloseCode::ABNORMAL, cause: CloseCause::CloseTimeout, .. })));
+        assert!(matches!(
+            &events(&mut conn)[0],
+            Event::Closed(Closed {
+                code: CloseCode::ABNORMAL,
+                cause: CloseCause::CloseTimeout,
+                ..
+            })
+        ));
         assert!(conn.should_close_transport());
         assert_eq!(conn.poll_timeout(), None);
     }
@@ -403,7 +483,11 @@ mod rfc6455_7_1_5_abnormal_closure {
         conn.handle_eof(now());
         assert_eq!(
             events(&mut conn),
-            vec![Event::Closed(Closed { code: CloseCode::ABNORMAL, reason: String::new(), cause: CloseCause::Abnormal })]
+            vec![Event::Closed(Closed {
+                code: CloseCode::ABNORMAL,
+                reason: String::new(),
+                cause: CloseCause::Abnormal
+            })]
         );
         assert!(conn.should_close_transport());
     }
@@ -444,19 +528,34 @@ mod rfc6455_8_1_utf8 {
         // without waiting for the rest of the message.
         let mut conn = server();
         conn.handle_read(&cf(1, false, &[0xce, 0xba, 0xf4, 0x90]), now());
-        assert!(matches!(&events(&mut conn)[0], Event::Closed(Closed { code: CloseCode::INVALID_PAYLOAD, .. })));
+        assert!(matches!(
+            &events(&mut conn)[0],
+            Event::Closed(Closed {
+                code: CloseCode::INVALID_PAYLOAD,
+                ..
+            })
+        ));
         // Likewise inside one frame whose payload is still arriving.
         let mut conn = server();
         let bytes = cf(1, true, &[b'a', 0xed, 0xa0, 0x80, b'b', b'c', b'd']);
         conn.handle_read(&bytes[..9], now());
-        assert!(matches!(&events(&mut conn)[0], Event::Closed(Closed { code: CloseCode::INVALID_PAYLOAD, .. })));
+        assert!(matches!(
+            &events(&mut conn)[0],
+            Event::Closed(Closed {
+                code: CloseCode::INVALID_PAYLOAD,
+                ..
+            })
+        ));
     }
 
     #[test]
     fn incomplete_code_point_at_message_end_fails_1007() {
         let mut bytes = cf(1, false, b"a");
         bytes.extend(cf(0, true, &[0xe2, 0x82]));
-        assert_eq!(server_fails_with(Config::default(), &bytes).0, CloseCode::INVALID_PAYLOAD);
+        assert_eq!(
+            server_fails_with(Config::default(), &bytes).0,
+            CloseCode::INVALID_PAYLOAD
+        );
     }
 }
 
@@ -468,7 +567,13 @@ mod limits_1009 {
         let mut config = Config::default();
         config.max_frame_size = 10;
         let (code, err) = server_fails_with(config, &cf(2, true, &[0; 11]));
-        assert_eq!((code, err), (CloseCode::MESSAGE_TOO_BIG, ProtocolError::FrameTooLarge { size: 11, limit: 10 }));
+        assert_eq!(
+            (code, err),
+            (
+                CloseCode::MESSAGE_TOO_BIG,
+                ProtocolError::FrameTooLarge { size: 11, limit: 10 }
+            )
+        );
     }
 
     #[test]
@@ -482,7 +587,13 @@ mod limits_1009 {
             let ev = events(&mut conn);
             if conn.state() == State::Closed {
                 assert_eq!(i, 100, "fails on the first byte over the limit");
-                assert!(matches!(&ev[0], Event::Closed(Closed { code: CloseCode::MESSAGE_TOO_BIG, .. })));
+                assert!(matches!(
+                    &ev[0],
+                    Event::Closed(Closed {
+                        code: CloseCode::MESSAGE_TOO_BIG,
+                        ..
+                    })
+                ));
                 failed = true;
                 break;
             }
@@ -522,12 +633,22 @@ mod streaming {
         let ev = events(&mut conn);
         assert_eq!(
             ev,
-            vec![Event::Fragment(Fragment { kind: DataKind::Binary, data: Bytes::from_static(b"012345"), first: true, last: false })]
+            vec![Event::Fragment(Fragment {
+                kind: DataKind::Binary,
+                data: Bytes::from_static(b"012345"),
+                first: true,
+                last: false
+            })]
         );
         conn.handle_read(&bytes[12..], now());
         assert_eq!(
             events(&mut conn),
-            vec![Event::Fragment(Fragment { kind: DataKind::Binary, data: Bytes::from_static(b"6789"), first: false, last: true })]
+            vec![Event::Fragment(Fragment {
+                kind: DataKind::Binary,
+                data: Bytes::from_static(b"6789"),
+                first: false,
+                last: true
+            })]
         );
     }
 
@@ -564,7 +685,13 @@ mod streaming {
         conn.handle_read(&cf(2, false, b"abc"), now());
         conn.handle_read(&cf(0, true, b"def"), now());
         let ev = events(&mut conn);
-        assert!(matches!(ev.last(), Some(Event::Closed(Closed { code: CloseCode::MESSAGE_TOO_BIG, .. }))));
+        assert!(matches!(
+            ev.last(),
+            Some(Event::Closed(Closed {
+                code: CloseCode::MESSAGE_TOO_BIG,
+                ..
+            }))
+        ));
     }
 }
 
@@ -600,7 +727,11 @@ mod timers {
         conn.handle_timeout(t2);
         assert_eq!(
             events(&mut conn),
-            vec![Event::Closed(Closed { code: CloseCode::ABNORMAL, reason: String::new(), cause: CloseCause::IdleTimeout })]
+            vec![Event::Closed(Closed {
+                code: CloseCode::ABNORMAL,
+                reason: String::new(),
+                cause: CloseCause::IdleTimeout
+            })]
         );
         assert_eq!(&transmitted(&mut conn)[..4], &[0x88, 14, 0x03, 0xf3]);
         assert!(conn.should_close_transport());
@@ -649,7 +780,13 @@ mod extension_pipeline {
         let mut bytes = frame(1, false, RSV2, Some([0; 4]), b"a");
         bytes.extend(frame(0, true, RSV2, Some([0; 4]), b"b"));
         s.handle_read(&bytes, now());
-        assert!(matches!(&events(&mut s)[0], Event::Closed(Closed { cause: CloseCause::Protocol(ProtocolError::ReservedBits(_)), .. })));
+        assert!(matches!(
+            &events(&mut s)[0],
+            Event::Closed(Closed {
+                cause: CloseCause::Protocol(ProtocolError::ReservedBits(_)),
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -658,7 +795,13 @@ mod extension_pipeline {
         config.max_message_size = 3;
         let mut s = server_with(config).with_extensions(vec![Box::new(Xor)]);
         s.handle_read(&frame(2, true, RSV2, Some([0; 4]), b"abcd"), now());
-        assert!(matches!(&events(&mut s)[0], Event::Closed(Closed { code: CloseCode::MESSAGE_TOO_BIG, .. })));
+        assert!(matches!(
+            &events(&mut s)[0],
+            Event::Closed(Closed {
+                code: CloseCode::MESSAGE_TOO_BIG,
+                ..
+            })
+        ));
     }
 }
 
@@ -686,7 +829,10 @@ mod transmit {
         conn.send_text("small").unwrap();
         conn.send(payload.clone()).unwrap();
         assert_eq!(conn.pending_transmit(), 7 + 4 + ZERO_COPY_MIN);
-        assert_eq!(&conn.poll_transmit().unwrap()[..], &[0x81, 5, b's', b'm', b'a', b'l', b'l', 0x82, 126, 0x40, 0x00]);
+        assert_eq!(
+            &conn.poll_transmit().unwrap()[..],
+            &[0x81, 5, b's', b'm', b'a', b'l', b'l', 0x82, 126, 0x40, 0x00]
+        );
         let chunk = conn.poll_transmit().unwrap();
         assert_eq!(chunk.as_ptr(), payload.as_ptr());
         assert_eq!(conn.pending_transmit(), 0);
@@ -706,9 +852,17 @@ mod event_order {
         bytes.extend(frame(1, true, RSV2, Some([1, 2, 3, 4]), b"x"));
         bytes.extend(cf(9, true, b""));
         conn.handle_read(&bytes, now());
-        let Some(Event::Message(message)) = conn.poll_event() else { panic!("message first") };
+        let Some(Event::Message(message)) = conn.poll_event() else {
+            panic!("message first")
+        };
         conn.send(message).unwrap();
-        assert!(matches!(conn.poll_event(), Some(Event::Closed(Closed { code: CloseCode::PROTOCOL_ERROR, .. }))));
+        assert!(matches!(
+            conn.poll_event(),
+            Some(Event::Closed(Closed {
+                code: CloseCode::PROTOCOL_ERROR,
+                ..
+            }))
+        ));
         assert_eq!(conn.poll_event(), None, "nothing after the violation is parsed");
         let out = transmitted(&mut conn);
         assert_eq!(&out[..7], &[0x81, 5, b'H', b'e', b'l', b'l', b'o']);
@@ -724,10 +878,21 @@ mod event_order {
         let mut bytes = cf(2, true, b"data");
         bytes.extend(cf(8, true, &[0x03, 0xe8]));
         conn.handle_read(&bytes, now());
-        let Some(Event::Message(message)) = conn.poll_event() else { panic!("message first") };
+        let Some(Event::Message(message)) = conn.poll_event() else {
+            panic!("message first")
+        };
         conn.send(message).unwrap();
-        assert!(matches!(conn.poll_event(), Some(Event::Closed(Closed { cause: CloseCause::Remote, .. }))));
-        assert_eq!(transmitted(&mut conn), [0x82, 4, b'd', b'a', b't', b'a', 0x88, 2, 0x03, 0xe8]);
+        assert!(matches!(
+            conn.poll_event(),
+            Some(Event::Closed(Closed {
+                cause: CloseCause::Remote,
+                ..
+            }))
+        ));
+        assert_eq!(
+            transmitted(&mut conn),
+            [0x82, 4, b'd', b'a', b't', b'a', 0x88, 2, 0x03, 0xe8]
+        );
     }
 
     #[test]
@@ -738,7 +903,14 @@ mod event_order {
         assert!(!conn.should_close_transport(), "the buffered message comes first");
         assert_eq!(
             events(&mut conn),
-            vec![text("last"), Event::Closed(Closed { code: CloseCode::ABNORMAL, reason: String::new(), cause: CloseCause::Abnormal })]
+            vec![
+                text("last"),
+                Event::Closed(Closed {
+                    code: CloseCode::ABNORMAL,
+                    reason: String::new(),
+                    cause: CloseCause::Abnormal
+                })
+            ]
         );
         assert!(conn.should_close_transport());
     }

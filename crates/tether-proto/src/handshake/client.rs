@@ -606,16 +606,23 @@ impl ClientResponse {
     /// Builds the client [`Connection`] for this response and feeds it the
     /// [`leftover`](Self::leftover) bytes, so frames that arrived with the
     /// response are not lost. Check [`Connection`]'s outputs afterwards.
-    pub fn into_connection(self, config: Config, random: Box<dyn RandomSource>, now: Instant) -> Connection {
-        // Issue 6: permessage-deflate plugs in here, turning the accepted
-        // `self.extensions` into extension objects for `with_extensions`.
+    ///
+    /// Fails with [`HandshakeError::ExtensionNotImplemented`] when the server
+    /// accepted an extension this crate cannot run.
+    pub fn into_connection(
+        self,
+        config: Config,
+        random: Box<dyn RandomSource>,
+        now: Instant,
+    ) -> Result<Connection, HandshakeError> {
+        let extensions = super::build_extensions(&self.extensions)?;
         let mut connection = Connection::client(config, random, now)
             .with_subprotocol(self.subprotocol)
-            .with_extensions(Vec::new());
+            .with_extensions(extensions);
         if !self.leftover.is_empty() {
             connection.handle_read(&self.leftover, now);
         }
-        connection
+        Ok(connection)
     }
 }
 

@@ -124,6 +124,11 @@ pub enum HandshakeError {
     /// handshake is not failed, so the application may retry or reject. If
     /// answered, the status is 500.
     InvalidAcceptOptions(String),
+    /// The handshake negotiated an extension that this crate has no
+    /// implementation for, so no connection can be built that would
+    /// understand its frames. On a server this is a program error (500); a
+    /// client fails the connection.
+    ExtensionNotImplemented(String),
 }
 
 impl HandshakeError {
@@ -150,7 +155,7 @@ impl HandshakeError {
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::UnsupportedVersion(_) => StatusCode::UPGRADE_REQUIRED,
             Self::OriginNotAllowed(_) => StatusCode::FORBIDDEN,
-            Self::InvalidAcceptOptions(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::InvalidAcceptOptions(_) | Self::ExtensionNotImplemented(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::UnexpectedEof
             | Self::InvalidState(_)
             | Self::InvalidUri(_)
@@ -265,6 +270,10 @@ impl fmt::Display for HandshakeError {
                  a client must wait for the server's response"
             ),
             Self::InvalidAcceptOptions(reason) => write!(f, "invalid accept options: {reason}"),
+            Self::ExtensionNotImplemented(name) => write!(
+                f,
+                "extension {name:?} was negotiated but is not implemented here; do not offer or accept it"
+            ),
         }
     }
 }

@@ -56,6 +56,20 @@ pub use error::HandshakeError;
 pub use header::{accept_key, ExtensionHeaderError, ExtensionOffer, ACCEPT_GUID};
 pub use server::{accept_response, Accept, Accepted, HandshakeConfig, Request, ServerHandshake};
 
+/// Turns the negotiated extensions into the connection's pipeline.
+///
+/// No extension is implemented yet (permessage-deflate comes with RFC 7692
+/// support), so any negotiated extension is refused here rather than
+/// producing a connection that fails on the first transformed frame.
+pub(crate) fn build_extensions(
+    negotiated: &[ExtensionOffer],
+) -> Result<Vec<Box<dyn crate::Extension>>, HandshakeError> {
+    match negotiated.first() {
+        None => Ok(Vec::new()),
+        Some(extension) => Err(HandshakeError::ExtensionNotImplemented(extension.name.clone())),
+    }
+}
+
 /// The only protocol version, sent and required in `Sec-WebSocket-Version`
 /// (RFC 6455 section 4.1 item 9, section 4.2.1 item 6).
 pub const WEBSOCKET_VERSION: &str = "13";

@@ -368,9 +368,11 @@ impl ServerHandshake {
         connection_config: Config,
         now: Instant,
     ) -> Result<(Vec<u8>, Connection), HandshakeError> {
-        Ok(self
-            .accept_parts(request, options)?
-            .into_connection(connection_config, now))
+        // Refuse an extension this crate cannot run while the handshake can
+        // still be answered otherwise.
+        super::build_extensions(&options.extensions)?;
+        self.accept_parts(request, options)?
+            .into_connection(connection_config, now)
     }
 
     /// Like [`accept`](Self::accept), but returns the parts instead of
@@ -469,16 +471,19 @@ impl Accepted {
     /// Builds the server [`Connection`] and feeds it the
     /// [`leftover`](Self::leftover) bytes; returns it with the 101 response
     /// to send. Send the response before the connection's own output.
-    pub fn into_connection(self, config: Config, now: Instant) -> (Vec<u8>, Connection) {
-        // Issue 6: permessage-deflate plugs in here, turning the accepted
-        // `self.extensions` into extension objects for `with_extensions`.
+    ///
+    /// Fails with [`HandshakeError::ExtensionNotImplemented`] (before
+    /// anything is sent) when the accepted extensions include one this crate
+    /// cannot run.
+    pub fn into_connection(self, config: Config, now: Instant) -> Result<(Vec<u8>, Connection), HandshakeError> {
+        let extensions = super::build_extensions(&self.extensions)?;
         let mut connection = Connection::server(config, now)
             .with_subprotocol(self.subprotocol)
-            .with_extensions(Vec::new());
+            .with_extensions(extensions);
         if !self.leftover.is_empty() {
             connection.handle_read(&self.leftover, now);
         }
-        (self.response, connection)
+        Ok((self.response, connection))
     }
 }
 

@@ -1,0 +1,209 @@
+//! The opening handshake end to end (RFC 6455 section 4): a client handshake
+//! and a server handshake talk in memory, then the connections they build
+//! exchange frames. Bytes pipelined behind the handshake are never lost.
+
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use tether_proto::handshake::{
+    Accept, ClientHandshake, ClientRequest, ExtensionOffer, HandshakeConfig, HandshakeError, ServerHandshake,
+};
+use tether_proto::{Config, Connection, Event, Message, SeededRandom};
+
+fn start(request: ClientRequest, now: Instant) -> (ClientHandshake, Vec<u8>) {
+    ClientHandshake::new(request, &mut SeededRandom::new(9), now, Some(Duration::from_secs(5))).unwrap()
+}
+
+fn events(conn: &mut Connection) -> Vec<Event> {
+    std::iter::from_fn(|| conn.poll_event()).collect()
+}
+
+fn drain(conn: &mut Connection) -> Vec<u8> {
+    std::iter::from_fn(|| conn.poll_transmit()).flatten().collect()
+}
+
+#[test]
+fn rfc6455_4_full_exchange_with_subprotocol() {
+    let now = Instant::now();
+    let request = ClientRequest::new("ws://[::1]:9001/chat?room=1")
+        .unwrap()
+        .origin("https://app.example")
+        .protocols(["chat.v2", "chat.v1"]);
+    let (mut client, request_bytes) = start(request, now);
+
+    let mut server = ServerHandshake::new(HandshakeConfig::default(), now);
+    let request = server.handle_read(&request_bytes).unwrap().unwrap();
+    assert!(request.is_websocket_upgrade());
+    assert_eq!((request.path(), request.query()), ("/chat", Some("room=1")));
+    assert_eq!(request.origin(), Some("https://app.example"));
+    assert_eq!(request.protocols(), ["chat.v2", "chat.v1"]);
+    assert_eq!(request.headers()["host"], "[::1]:9001");
+
+    let (response_bytes, mut server_conn) = server
+        .accept(&request, Accept::new().subprotocol("chat.v1"), Config::default(), now)
+        .unwrap();
+    let response = client.handle_read(&response_bytes).unwrap().unwrap();
+    assert_eq!(response.subprotocol(), Some("chat.v1"));
+    let mut client_conn = response
+        .into_connection(Config::default(), Box::new(SeededRandom::new(3)), now)
+        .unwrap();
+    assert_eq!(client_conn.subprotocol(), Some("chat.v1"));
+    assert_eq!(server_conn.subprotocol(), Some("chat.v1"));
+
+    client_conn.send_text("over the handshake").unwrap();
+    server_conn.handle_read(&drain(&mut client_conn), now);
+    assert_eq!(
+        events(&mut server_conn),
+        vec![Event::Message(Message::Text("over the handshake".into()))]
+    );
+}
+
+#[test]
+fn rfc6455_4_1_frames_behind_the_101_are_not_lost() {
+    let now = Instant::now();
+    let (mut client, request_bytes) = start(ClientRequest::new("ws://example.com/").unwrap(), now);
+    let mut server = ServerHandshake::new(HandshakeConfig::default(), now);
+    let request = server.handle_read(&request_bytes).unwrap().unwrap();
+    let (mut wire, mut server_conn) = server.accept(&request, Accept::new(), Config::default(), now).unwrap();
+    // The server greets at once: the greeting leaves in the same segment as the 101.
+    server_conn.send_text("welcome").unwrap();
+    wire.extend(drain(&mut server_conn));
+    // Delivered one byte at a time, the result is the same.
+    let mut response = None;
+    for (i, byte) in wire.iter().enumerate() {
+        if let Some(r) = client.handle_read(std::slice::from_ref(byte)).unwrap() {
+            response = Some((r, i));
+            break;
+        }
+    }
+    let (response, at) = response.unwrap();
+    let mut conn = response
+        .into_connection(Config::default(), Box::new(SeededRandom::new(3)), now)
+        .unwrap();
+    conn.handle_read(&wire[at + 1..], now);
+    assert_eq!(events(&mut conn), vec![Event::Message(Message::Text("welcome".into()))]);
+}
+
+#[test]
+fn rfc6455_4_2_1_frames_pipelined_behind_the_request_are_not_lost() {
+    let now = Instant::now();
+    let (_client, mut wire) = start(ClientRequest::new("ws://example.com/").unwrap(), now);
+    // An eager client that wrote its first frame right behind the request.
+    let mut eager = Connection::client(Config::default(), Box::new(SeededRandom::new(5)), now);
+    eager.send_binary(b"early").unwrap();
+    wire.extend(drain(&mut eager));
+    let mut server = ServerHandshake::new(HandshakeConfig::default(), now);
+    let request = server.handle_read(&wire).unwrap().unwrap();
+    let (_, mut conn) = server.accept(&request, Accept::new(), Config::default(), now).unwrap();
+    assert_eq!(
+        events(&mut conn),
+        vec![Event::Message(Message::Binary(b"early".as_slice().into()))]
+    );
+}
+
+#[test]
+fn rfc6455_4_2_2_rejection_reaches_the_client_typed() {
+    let now = Instant::now();
+    let (mut client, request_bytes) = start(ClientRequest::new("ws://example.com/private").unwrap(), now);
+    let mut server = ServerHandshake::new(HandshakeConfig::default(), now);
+    server.handle_read(&request_bytes).unwrap().unwrap();
+    let mut headers = http::HeaderMap::new();
+    headers.insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+    let response = server.reject(StatusCode::UNAUTHORIZED, headers, b"log in first");
+    match client.handle_read(&response) {
+        Err(HandshakeError::Rejected { status, headers, body }) => {
+            assert_eq!(status, StatusCode::UNAUTHORIZED);
+            assert_eq!(headers[http::header::WWW_AUTHENTICATE], "Bearer");
+            assert_eq!(body, b"log in first");
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+#[test]
+fn plain_http_request_is_not_an_upgrade_and_gets_400() {
+    let now = Instant::now();
+    let mut server = ServerHandshake::new(HandshakeConfig::default(), now);
+    let request = server
+        .handle_read(b"GET /ws HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        .unwrap()
+        .unwrap();
+    assert!(!request.is_websocket_upgrade());
+    let error = server
+        .accept(&request, Accept::new(), Config::default(), now)
+        .unwrap_err();
+    assert_eq!(error.status(), Some(StatusCode::BAD_REQUEST));
+    assert!(error.response().unwrap().starts_with(b"HTTP/1.1 400"));
+}
+
+#[test]
+fn rfc6455_10_2_origin_policy() {
+    let now = Instant::now();
+    let mut config = HandshakeConfig::default();
+    config.allowed_origins = Some(vec!["https://good.example".into()]);
+    for (origin, allowed) in [("https://GOOD.example", true), ("https://evil.example", false)] {
+        let request = ClientRequest::new("ws://example.com/").unwrap().origin(origin);
+        let (_, bytes) = start(request, now);
+        let mut server = ServerHandshake::new(config.clone(), now);
+        let request = server.handle_read(&bytes).unwrap().unwrap();
+        match server.accept(&request, Accept::new(), Config::default(), now) {
+            Ok(_) => assert!(allowed, "{origin}"),
+            Err(e) => {
+                assert!(!allowed, "{origin}");
+                assert_eq!(e.status(), Some(StatusCode::FORBIDDEN));
+            }
+        }
+    }
+}
+
+#[test]
+fn rfc6455_4_4_wrong_version_gets_426_with_the_supported_version() {
+    let now = Instant::now();
+    let mut server = ServerHandshake::new(HandshakeConfig::default(), now);
+    let request = server
+        .handle_read(
+            b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
+    let error = server
+        .accept(&request, Accept::new(), Config::default(), now)
+        .unwrap_err();
+    let response = String::from_utf8(error.response().unwrap()).unwrap();
+    assert!(response.starts_with("HTTP/1.1 426"), "{response}");
+    assert!(response.contains("Sec-WebSocket-Version: 13\r\n"), "{response}");
+}
+
+#[test]
+fn slowloris_request_times_out() {
+    let now = Instant::now();
+    let mut server = ServerHandshake::new(HandshakeConfig::default(), now);
+    let request = b"GET / HTTP/1.1\r\nHost: a\r\n";
+    for byte in request {
+        assert_eq!(
+            server.handle_read(std::slice::from_ref(byte)).unwrap().map(|_| ()),
+            None
+        );
+    }
+    let deadline = server.poll_timeout().unwrap();
+    assert_eq!(deadline, now + Duration::from_secs(10));
+    let error = server.handle_timeout(deadline).unwrap_err();
+    assert_eq!(error.status(), Some(StatusCode::REQUEST_TIMEOUT));
+}
+
+#[test]
+fn negotiated_extension_without_implementation_is_refused_before_anything_is_sent() {
+    let now = Instant::now();
+    let request = ClientRequest::new("ws://example.com/")
+        .unwrap()
+        .extensions(vec![ExtensionOffer::new("x-unknown")]);
+    let (_, bytes) = start(request, now);
+    let mut server = ServerHandshake::new(HandshakeConfig::default(), now);
+    let request = server.handle_read(&bytes).unwrap().unwrap();
+    let options = Accept::new().extensions(vec![ExtensionOffer::new("x-unknown")]);
+    let error = server.accept(&request, options, Config::default(), now).unwrap_err();
+    assert_eq!(error, HandshakeError::ExtensionNotImplemented("x-unknown".into()));
+    // Declining it works.
+    assert!(server.accept(&request, Accept::new(), Config::default(), now).is_ok());
+}
