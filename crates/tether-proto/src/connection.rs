@@ -87,6 +87,29 @@ pub enum CloseCause {
     CloseTimeout,
 }
 
+/// Per-message options for [`Connection::send_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SendOptions {
+    /// Let negotiated extensions transform the message (compress it).
+    /// Default `true`.
+    pub compress: bool,
+}
+
+impl Default for SendOptions {
+    fn default() -> Self {
+        Self { compress: true }
+    }
+}
+
+impl SendOptions {
+    /// Send the message as it is, never compressed: for secrets sent next to
+    /// data an attacker controls, whose compressed size would leak them.
+    pub const fn uncompressed() -> Self {
+        Self { compress: false }
+    }
+}
+
 /// A WebSocket connection after the opening handshake: a state machine that
 /// turns received bytes into [`Event`]s and commands into bytes to transmit.
 ///
@@ -290,8 +313,16 @@ impl Connection {
     // ---- Commands -----------------------------------------------------
 
     /// Sends a whole message, as one frame or split by
-    /// [`Config::max_send_frame_size`].
+    /// [`Config::max_send_frame_size`], compressed if permessage-deflate was
+    /// negotiated and the message is over its threshold.
     pub fn send(&mut self, message: impl Into<Message>) -> Result<(), SendError> {
+        self.send_with(message, SendOptions::default())
+    }
+
+    /// Sends a whole message with per-message options, for example
+    /// [`SendOptions::uncompressed`] for a message that carries a secret next
+    /// to data an attacker controls (CRIME, BREACH).
+    pub fn send_with(&mut self, message: impl Into<Message>, options: SendOptions) -> Result<(), SendError> {
         self.check_can_send()?;
         if self.outgoing.is_some() {
             return Err(SendError::FragmentOrder);
@@ -300,12 +331,13 @@ impl Connection {
         let kind = message.kind();
         let mut payload = message.into_bytes();
         let mut rsv = 0;
-        if !self.extensions.is_empty() {
-            let mut buf = BytesMut::from(&payload[..]);
+        if options.compress {
             for ext in &mut self.extensions {
-                rsv |= ext.encode(kind, &mut buf).map_err(SendError::Extension)?;
+                if let Some((encoded, bits)) = ext.encode(kind, &payload).map_err(SendError::Extension)? {
+                    payload = encoded.freeze();
+                    rsv |= bits;
+                }
             }
-            payload = buf.freeze();
         }
         let opcode = data_opcode(kind);
         match self.config.max_send_frame_size {
@@ -492,9 +524,8 @@ impl Connection {
         if let Err(error) = self.process(now) {
             self.fail(error, now);
         }
-        if self.state == State::Closed {
-            self.recv = BytesMut::new();
-        } else if self.recv.is_empty() && self.recv.capacity() > IDLE_BUFFER_MAX {
+        let idle_and_large = self.recv.is_empty() && self.recv.capacity() > IDLE_BUFFER_MAX;
+        if self.state == State::Closed || idle_and_large {
             self.recv = BytesMut::new();
         }
         if self.eof_received && self.events.is_empty() {

@@ -35,10 +35,10 @@ pub trait Extension: Send {
     /// connection.
     fn rsv_bits(&self) -> u8;
 
-    /// Transforms an outgoing message payload in place. Returns the RSV bits
-    /// to set on the message's first frame, or `0` when it left the payload
-    /// as it was (for example a message under a size threshold).
-    fn encode(&mut self, kind: DataKind, payload: &mut BytesMut) -> Result<u8, String>;
+    /// Transforms an outgoing message payload. Returns the new payload and
+    /// the RSV bits to set on the message's first frame, or `None` to leave
+    /// the message as it is (for example one under a size threshold).
+    fn encode(&mut self, kind: DataKind, payload: &[u8]) -> Result<Option<(BytesMut, u8)>, String>;
 
     /// Decodes the next piece of an incoming message whose first frame set
     /// some of this extension's RSV bits, appending the result to `out`.

@@ -85,6 +85,8 @@
 mod close;
 mod config;
 mod connection;
+#[cfg(feature = "deflate")]
+pub mod deflate;
 mod error;
 pub mod extension;
 pub mod frame;
@@ -96,7 +98,7 @@ pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame, InvalidClose, MAX_REASON_LEN};
 pub use config::Config;
-pub use connection::{CloseCause, Closed, Connection, Event, Role, State};
+pub use connection::{CloseCause, Closed, Connection, Event, Role, SendOptions, State};
 pub use error::{ProtocolError, SendError};
 pub use extension::Extension;
 pub use message::{DataKind, Fragment, Message, Utf8Bytes};

@@ -753,9 +753,8 @@ mod extension_pipeline {
         fn rsv_bits(&self) -> u8 {
             RSV2
         }
-        fn encode(&mut self, _kind: DataKind, payload: &mut BytesMut) -> Result<u8, String> {
-            payload.iter_mut().for_each(|b| *b ^= 0x55);
-            Ok(RSV2)
+        fn encode(&mut self, _kind: DataKind, payload: &[u8]) -> Result<Option<(BytesMut, u8)>, String> {
+            Ok(Some((payload.iter().map(|b| b ^ 0x55).collect(), RSV2)))
         }
         fn decode(&mut self, input: &[u8], _last: bool, out: &mut BytesMut, limit: usize) -> Result<(), DecodeError> {
             if input.len() > limit {

@@ -65,6 +65,8 @@ pub struct ClientRequest {
     origin: Option<String>,
     protocols: Vec<String>,
     extensions: Vec<ExtensionOffer>,
+    /// permessage-deflate offers, in the order they appear in `extensions`.
+    deflate: Vec<super::DeflateSettings>,
     headers: HeaderMap,
 }
 
@@ -81,6 +83,8 @@ pub struct ClientHandshake {
     accept: String,
     protocols: Vec<String>,
     extension_names: Vec<String>,
+    #[cfg_attr(not(feature = "deflate"), allow(dead_code))]
+    deflate: Vec<super::DeflateSettings>,
     head: HeadBuffer,
     max_headers: usize,
     state: State,
@@ -94,6 +98,8 @@ pub struct ClientResponse {
     response: http::Response<()>,
     subprotocol: Option<String>,
     extensions: Vec<ExtensionOffer>,
+    /// The permessage-deflate offer the server's answer matched.
+    deflate: Option<super::DeflateSettings>,
     leftover: Vec<u8>,
 }
 
@@ -214,6 +220,7 @@ impl ClientRequest {
             origin: None,
             protocols: Vec::new(),
             extensions: Vec::new(),
+            deflate: Vec::new(),
             headers: HeaderMap::new(),
         })
     }
@@ -244,6 +251,17 @@ impl ClientRequest {
     #[must_use]
     pub fn extensions(mut self, extensions: Vec<ExtensionOffer>) -> Self {
         self.extensions = extensions;
+        self
+    }
+
+    /// Offers permessage-deflate (RFC 7692) with `config`. Call it more than
+    /// once to offer several configurations, in order of preference; the
+    /// server picks one or none.
+    #[cfg(feature = "deflate")]
+    #[must_use]
+    pub fn permessage_deflate(mut self, config: crate::deflate::DeflateConfig) -> Self {
+        self.extensions.push(config.offer());
+        self.deflate.push(config);
         self
     }
 
@@ -295,6 +313,10 @@ impl ClientRequest {
         }
         for offer in &self.extensions {
             offer.validate().or_else(invalid)?;
+        }
+        #[cfg(feature = "deflate")]
+        for config in &self.deflate {
+            config.validate().or_else(invalid)?;
         }
         if let Some(name) = self.headers.keys().find(|name| RESERVED_REQUEST_HEADERS.contains(name)) {
             return invalid(format!(
@@ -367,6 +389,7 @@ impl ClientHandshake {
             accept: accept_key(key.as_bytes()),
             protocols: request.protocols,
             extension_names: request.extensions.into_iter().map(|offer| offer.name).collect(),
+            deflate: request.deflate,
             head: HeadBuffer::new(DEFAULT_MAX_HEADER_BYTES),
             max_headers: DEFAULT_MAX_HEADERS,
             state: State::Head,
@@ -538,6 +561,7 @@ impl ClientHandshake {
         }) {
             return Err(HandshakeError::UnofferedExtension(unoffered.name.clone()));
         }
+        let deflate = self.match_deflate(&extensions)?;
         self.state = State::Done;
         let mut response = http::Response::new(());
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -546,8 +570,42 @@ impl ClientHandshake {
             response,
             subprotocol,
             extensions,
+            deflate,
             leftover,
         })
+    }
+
+    /// Finds the permessage-deflate offer that the server's answer accepts,
+    /// if it answered permessage-deflate (RFC 7692 section 7.1).
+    #[cfg(feature = "deflate")]
+    fn match_deflate(&self, answers: &[ExtensionOffer]) -> Result<Option<super::DeflateSettings>, HandshakeError> {
+        let name = crate::deflate::EXTENSION_NAME;
+        let mut answers = answers.iter().filter(|a| a.name.eq_ignore_ascii_case(name));
+        let Some(answer) = answers.next() else {
+            return Ok(None);
+        };
+        if answers.next().is_some() {
+            return Err(HandshakeError::InvalidExtensionAnswer(format!("{name} answered twice")));
+        }
+        let mut reasons = Vec::new();
+        for config in &self.deflate {
+            match config.check_answer(answer) {
+                Ok(()) => return Ok(Some(config.clone())),
+                Err(reason) => reasons.push(reason),
+            }
+        }
+        if reasons.is_empty() {
+            // Offered through `ClientRequest::extensions`, not as permessage-deflate:
+            // `into_connection` reports that it cannot run it.
+            return Ok(None);
+        }
+        Err(HandshakeError::InvalidExtensionAnswer(reasons.join("; ")))
+    }
+
+    #[cfg(not(feature = "deflate"))]
+    #[allow(clippy::unnecessary_wraps, clippy::unused_self)]
+    fn match_deflate(&self, _answers: &[ExtensionOffer]) -> Result<Option<super::DeflateSettings>, HandshakeError> {
+        Ok(None)
     }
 
     /// Starts reading the body of a non-101 response, with the bytes that
@@ -615,7 +673,7 @@ impl ClientResponse {
         random: Box<dyn RandomSource>,
         now: Instant,
     ) -> Result<Connection, HandshakeError> {
-        let extensions = super::build_extensions(&self.extensions)?;
+        let extensions = super::build_extensions(&self.extensions, crate::Role::Client, self.deflate.as_ref())?;
         let mut connection = Connection::client(config, random, now)
             .with_subprotocol(self.subprotocol)
             .with_extensions(extensions);

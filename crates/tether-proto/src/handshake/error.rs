@@ -129,6 +129,10 @@ pub enum HandshakeError {
     /// understand its frames. On a server this is a program error (500); a
     /// client fails the connection.
     ExtensionNotImplemented(String),
+    /// The server's answer for an extension (permessage-deflate) does not fit
+    /// what was offered, or its parameters are malformed (RFC 7692 section
+    /// 7.1). The client fails the connection.
+    InvalidExtensionAnswer(String),
 }
 
 impl HandshakeError {
@@ -163,7 +167,8 @@ impl HandshakeError {
             | Self::Rejected { .. }
             | Self::InvalidAcceptKey
             | Self::UnofferedSubprotocol(_)
-            | Self::UnofferedExtension(_) => return None,
+            | Self::UnofferedExtension(_)
+            | Self::InvalidExtensionAnswer(_) => return None,
         })
     }
 
@@ -270,6 +275,7 @@ impl fmt::Display for HandshakeError {
                  a client must wait for the server's response"
             ),
             Self::InvalidAcceptOptions(reason) => write!(f, "invalid accept options: {reason}"),
+            Self::InvalidExtensionAnswer(reason) => write!(f, "invalid extension answer from the server: {reason}"),
             Self::ExtensionNotImplemented(name) => write!(
                 f,
                 "extension {name:?} was negotiated but is not implemented here; do not offer or accept it"

@@ -54,20 +54,42 @@ mod server;
 pub use client::{ClientHandshake, ClientRequest, ClientResponse};
 pub use error::HandshakeError;
 pub use header::{accept_key, ExtensionHeaderError, ExtensionOffer, ACCEPT_GUID};
-pub use server::{accept_response, Accept, Accepted, HandshakeConfig, Request, ServerHandshake};
+pub use server::{accept_response, server_connection, Accept, Accepted, HandshakeConfig, Request, ServerHandshake};
 
-/// Turns the negotiated extensions into the connection's pipeline.
+/// The local permessage-deflate settings, or a stand-in without the feature.
+#[cfg(feature = "deflate")]
+pub(crate) type DeflateSettings = crate::deflate::DeflateConfig;
+/// The local permessage-deflate settings, or a stand-in without the feature.
+#[cfg(not(feature = "deflate"))]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum DeflateSettings {}
+
+/// Turns the negotiated extensions (the server's answer) into the
+/// connection's pipeline, in the answer's order.
 ///
-/// No extension is implemented yet (permessage-deflate comes with RFC 7692
-/// support), so any negotiated extension is refused here rather than
-/// producing a connection that fails on the first transformed frame.
+/// permessage-deflate is built from `deflate`, the local settings it was
+/// negotiated with. Any other extension has no implementation here, and is
+/// refused rather than producing a connection that fails on the first
+/// transformed frame.
 pub(crate) fn build_extensions(
     negotiated: &[ExtensionOffer],
+    role: crate::Role,
+    deflate: Option<&DeflateSettings>,
 ) -> Result<Vec<Box<dyn crate::Extension>>, HandshakeError> {
-    match negotiated.first() {
-        None => Ok(Vec::new()),
-        Some(extension) => Err(HandshakeError::ExtensionNotImplemented(extension.name.clone())),
+    #[cfg_attr(not(feature = "deflate"), allow(unused_mut))]
+    let mut pipeline: Vec<Box<dyn crate::Extension>> = Vec::with_capacity(negotiated.len());
+    for extension in negotiated {
+        #[cfg(feature = "deflate")]
+        if let (true, Some(config)) = (extension.name.eq_ignore_ascii_case(crate::deflate::EXTENSION_NAME), deflate) {
+            let codec = crate::deflate::PerMessageDeflate::new(role, extension, config)
+                .map_err(HandshakeError::InvalidExtensionAnswer)?;
+            pipeline.push(Box::new(codec));
+            continue;
+        }
+        let _ = (role, deflate);
+        return Err(HandshakeError::ExtensionNotImplemented(extension.name.clone()));
     }
+    Ok(pipeline)
 }
 
 /// The only protocol version, sent and required in `Sec-WebSocket-Version`

@@ -89,6 +89,11 @@ pub struct Accept {
     /// itself (`Upgrade`, `Connection`, `Sec-WebSocket-*`, `Content-Length`,
     /// `Transfer-Encoding`) are refused.
     pub headers: HeaderMap,
+    /// permessage-deflate (RFC 7692): `Some` accepts the first offer these
+    /// settings allow, if any. Off by default: compressing secrets next to
+    /// attacker-controlled data leaks them (CRIME, BREACH).
+    #[cfg(feature = "deflate")]
+    pub deflate: Option<crate::deflate::DeflateConfig>,
 }
 
 /// An HTTP request as a server received it: WebSocket handshake or not.
@@ -124,6 +129,7 @@ pub struct Accepted {
     response: Vec<u8>,
     subprotocol: Option<String>,
     extensions: Vec<ExtensionOffer>,
+    deflate: Option<super::DeflateSettings>,
     leftover: Vec<u8>,
 }
 
@@ -166,6 +172,16 @@ impl Accept {
     #[must_use]
     pub fn extensions(mut self, extensions: Vec<ExtensionOffer>) -> Self {
         self.extensions = extensions;
+        self
+    }
+
+    /// Accepts permessage-deflate (RFC 7692) when the client offers a
+    /// configuration that `config` allows; declines it otherwise, and the
+    /// connection runs uncompressed.
+    #[cfg(feature = "deflate")]
+    #[must_use]
+    pub fn permessage_deflate(mut self, config: crate::deflate::DeflateConfig) -> Self {
+        self.deflate = Some(config);
         self
     }
 
@@ -370,7 +386,7 @@ impl ServerHandshake {
     ) -> Result<(Vec<u8>, Connection), HandshakeError> {
         // Refuse an extension this crate cannot run while the handshake can
         // still be answered otherwise.
-        super::build_extensions(&options.extensions)?;
+        super::build_extensions(&options.extensions, crate::Role::Server, None)?;
         self.accept_parts(request, options)?
             .into_connection(connection_config, now)
     }
@@ -398,14 +414,16 @@ impl ServerHandshake {
                 "accept needs the request returned by handle_read",
             ));
         };
+        let extensions = answered_extensions(&response)?;
         let mut bytes = Vec::with_capacity(256);
         write_status_line(&mut bytes, response.status());
         write_headers(&mut bytes, response.headers());
         bytes.extend_from_slice(b"\r\n");
         Ok(Accepted {
             response: bytes,
+            deflate: deflate_settings(&options).cloned(),
             subprotocol: options.subprotocol,
-            extensions: options.extensions,
+            extensions,
             leftover,
         })
     }
@@ -476,7 +494,7 @@ impl Accepted {
     /// anything is sent) when the accepted extensions include one this crate
     /// cannot run.
     pub fn into_connection(self, config: Config, now: Instant) -> Result<(Vec<u8>, Connection), HandshakeError> {
-        let extensions = super::build_extensions(&self.extensions)?;
+        let extensions = super::build_extensions(&self.extensions, crate::Role::Server, self.deflate.as_ref())?;
         let mut connection = Connection::server(config, now)
             .with_subprotocol(self.subprotocol)
             .with_extensions(extensions);
@@ -509,8 +527,83 @@ pub fn accept_response(
     let accept = HeaderValue::from_str(&accept_key(key.as_bytes()))
         .map_err(|_| HandshakeError::InvalidState("accept key is not a header value"))?;
     headers.insert(http::header::SEC_WEBSOCKET_ACCEPT, accept);
-    negotiate(request.headers(), &offered_extensions, options, headers)?;
+    negotiate(request.headers(), &offered_extensions, &*with_deflate(&offered_extensions, options)?, headers)?;
     Ok(response)
+}
+
+/// Builds the server [`Connection`] for a 101 `response` made by
+/// [`accept_response`] with the same `options`: for requests that arrived
+/// another way, such as an upgrade through hyper.
+pub fn server_connection(
+    response: &http::Response<()>,
+    options: &Accept,
+    config: Config,
+    now: Instant,
+) -> Result<Connection, HandshakeError> {
+    let extensions = answered_extensions(response)?;
+    let pipeline = super::build_extensions(&extensions, crate::Role::Server, deflate_settings(options))?;
+    let subprotocol = response
+        .headers()
+        .get(http::header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    Ok(Connection::server(config, now).with_subprotocol(subprotocol).with_extensions(pipeline))
+}
+
+/// The permessage-deflate settings of `options`.
+#[cfg(feature = "deflate")]
+fn deflate_settings(options: &Accept) -> Option<&super::DeflateSettings> {
+    options.deflate.as_ref()
+}
+
+#[cfg(not(feature = "deflate"))]
+fn deflate_settings(_options: &Accept) -> Option<&super::DeflateSettings> {
+    None
+}
+
+/// The extensions a 101 response accepted, as written in it.
+fn answered_extensions(response: &http::Response<()>) -> Result<Vec<ExtensionOffer>, HandshakeError> {
+    match response.headers().get(http::header::SEC_WEBSOCKET_EXTENSIONS) {
+        None => Ok(Vec::new()),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|v| ExtensionOffer::parse_list(v).ok())
+            .ok_or(HandshakeError::InvalidState("the response's extension header does not parse")),
+    }
+}
+
+/// `options` with the permessage-deflate answer, if one is negotiated, put
+/// first among the accepted extensions.
+#[cfg(feature = "deflate")]
+fn with_deflate<'a>(
+    offers: &[ExtensionOffer],
+    options: &'a Accept,
+) -> Result<std::borrow::Cow<'a, Accept>, HandshakeError> {
+    let Some(config) = &options.deflate else {
+        return Ok(std::borrow::Cow::Borrowed(options));
+    };
+    config.validate().map_err(HandshakeError::InvalidAcceptOptions)?;
+    if options.extensions.iter().any(|e| e.name.eq_ignore_ascii_case(crate::deflate::EXTENSION_NAME)) {
+        return Err(HandshakeError::InvalidAcceptOptions(
+            "permessage-deflate is accepted through Accept::permessage_deflate, not Accept::extensions".to_owned(),
+        ));
+    }
+    let Some(answer) = config.accept(offers) else {
+        return Ok(std::borrow::Cow::Borrowed(options));
+    };
+    let mut options = options.clone();
+    options.extensions.insert(0, answer);
+    Ok(std::borrow::Cow::Owned(options))
+}
+
+#[cfg(not(feature = "deflate"))]
+#[allow(clippy::unnecessary_wraps)]
+fn with_deflate<'a>(
+    _offers: &[ExtensionOffer],
+    options: &'a Accept,
+) -> Result<std::borrow::Cow<'a, Accept>, HandshakeError> {
+    Ok(std::borrow::Cow::Borrowed(options))
 }
 
 /// The checks that only HTTP/1.1 has (RFC 6455 section 4.2.1 items 1-5):
