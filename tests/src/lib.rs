@@ -9,6 +9,9 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tether_proto::handshake::{
+    Accept, ClientHandshake, ClientRequest, HandshakeConfig, HandshakeError, ServerHandshake,
+};
 use tether_proto::{Config, Connection, Event, SeededRandom};
 
 /// One end of the pair, with what it observed.
@@ -113,6 +116,31 @@ impl Pair {
             now,
             chunk: usize::MAX,
         }
+    }
+
+    /// A pair that ran the real opening handshake in memory: what it
+    /// negotiated (subprotocol, permessage-deflate) is in the connections.
+    pub fn handshake(
+        request: ClientRequest,
+        accept: Accept,
+        client: Config,
+        server: Config,
+    ) -> Result<Self, HandshakeError> {
+        let now = Instant::now();
+        let (mut client_hs, request_bytes) = ClientHandshake::new(request, &mut SeededRandom::new(2), now, None)?;
+        let mut server_hs = ServerHandshake::new(HandshakeConfig::default(), now);
+        let request = server_hs
+            .handle_read(&request_bytes)?
+            .ok_or(HandshakeError::UnexpectedEof)?;
+        let (response, server_conn) = server_hs.accept(&request, accept, server, now)?;
+        let response = client_hs.handle_read(&response)?.ok_or(HandshakeError::UnexpectedEof)?;
+        let client_conn = response.into_connection(client, Box::new(SeededRandom::new(1)), now)?;
+        Ok(Self {
+            client: End::new(client_conn),
+            server: End::new(server_conn),
+            now,
+            chunk: usize::MAX,
+        })
     }
 
     /// Moves bytes both ways until neither end has anything more to say.

@@ -112,14 +112,20 @@ impl DeflateConfig {
     /// of zlib state per connection instead of about 300 KiB, for servers
     /// with many connections. Compresses less well on large messages.
     pub fn low_memory() -> Self {
-        Self { server_max_window_bits: 10, client_max_window_bits: 10, mem_level: 4, ..Self::default() }
+        Self {
+            server_max_window_bits: 10,
+            client_max_window_bits: 10,
+            mem_level: 4,
+            ..Self::default()
+        }
     }
 
     /// Checks the ranges; the handshake refuses a configuration that fails.
     pub fn validate(&self) -> Result<(), String> {
-        for (name, bits) in
-            [(SERVER_MAX_WINDOW_BITS, self.server_max_window_bits), (CLIENT_MAX_WINDOW_BITS, self.client_max_window_bits)]
-        {
+        for (name, bits) in [
+            (SERVER_MAX_WINDOW_BITS, self.server_max_window_bits),
+            (CLIENT_MAX_WINDOW_BITS, self.client_max_window_bits),
+        ] {
             if !(MIN_COMPRESS_WINDOW_BITS..=MAX_WINDOW_BITS).contains(&bits) {
                 return Err(format!("{name} is {bits}; zlib compresses with 9 to 15"));
             }
@@ -143,7 +149,10 @@ impl DeflateConfig {
             offer = offer.with_param(CLIENT_NO_CONTEXT_TAKEOVER, None);
         }
         if self.server_max_window_bits < MAX_WINDOW_BITS {
-            offer = offer.with_param(SERVER_MAX_WINDOW_BITS, Some(self.server_max_window_bits.to_string().as_str()));
+            offer = offer.with_param(
+                SERVER_MAX_WINDOW_BITS,
+                Some(self.server_max_window_bits.to_string().as_str()),
+            );
         }
         // Always allow the server to limit our window (7.1.2.2): a server
         // that wants to save memory can then ask.
@@ -170,7 +179,9 @@ impl DeflateConfig {
         if offer.client_no_context_takeover || self.client_no_context_takeover {
             answer = answer.with_param(CLIENT_NO_CONTEXT_TAKEOVER, None);
         }
-        let server_bits = self.server_max_window_bits.min(offer.server_max_window_bits.unwrap_or(MAX_WINDOW_BITS));
+        let server_bits = self
+            .server_max_window_bits
+            .min(offer.server_max_window_bits.unwrap_or(MAX_WINDOW_BITS));
         if server_bits < MIN_COMPRESS_WINDOW_BITS {
             // Only 8 bits would do, and zlib cannot compress with 8.
             return None;
@@ -234,8 +245,12 @@ impl Params {
     /// each at most once, known names only, window bits 8 to 15 written
     /// without leading zeros.
     fn parse(offer: &ExtensionOffer) -> Result<Self, String> {
-        let mut params =
-            Self { server_no_context_takeover: false, client_no_context_takeover: false, server_max_window_bits: None, client_max_window_bits: None };
+        let mut params = Self {
+            server_no_context_takeover: false,
+            client_no_context_takeover: false,
+            server_max_window_bits: None,
+            client_max_window_bits: None,
+        };
         let mut seen = [false; 4];
         for (name, value) in &offer.params {
             let index = match name.to_ascii_lowercase().as_str() {
@@ -462,7 +477,9 @@ mod tests {
     use proptest::prelude::*;
 
     fn offer(params: &[(&str, Option<&str>)]) -> ExtensionOffer {
-        params.iter().fold(ExtensionOffer::new(EXTENSION_NAME), |o, (n, v)| o.with_param(*n, *v))
+        params
+            .iter()
+            .fold(ExtensionOffer::new(EXTENSION_NAME), |o, (n, v)| o.with_param(*n, *v))
     }
 
     fn codec(role: Role, answer: &ExtensionOffer, config: DeflateConfig) -> PerMessageDeflate {
@@ -489,7 +506,10 @@ mod tests {
             let mut c = codec(Role::Server, &offer(&[]), DeflateConfig::default());
             assert_eq!(compress(&mut c, b"Hello"), [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
             let mut d = codec(Role::Client, &offer(&[]), DeflateConfig::default());
-            assert_eq!(decompress(&mut d, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00], 100).unwrap(), b"Hello");
+            assert_eq!(
+                decompress(&mut d, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00], 100).unwrap(),
+                b"Hello"
+            );
         }
 
         #[test]
@@ -498,8 +518,14 @@ mod tests {
             assert_eq!(compress(&mut c, b"Hello"), [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
             assert_eq!(compress(&mut c, b"Hello"), [0xf2, 0x00, 0x11, 0x00, 0x00]);
             let mut d = codec(Role::Client, &offer(&[]), DeflateConfig::default());
-            assert_eq!(decompress(&mut d, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00], 100).unwrap(), b"Hello");
-            assert_eq!(decompress(&mut d, &[0xf2, 0x00, 0x11, 0x00, 0x00], 100).unwrap(), b"Hello");
+            assert_eq!(
+                decompress(&mut d, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00], 100).unwrap(),
+                b"Hello"
+            );
+            assert_eq!(
+                decompress(&mut d, &[0xf2, 0x00, 0x11, 0x00, 0x00], 100).unwrap(),
+                b"Hello"
+            );
         }
 
         #[test]
@@ -524,13 +550,18 @@ mod tests {
             let data = [0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00];
             assert_eq!(decompress(&mut d, &data, 100).unwrap(), b"Hello");
             // The stream ended; the next message starts a new one.
-            assert_eq!(decompress(&mut d, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00], 100).unwrap(), b"Hello");
+            assert_eq!(
+                decompress(&mut d, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00], 100).unwrap(),
+                b"Hello"
+            );
         }
 
         #[test]
         fn two_deflate_blocks_in_one_message() {
             let mut d = codec(Role::Client, &offer(&[]), DeflateConfig::default());
-            let data = [0xf2, 0x48, 0x05, 0x00, 0x00, 0x00, 0xff, 0xff, 0xca, 0xc9, 0xc9, 0x07, 0x00];
+            let data = [
+                0xf2, 0x48, 0x05, 0x00, 0x00, 0x00, 0xff, 0xff, 0xca, 0xc9, 0xc9, 0x07, 0x00,
+            ];
             assert_eq!(decompress(&mut d, &data, 100).unwrap(), b"Hello");
         }
 
@@ -548,7 +579,10 @@ mod tests {
 
         #[test]
         fn offers() {
-            assert_eq!(DeflateConfig::default().offer().to_string(), "permessage-deflate; client_max_window_bits");
+            assert_eq!(
+                DeflateConfig::default().offer().to_string(),
+                "permessage-deflate; client_max_window_bits"
+            );
             let config = DeflateConfig {
                 server_no_context_takeover: true,
                 client_no_context_takeover: true,
@@ -609,25 +643,50 @@ mod tests {
         fn server_asks_for_a_smaller_client_window_only_when_allowed() {
             let config = DeflateConfig::low_memory();
             assert_eq!(
-                config.accept(&[offer(&[(CLIENT_MAX_WINDOW_BITS, None)])]).unwrap().to_string(),
+                config
+                    .accept(&[offer(&[(CLIENT_MAX_WINDOW_BITS, None)])])
+                    .unwrap()
+                    .to_string(),
                 "permessage-deflate; server_max_window_bits=10; client_max_window_bits=10"
             );
             assert_eq!(
-                config.accept(&[offer(&[(CLIENT_MAX_WINDOW_BITS, Some("9"))])]).unwrap().to_string(),
+                config
+                    .accept(&[offer(&[(CLIENT_MAX_WINDOW_BITS, Some("9"))])])
+                    .unwrap()
+                    .to_string(),
                 "permessage-deflate; server_max_window_bits=10; client_max_window_bits=9"
             );
-            assert_eq!(config.accept(&[offer(&[])]).unwrap().to_string(), "permessage-deflate; server_max_window_bits=10");
+            assert_eq!(
+                config.accept(&[offer(&[])]).unwrap().to_string(),
+                "permessage-deflate; server_max_window_bits=10"
+            );
         }
 
         #[test]
         fn client_checks_the_answer() {
-            let config = DeflateConfig { server_max_window_bits: 12, client_max_window_bits: 11, ..DeflateConfig::default() };
-            assert_eq!(config.check_answer(&offer(&[(SERVER_MAX_WINDOW_BITS, Some("12"))])), Ok(()));
-            assert_eq!(config.check_answer(&offer(&[(SERVER_MAX_WINDOW_BITS, Some("9")), (CLIENT_MAX_WINDOW_BITS, Some("8"))])), Ok(()));
+            let config = DeflateConfig {
+                server_max_window_bits: 12,
+                client_max_window_bits: 11,
+                ..DeflateConfig::default()
+            };
+            assert_eq!(
+                config.check_answer(&offer(&[(SERVER_MAX_WINDOW_BITS, Some("12"))])),
+                Ok(())
+            );
+            assert_eq!(
+                config.check_answer(&offer(&[
+                    (SERVER_MAX_WINDOW_BITS, Some("9")),
+                    (CLIENT_MAX_WINDOW_BITS, Some("8"))
+                ])),
+                Ok(())
+            );
             for bad in [
                 vec![],
                 vec![(SERVER_MAX_WINDOW_BITS, Some("13"))],
-                vec![(SERVER_MAX_WINDOW_BITS, Some("12")), (CLIENT_MAX_WINDOW_BITS, Some("12"))],
+                vec![
+                    (SERVER_MAX_WINDOW_BITS, Some("12")),
+                    (CLIENT_MAX_WINDOW_BITS, Some("12")),
+                ],
                 vec![(SERVER_MAX_WINDOW_BITS, Some("12")), (CLIENT_MAX_WINDOW_BITS, None)],
                 vec![(SERVER_MAX_WINDOW_BITS, Some("12")), ("x", None)],
             ] {
@@ -645,10 +704,22 @@ mod tests {
         #[test]
         fn invalid_local_configuration_is_refused() {
             for config in [
-                DeflateConfig { server_max_window_bits: 8, ..DeflateConfig::default() },
-                DeflateConfig { client_max_window_bits: 16, ..DeflateConfig::default() },
-                DeflateConfig { level: 10, ..DeflateConfig::default() },
-                DeflateConfig { mem_level: 0, ..DeflateConfig::default() },
+                DeflateConfig {
+                    server_max_window_bits: 8,
+                    ..DeflateConfig::default()
+                },
+                DeflateConfig {
+                    client_max_window_bits: 16,
+                    ..DeflateConfig::default()
+                },
+                DeflateConfig {
+                    level: 10,
+                    ..DeflateConfig::default()
+                },
+                DeflateConfig {
+                    mem_level: 0,
+                    ..DeflateConfig::default()
+                },
             ] {
                 assert!(config.validate().is_err(), "{config:?}");
             }
@@ -664,7 +735,14 @@ mod tests {
 
     #[test]
     fn zip_bomb_stops_at_the_limit() {
-        let mut c = codec(Role::Server, &offer(&[]), DeflateConfig { level: 9, ..DeflateConfig::default() });
+        let mut c = codec(
+            Role::Server,
+            &offer(&[]),
+            DeflateConfig {
+                level: 9,
+                ..DeflateConfig::default()
+            },
+        );
         let bomb = compress(&mut c, &vec![0u8; 16 << 20]);
         assert!(bomb.len() < 64 * 1024, "{}", bomb.len());
         let mut d = codec(Role::Client, &offer(&[]), DeflateConfig::default());
@@ -672,13 +750,20 @@ mod tests {
         assert_eq!(d.decode(&bomb, true, &mut out, 1 << 20), Err(DecodeError::TooLarge));
         assert!(out.len() <= (1 << 20) + 1, "stopped at {} bytes", out.len());
         // The buffer grows by doubling, so at worst twice the limit is reserved.
-        assert!(out.capacity() <= 2 * ((1 << 20) + INFLATE_STEP), "reserved {} bytes", out.capacity());
+        assert!(
+            out.capacity() <= 2 * ((1 << 20) + INFLATE_STEP),
+            "reserved {} bytes",
+            out.capacity()
+        );
     }
 
     #[test]
     fn corrupt_data_is_an_error() {
         let mut d = codec(Role::Client, &offer(&[]), DeflateConfig::default());
-        assert!(matches!(decompress(&mut d, &[0xff, 0xff, 0xff, 0xff], 100), Err(DecodeError::Invalid(_))));
+        assert!(matches!(
+            decompress(&mut d, &[0xff, 0xff, 0xff, 0xff], 100),
+            Err(DecodeError::Invalid(_))
+        ));
     }
 
     proptest! {

@@ -80,7 +80,10 @@ pub(crate) fn build_extensions(
     let mut pipeline: Vec<Box<dyn crate::Extension>> = Vec::with_capacity(negotiated.len());
     for extension in negotiated {
         #[cfg(feature = "deflate")]
-        if let (true, Some(config)) = (extension.name.eq_ignore_ascii_case(crate::deflate::EXTENSION_NAME), deflate) {
+        if let (true, Some(config)) = (
+            extension.name.eq_ignore_ascii_case(crate::deflate::EXTENSION_NAME),
+            deflate,
+        ) {
             let codec = crate::deflate::PerMessageDeflate::new(role, extension, config)
                 .map_err(HandshakeError::InvalidExtensionAnswer)?;
             pipeline.push(Box::new(codec));

@@ -527,7 +527,12 @@ pub fn accept_response(
     let accept = HeaderValue::from_str(&accept_key(key.as_bytes()))
         .map_err(|_| HandshakeError::InvalidState("accept key is not a header value"))?;
     headers.insert(http::header::SEC_WEBSOCKET_ACCEPT, accept);
-    negotiate(request.headers(), &offered_extensions, &*with_deflate(&offered_extensions, options)?, headers)?;
+    negotiate(
+        request.headers(),
+        &offered_extensions,
+        &*with_deflate(&offered_extensions, options)?,
+        headers,
+    )?;
     Ok(response)
 }
 
@@ -547,7 +552,9 @@ pub fn server_connection(
         .get(http::header::SEC_WEBSOCKET_PROTOCOL)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    Ok(Connection::server(config, now).with_subprotocol(subprotocol).with_extensions(pipeline))
+    Ok(Connection::server(config, now)
+        .with_subprotocol(subprotocol)
+        .with_extensions(pipeline))
 }
 
 /// The permessage-deflate settings of `options`.
@@ -569,7 +576,9 @@ fn answered_extensions(response: &http::Response<()>) -> Result<Vec<ExtensionOff
             .to_str()
             .ok()
             .and_then(|v| ExtensionOffer::parse_list(v).ok())
-            .ok_or(HandshakeError::InvalidState("the response's extension header does not parse")),
+            .ok_or(HandshakeError::InvalidState(
+                "the response's extension header does not parse",
+            )),
     }
 }
 
@@ -584,7 +593,11 @@ fn with_deflate<'a>(
         return Ok(std::borrow::Cow::Borrowed(options));
     };
     config.validate().map_err(HandshakeError::InvalidAcceptOptions)?;
-    if options.extensions.iter().any(|e| e.name.eq_ignore_ascii_case(crate::deflate::EXTENSION_NAME)) {
+    if options
+        .extensions
+        .iter()
+        .any(|e| e.name.eq_ignore_ascii_case(crate::deflate::EXTENSION_NAME))
+    {
         return Err(HandshakeError::InvalidAcceptOptions(
             "permessage-deflate is accepted through Accept::permessage_deflate, not Accept::extensions".to_owned(),
         ));
