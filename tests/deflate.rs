@@ -1,6 +1,8 @@
 //! permessage-deflate (RFC 7692) end to end: negotiated by the real handshake,
 //! then messages both ways through a client and a server core in memory.
 
+#![allow(clippy::unwrap_used)]
+
 use proptest::prelude::*;
 use tether_proto::deflate::DeflateConfig;
 use tether_proto::handshake::{Accept, ClientRequest};

@@ -2,6 +2,8 @@
 //! and a server handshake talk in memory, then the connections they build
 //! exchange frames. Bytes pipelined behind the handshake are never lost.
 
+#![allow(clippy::unwrap_used)]
+
 use std::time::{Duration, Instant};
 
 use http::StatusCode;

@@ -4,7 +4,7 @@
 //! other, moves bytes between them until nothing more happens, and steps a
 //! virtual clock to the next deadline, so timeouts and close races are tested
 //! without sleeping (in the spirit of quinn-proto's `tests/util.rs`).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::result_large_err)]
 
 use std::time::{Duration, Instant};
 

@@ -14,6 +14,7 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
+use tether_proto::deflate::DeflateConfig;
 use tether_proto::handshake::{Accept, ClientHandshake, ClientRequest, HandshakeConfig, ServerHandshake};
 use tether_proto::{Config, Connection, Event, Message, RandomSource};
 
@@ -84,7 +85,9 @@ fn serve_one(mut stream: TcpStream) -> io::Result<()> {
         stream.write_all(&handshake.reject(http::StatusCode::BAD_REQUEST, http::HeaderMap::new(), body))?;
         return Ok(());
     }
-    match handshake.accept(&request, Accept::new(), Config::default(), Instant::now()) {
+    // Compression is opt-in on a server; this echo server opts in.
+    let accept = Accept::new().permessage_deflate(DeflateConfig::default());
+    match handshake.accept(&request, accept, Config::default(), Instant::now()) {
         Ok((response, mut conn)) => {
             stream.write_all(&response)?;
             drive(&mut stream, &mut conn, true)
@@ -103,7 +106,12 @@ fn reject(stream: &mut TcpStream, error: &tether_proto::handshake::HandshakeErro
 
 /// Opens a client connection: TCP, then the opening handshake.
 fn connect(url: &str) -> Result<(TcpStream, Connection), Box<dyn std::error::Error>> {
-    let request = ClientRequest::new(url)?;
+    // Offer permessage-deflate; promising not to use context takeover
+    // (client_no_context_takeover) lets a server choose any of the RFC 7692
+    // parameter combinations.
+    let mut deflate = DeflateConfig::default();
+    deflate.client_no_context_takeover = true;
+    let request = ClientRequest::new(url)?.permessage_deflate(deflate);
     let mut stream = TcpStream::connect((request.host(), request.port()))?;
     stream.set_nodelay(true)?;
     let mut random = os_random();

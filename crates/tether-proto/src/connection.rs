@@ -382,14 +382,16 @@ impl Connection {
             }
         };
         if let Some((DataKind::Text, validator)) = &mut self.outgoing {
-            let valid = validator.feed(data).is_ok() && (!fin || validator.finish().is_ok());
-            if !valid {
-                // Leave the open message in its state before this call.
+            // Check on a copy: a refused fragment must leave the open
+            // message exactly as it was (found by the pair_ops fuzz target).
+            let mut next = validator.clone();
+            if next.feed(data).is_err() || (fin && next.finish().is_err()) {
                 if opcode != OpCode::Continuation {
                     self.outgoing = None;
                 }
                 return Err(SendError::InvalidUtf8);
             }
+            *validator = next;
         }
         if fin {
             self.outgoing = None;
@@ -697,6 +699,7 @@ impl Connection {
             return Ok(());
         };
         let before = msg.buf.len();
+        let mut decode_error = None;
         if msg.rsv == 0 {
             if msg.buf.is_empty() {
                 msg.buf = piece;
@@ -706,29 +709,28 @@ impl Connection {
         } else {
             let limit = self.config.max_message_size.saturating_sub(msg.len);
             let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-            decode_pipeline(&mut self.extensions, msg.rsv, &piece, message_done, &mut msg.buf, limit).map_err(|e| {
-                match e {
-                    DecodeError::TooLarge => ProtocolError::MessageTooLarge {
-                        limit: self.config.max_message_size,
-                    },
+            if let Err(e) = decode_pipeline(&mut self.extensions, msg.rsv, &piece, message_done, &mut msg.buf, limit) {
+                decode_error = Some(match e {
+                    DecodeError::TooLarge => ProtocolError::MessageTooLarge { limit: self.config.max_message_size },
                     DecodeError::Invalid(msg) => ProtocolError::Extension(msg),
-                }
-            })?;
+                });
+            }
         }
         let added = msg.buf.len() - before;
         msg.len += added as u64;
-        if msg.len > self.config.max_message_size {
-            return Err(ProtocolError::MessageTooLarge {
-                limit: self.config.max_message_size,
-            });
-        }
+        // Text decoded before a decoding error is checked first: errors come
+        // in the order of the decoded bytes, whatever the split of the input.
         if msg.kind == DataKind::Text {
-            msg.utf8
-                .feed(&msg.buf[before..])
-                .map_err(|_| ProtocolError::InvalidUtf8)?;
-            if message_done {
-                msg.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
-            }
+            msg.utf8.feed(&msg.buf[before..]).map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        if let Some(error) = decode_error {
+            return Err(error);
+        }
+        if msg.len > self.config.max_message_size {
+            return Err(ProtocolError::MessageTooLarge { limit: self.config.max_message_size });
+        }
+        if msg.kind == DataKind::Text && message_done {
+            msg.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
         }
         if !msg.streaming && self.config.stream_threshold.is_some_and(|t| msg.buf.len() >= t) {
             msg.streaming = true;

@@ -429,7 +429,7 @@ impl Extension for PerMessageDeflate {
                 }
                 // Never offer more room than the limit allows, plus one byte
                 // to notice going over it.
-                let room = INFLATE_STEP.min(limit - written + 1);
+                let room = INFLATE_STEP.min((limit - written).saturating_add(1));
                 if out.capacity() - out.len() < room {
                     out.reserve(room);
                 }
