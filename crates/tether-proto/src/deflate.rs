@@ -444,6 +444,12 @@ impl Extension for PerMessageDeflate {
                 // spare capacity it was handed.
                 unsafe { out.set_len(out.len() + produced) };
                 *piece = &piece[consumed..];
+                // zlib reads ahead through block headers without output
+                // room; output past the limit comes before whatever error
+                // it found there, as it would if the input came in pieces.
+                if status.is_err() && out.len() - start > limit {
+                    return Err(DecodeError::TooLarge);
+                }
                 match status? {
                     // The peer ended its deflate stream (BFINAL): what follows
                     // starts afresh.
