@@ -711,7 +711,9 @@ impl Connection {
             let limit = usize::try_from(limit).unwrap_or(usize::MAX);
             if let Err(e) = decode_pipeline(&mut self.extensions, msg.rsv, &piece, message_done, &mut msg.buf, limit) {
                 decode_error = Some(match e {
-                    DecodeError::TooLarge => ProtocolError::MessageTooLarge { limit: self.config.max_message_size },
+                    DecodeError::TooLarge => ProtocolError::MessageTooLarge {
+                        limit: self.config.max_message_size,
+                    },
                     DecodeError::Invalid(msg) => ProtocolError::Extension(msg),
                 });
             }
@@ -721,13 +723,17 @@ impl Connection {
         // Text decoded before a decoding error is checked first: errors come
         // in the order of the decoded bytes, whatever the split of the input.
         if msg.kind == DataKind::Text {
-            msg.utf8.feed(&msg.buf[before..]).map_err(|_| ProtocolError::InvalidUtf8)?;
+            msg.utf8
+                .feed(&msg.buf[before..])
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
         }
         if let Some(error) = decode_error {
             return Err(error);
         }
         if msg.len > self.config.max_message_size {
-            return Err(ProtocolError::MessageTooLarge { limit: self.config.max_message_size });
+            return Err(ProtocolError::MessageTooLarge {
+                limit: self.config.max_message_size,
+            });
         }
         if msg.kind == DataKind::Text && message_done {
             msg.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;

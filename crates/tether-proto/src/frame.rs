@@ -107,6 +107,7 @@ impl FrameHeader {
     /// status, not an error), and `Ok(Some((header, header_len)))` otherwise.
     /// Checks what can be checked without connection state: reserved opcodes,
     /// the 64-bit length's top bit, and the control-frame rules of section 5.5.
+    #[inline]
     pub fn parse(buf: &[u8]) -> Result<Option<(Self, usize)>, ProtocolError> {
         let [b0, b1, ..] = *buf else {
             return Ok(None);

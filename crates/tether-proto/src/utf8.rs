@@ -56,10 +56,17 @@ impl Utf8Validator {
             self.carry_len = 0;
             piece = &piece[used - carried..];
         }
-        match simdutf8::compat::from_utf8(piece) {
+        // The body up to a last code point that may be cut off is checked
+        // with the fast validator; only the (at most 3-byte) tail needs the
+        // one that tells an incomplete sequence from an invalid one.
+        let cut = incomplete_tail_start(piece);
+        let (body, tail) = piece.split_at(cut);
+        if simdutf8::basic::from_utf8(body).is_err() {
+            return Err(InvalidUtf8);
+        }
+        match simdutf8::compat::from_utf8(tail) {
             Ok(_) => Ok(0),
-            Err(e) if e.error_len().is_none() => {
-                let tail = &piece[e.valid_up_to()..];
+            Err(e) if e.error_len().is_none() && e.valid_up_to() == 0 => {
                 self.carry[..tail.len()].copy_from_slice(tail);
                 self.carry_len = tail.len() as u8;
                 Ok(tail.len())
@@ -88,6 +95,26 @@ impl Utf8Validator {
     pub fn reset(&mut self) {
         self.carry_len = 0;
     }
+}
+
+/// Where the last code point of `bytes` starts if it may be incomplete (its
+/// lead byte announces more bytes than follow it); `bytes.len()` otherwise.
+fn incomplete_tail_start(bytes: &[u8]) -> usize {
+    let len = bytes.len();
+    for back in 1..=len.min(3) {
+        let byte = bytes[len - back];
+        if byte & 0xc0 != 0x80 {
+            // ASCII or a lead byte: how long is its sequence?
+            let needed = match byte {
+                0xf0.. => 4,
+                0xe0.. => 3,
+                0xc0.. => 2,
+                _ => 1,
+            };
+            return if needed > back { len - back } else { len };
+        }
+    }
+    len
 }
 
 /// Validates a whole payload at once (the fast path).

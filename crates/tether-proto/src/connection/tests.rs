@@ -287,12 +287,24 @@ mod rfc6455_5_4_fragmentation {
     fn refused_fragment_leaves_the_message_unchanged() {
         let mut conn = server();
         conn.send_fragment(DataKind::Text, &[0xe3], false).unwrap();
-        assert_eq!(conn.send_fragment(DataKind::Text, &[], true), Err(SendError::InvalidUtf8));
-        assert_eq!(conn.send_fragment(DataKind::Text, &[0x00], true), Err(SendError::InvalidUtf8));
+        assert_eq!(
+            conn.send_fragment(DataKind::Text, &[], true),
+            Err(SendError::InvalidUtf8)
+        );
+        assert_eq!(
+            conn.send_fragment(DataKind::Text, &[0x00], true),
+            Err(SendError::InvalidUtf8)
+        );
         let mut conn = server();
         conn.send_fragment(DataKind::Text, b"a\xe2", false).unwrap();
-        assert_eq!(conn.send_fragment(DataKind::Text, &[0x82, 0xac, 0xff], false), Err(SendError::InvalidUtf8));
-        assert_eq!(conn.send_fragment(DataKind::Text, b"b", true), Err(SendError::InvalidUtf8));
+        assert_eq!(
+            conn.send_fragment(DataKind::Text, &[0x82, 0xac, 0xff], false),
+            Err(SendError::InvalidUtf8)
+        );
+        assert_eq!(
+            conn.send_fragment(DataKind::Text, b"b", true),
+            Err(SendError::InvalidUtf8)
+        );
         conn.send_fragment(DataKind::Text, &[0x82, 0xac], true).unwrap();
     }
 
