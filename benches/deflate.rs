@@ -14,7 +14,9 @@ use tether_proto::{Config, Connection, Event, Message, SeededRandom};
 /// A client and a server that negotiated permessage-deflate (default settings).
 fn pair() -> (Connection, Connection) {
     let now = Instant::now();
-    let request = ClientRequest::new("ws://bench/").unwrap().permessage_deflate(DeflateConfig::default());
+    let request = ClientRequest::new("ws://bench/")
+        .unwrap()
+        .permessage_deflate(DeflateConfig::default());
     let (mut client, bytes) = ClientHandshake::new(request, &mut SeededRandom::new(1), now, None).unwrap();
     let mut server = ServerHandshake::new(HandshakeConfig::default(), now);
     let request = server.handle_read(&bytes).unwrap().unwrap();
@@ -88,7 +90,12 @@ fn deflate(c: &mut Criterion) {
             let mut shs = ServerHandshake::new(HandshakeConfig::default(), now);
             let req = shs.handle_read(&bytes).unwrap().unwrap();
             let (resp, server) = shs
-                .accept(&req, Accept::new().permessage_deflate(DeflateConfig::default()), Config::default(), now)
+                .accept(
+                    &req,
+                    Accept::new().permessage_deflate(DeflateConfig::default()),
+                    Config::default(),
+                    now,
+                )
                 .unwrap();
             let client = hs
                 .handle_read(&resp)
@@ -101,12 +108,18 @@ fn deflate(c: &mut Criterion) {
         client.send(message).unwrap();
         let wire: Vec<u8> = std::iter::from_fn(|| client.poll_transmit()).flatten().collect();
         if name == "text-like 64 KiB" {
-            println!("deflate: {name} compresses to {} bytes ({:.1}%)", wire.len(), 100.0 * wire.len() as f64 / payload.len() as f64);
+            println!(
+                "deflate: {name} compresses to {} bytes ({:.1}%)",
+                wire.len(),
+                100.0 * wire.len() as f64 / payload.len() as f64
+            );
         }
         group.bench_with_input(BenchmarkId::new("decompress", name), &wire, |b, wire| {
             b.iter(|| {
                 server.handle_read(wire, now);
-                let Some(Event::Message(m)) = server.poll_event() else { panic!("no message") };
+                let Some(Event::Message(m)) = server.poll_event() else {
+                    panic!("no message")
+                };
                 black_box(m);
             });
         });
