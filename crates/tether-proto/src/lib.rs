@@ -36,6 +36,10 @@
 //! parsers of the [`handshake`] module, which hand over any bytes that
 //! arrived behind the handshake so no frame is lost.
 //!
+//! Compression (permessage-deflate, RFC 7692, the default `deflate` cargo
+//! feature) is negotiated by the handshake and runs inside the connection as
+//! an [`Extension`]; see the [`deflate`] module. It is opt-in on servers.
+//!
 //! # Example
 //!
 //! A client and a server wired to each other in memory; an adapter does the
