@@ -1,0 +1,533 @@
+//! The driving loop: a [`Connection`] on an `AsyncRead + AsyncWrite`.
+//!
+//! Everything here is poll-based and keeps its state in [`Driver`], never in
+//! a future, which is what makes the async methods built on it cancel-safe.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll, Wake, Waker};
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::task::AtomicWaker;
+use tether_proto::{CloseCause, CloseCode, Closed, Connection, DataKind, Event, Fragment, Message, SendError, State};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Sleep;
+
+use crate::{Error, WebSocketConfig};
+
+/// Most chunks handed to one vectored write.
+const MAX_IOV: usize = 16;
+/// The receive buffer is grown when less than this much room is left.
+const MIN_READ_ROOM: usize = 4 * 1024;
+
+/// The time now, as the core wants it. Taken from tokio's clock so that
+/// `tokio::time::pause` drives the core's timers in tests.
+pub(crate) fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// Which API is polling: the receiving one (`Stream`, `recv`, read half) or
+/// the sending one (`Sink`, `send`, write half). Each keeps its own waker, so
+/// that both can wait on the same socket from different tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    Recv,
+    Send,
+}
+
+/// What the receiving side is handed, besides the end of the connection.
+#[derive(Debug)]
+pub(crate) enum Incoming {
+    Message(Message),
+    Fragment(Fragment),
+    Ping(Bytes),
+    Pong(Bytes),
+}
+
+/// Wakes both sides: the socket and the timer hold one waker each, and
+/// whichever side polled last must not steal the other's wake-up.
+#[derive(Default)]
+struct Wakers {
+    recv: AtomicWaker,
+    send: AtomicWaker,
+}
+
+impl Wake for Wakers {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.recv.wake();
+        self.send.wake();
+    }
+}
+
+/// A connection, its transport, and the adapter's buffers.
+pub(crate) struct Driver<S> {
+    io: S,
+    conn: Connection,
+    /// Bytes taken from the core and not yet written.
+    out: VecDeque<Bytes>,
+    out_len: usize,
+    /// Bytes were written since the last flush of `io`.
+    unflushed: bool,
+    write_limit: usize,
+    read_buffer_size: usize,
+    timer: Option<Pin<Box<Sleep>>>,
+    /// EOF or a read error was seen: no more reads.
+    read_done: bool,
+    /// A write failed: the output is dropped from now on.
+    write_error: Option<(io::ErrorKind, String)>,
+    /// The transport was shut down.
+    shutdown: bool,
+    /// The connection's `Closed` event.
+    closed: Option<Closed>,
+    /// The error that ended the read side, reported with the end.
+    read_error: Option<io::Error>,
+    /// The end was reported to the receiving side.
+    end_reported: bool,
+    /// A streamed message being reassembled for whole-message receive.
+    partial: Option<(DataKind, BytesMut)>,
+    /// Drop the fragments of the current message (its reader was dropped).
+    skip: bool,
+    wakers: Arc<Wakers>,
+    proxy: Waker,
+}
+
+impl<S> Driver<S> {
+    pub(crate) fn new(io: S, conn: Connection, config: &WebSocketConfig) -> Self {
+        let wakers = Arc::new(Wakers::default());
+        Self {
+            io,
+            conn,
+            out: VecDeque::new(),
+            out_len: 0,
+            unflushed: false,
+            write_limit: config.write_buffer_limit,
+            read_buffer_size: config.read_buffer_size.max(MIN_READ_ROOM),
+            timer: None,
+            read_done: false,
+            write_error: None,
+            shutdown: false,
+            closed: None,
+            read_error: None,
+            end_reported: false,
+            partial: None,
+            skip: false,
+            proxy: Waker::from(wakers.clone()),
+            wakers,
+        }
+    }
+
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub(crate) fn io(&self) -> &S {
+        &self.io
+    }
+
+    pub(crate) fn io_mut(&mut self) -> &mut S {
+        &mut self.io
+    }
+
+    pub(crate) fn into_parts(self) -> (S, Connection) {
+        (self.io, self.conn)
+    }
+
+    pub(crate) fn closed(&self) -> Option<&Closed> {
+        self.closed.as_ref()
+    }
+
+    /// Bytes queued for the transport, in the core and here.
+    pub(crate) fn buffered(&self) -> usize {
+        self.out_len + self.conn.pending_transmit()
+    }
+
+    /// Drops the rest of the message being streamed (its reader is gone).
+    pub(crate) fn skip_message(&mut self) {
+        self.skip = true;
+    }
+
+    /// A message partly reassembled by the whole-message receive, for a
+    /// reader that takes over.
+    pub(crate) fn take_partial(&mut self) -> Option<(DataKind, Bytes)> {
+        self.partial.take().map(|(kind, buf)| (kind, buf.freeze()))
+    }
+
+    /// The error to report at the end of the receive side, once: `None`
+    /// after a clean close handshake.
+    pub(crate) fn take_end(&mut self) -> Option<Error> {
+        if self.end_reported {
+            return None;
+        }
+        self.end_reported = true;
+        let closed = self.closed.as_ref()?;
+        match &closed.cause {
+            CloseCause::Remote | CloseCause::Local => None,
+            CloseCause::Protocol(e) => Some(Error::Protocol(e.clone())),
+            CloseCause::IdleTimeout => Some(Error::IdleTimeout),
+            CloseCause::CloseTimeout => Some(Error::CloseTimeout),
+            _ => Some(match self.read_error.take() {
+                Some(e) => Error::from_io(e),
+                None => Error::AbnormalClosure,
+            }),
+        }
+    }
+
+    /// Why nothing more can be sent.
+    fn closed_error(&self) -> Error {
+        match &self.closed {
+            Some(Closed {
+                cause: CloseCause::Remote,
+                code,
+                reason,
+            }) => Error::ClosedByPeer {
+                code: *code,
+                reason: reason.clone(),
+            },
+            Some(Closed {
+                cause: CloseCause::Protocol(e),
+                ..
+            }) => Error::Protocol(e.clone()),
+            Some(Closed {
+                cause: CloseCause::IdleTimeout,
+                ..
+            }) => Error::IdleTimeout,
+            Some(Closed {
+                cause: CloseCause::Abnormal,
+                ..
+            }) => Error::AbnormalClosure,
+            _ => Error::Closed,
+        }
+    }
+
+    fn map_send_error(&self, error: SendError) -> Error {
+        match error {
+            SendError::Closed => self.closed_error(),
+            other => Error::Send(other),
+        }
+    }
+
+    fn write_failure(&self) -> Option<Error> {
+        self.write_error
+            .as_ref()
+            .map(|(kind, msg)| Error::Io(io::Error::new(*kind, msg.clone())))
+    }
+
+    /// Registers the caller's waker for its side and returns the waker that
+    /// wakes both sides, for the socket and the timer.
+    fn register(&self, side: Side, waker: &Waker) -> Waker {
+        match side {
+            Side::Recv => self.wakers.recv.register(waker),
+            Side::Send => self.wakers.send.register(waker),
+        }
+        self.proxy.clone()
+    }
+
+    // ---- Commands -----------------------------------------------------
+
+    pub(crate) fn start_send(&mut self, message: Message) -> Result<(), Error> {
+        if let Some(e) = self.write_failure() {
+            return Err(e);
+        }
+        self.conn.send(message).map_err(|e| self.map_send_error(e))
+    }
+
+    pub(crate) fn start_fragment(&mut self, kind: DataKind, data: &[u8], fin: bool) -> Result<(), Error> {
+        self.conn
+            .send_fragment(kind, data, fin)
+            .map_err(|e| self.map_send_error(e))
+    }
+
+    pub(crate) fn start_ping(&mut self, payload: &[u8]) -> Result<(), Error> {
+        self.conn.ping(payload).map_err(|e| self.map_send_error(e))
+    }
+
+    pub(crate) fn start_pong(&mut self, payload: &[u8]) -> Result<(), Error> {
+        self.conn.pong(payload).map_err(|e| self.map_send_error(e))
+    }
+
+    /// Queues a close frame. Ok as well when the connection is already
+    /// closing or closed: closing twice is not an error.
+    pub(crate) fn start_close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
+        if self.conn.state() != State::Open {
+            return Ok(());
+        }
+        self.conn.close(code, reason, now()).map_err(|e| self.map_send_error(e))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
+    // ---- The receive side ---------------------------------------------
+
+    /// Drives the connection until it has something for the receiving side.
+    /// `Ready(None)`: the connection is over and the transport closed (see
+    /// [`take_end`](Self::take_end)).
+    pub(crate) fn poll_incoming(&mut self, cx: &mut Context<'_>, side: Side) -> Poll<Option<Incoming>> {
+        let waker = self.register(side, cx.waker());
+        let mut cx = Context::from_waker(&waker);
+        loop {
+            // 1. Events: received bytes are parsed here, one event at a time.
+            if self.closed.is_none() {
+                if let Some(event) = self.conn.poll_event() {
+                    if let Some(incoming) = self.on_event(event) {
+                        return Poll::Ready(Some(incoming));
+                    }
+                    continue;
+                }
+            }
+            // 2. Transmit what everything the last read delivered caused,
+            // in one write, then close the transport if it is time.
+            self.pull_transmit();
+            if let Poll::Ready(Err(e)) = self.poll_write_out(&mut cx) {
+                tracing::debug!("write failed: {e}");
+            }
+            if self.is_finished() {
+                return Poll::Ready(None);
+            }
+            // 3. The timer.
+            if self.poll_timer(&mut cx) {
+                continue;
+            }
+            // 4. Read, unless the peer does not read what we send.
+            if self.read_done || self.out_len > self.write_limit {
+                return Poll::Pending;
+            }
+            ready!(self.poll_read_in(&mut cx));
+        }
+    }
+
+    /// Whole messages: reassembles streamed ones.
+    pub(crate) fn poll_message(&mut self, cx: &mut Context<'_>, side: Side) -> Poll<Option<Result<Message, Error>>> {
+        loop {
+            match ready!(self.poll_incoming(cx, side)) {
+                Some(Incoming::Message(message)) => return Poll::Ready(Some(Ok(message))),
+                Some(Incoming::Fragment(fragment)) => {
+                    if let Some(result) = self.absorb_fragment(fragment) {
+                        return Poll::Ready(Some(result));
+                    }
+                }
+                Some(Incoming::Ping(_) | Incoming::Pong(_)) => {}
+                None => return Poll::Ready(self.take_end().map(Err)),
+            }
+        }
+    }
+
+    /// Adds a piece of a streamed message to the one being reassembled;
+    /// returns the message once whole.
+    pub(crate) fn absorb_fragment(&mut self, fragment: Fragment) -> Option<Result<Message, Error>> {
+        let (kind, buf) = self.partial.get_or_insert_with(|| (fragment.kind, BytesMut::new()));
+        buf.extend_from_slice(&fragment.data);
+        let kind = *kind;
+        if !fragment.last {
+            return None;
+        }
+        let payload = self.partial.take().map(|(_, b)| b.freeze()).unwrap_or_default();
+        Some(match kind {
+            // Each piece was validated by the core: this check cannot fail.
+            DataKind::Text => tether_proto::Utf8Bytes::try_from_bytes(payload)
+                .map(Message::Text)
+                .map_err(|_| Error::Protocol(tether_proto::ProtocolError::InvalidUtf8)),
+            DataKind::Binary => Ok(Message::Binary(payload)),
+        })
+    }
+
+    /// Drives the connection to its end, dropping what arrives: the second
+    /// half of [`close`](crate::WebSocketStream::close).
+    pub(crate) fn poll_until_closed(&mut self, cx: &mut Context<'_>, side: Side) -> Poll<Result<(), Error>> {
+        while ready!(self.poll_incoming(cx, side)).is_some() {}
+        Poll::Ready(match self.take_end() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        })
+    }
+
+    fn on_event(&mut self, event: Event) -> Option<Incoming> {
+        match event {
+            Event::Message(message) => Some(Incoming::Message(message)),
+            Event::Fragment(fragment) => {
+                if self.skip {
+                    self.skip = !fragment.last;
+                    return None;
+                }
+                Some(Incoming::Fragment(fragment))
+            }
+            Event::Ping(payload) => Some(Incoming::Ping(payload)),
+            Event::Pong(payload) => Some(Incoming::Pong(payload)),
+            Event::Closed(closed) => {
+                tracing::debug!(code = closed.code.as_u16(), cause = ?closed.cause, "connection closed");
+                self.closed = Some(closed);
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// The connection is closed and the transport done with.
+    fn is_finished(&self) -> bool {
+        self.closed.is_some()
+            && self.conn.should_close_transport()
+            && self.out.is_empty()
+            && (self.shutdown || self.write_error.is_some())
+    }
+
+    /// Arms the one timer from the core's next deadline; on expiry hands
+    /// the time in. Returns whether it fired.
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(deadline) = self.conn.poll_timeout() else {
+            return false;
+        };
+        let at = tokio::time::Instant::from_std(deadline);
+        let timer = match &mut self.timer {
+            Some(timer) => {
+                if timer.deadline() != at {
+                    timer.as_mut().reset(at);
+                }
+                timer
+            }
+            None => self.timer.insert(Box::pin(tokio::time::sleep_until(at))),
+        };
+        if timer.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        // The timer may round; never hand in a time before the deadline,
+        // or the same deadline would come back at once.
+        self.conn.handle_timeout(now().max(deadline));
+        true
+    }
+
+    fn poll_read_in(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let buf = self.conn.recv_buffer();
+        if buf.capacity() - buf.len() < MIN_READ_ROOM {
+            buf.reserve(self.read_buffer_size);
+        }
+        match ready!(tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, buf)) {
+            Ok(0) => {
+                self.read_done = true;
+                self.conn.handle_eof(now());
+            }
+            Ok(_) => self.conn.handle_received(now()),
+            Err(e) => {
+                tracing::debug!("read failed: {e}");
+                self.read_done = true;
+                self.read_error = Some(e);
+                self.conn.handle_eof(now());
+            }
+        }
+        Poll::Ready(())
+    }
+
+    // ---- The send side ------------------------------------------------
+
+    /// Ready when the write buffer has room for another message.
+    pub(crate) fn poll_send_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let waker = self.register(Side::Send, cx.waker());
+        let mut cx = Context::from_waker(&waker);
+        loop {
+            if let Some(e) = self.write_failure() {
+                return Poll::Ready(Err(e));
+            }
+            if self.conn.state() != State::Open {
+                return Poll::Ready(Err(self.closed_error()));
+            }
+            if self.buffered() <= self.write_limit {
+                return Poll::Ready(Ok(()));
+            }
+            self.pull_transmit();
+            ready!(self.poll_write_out(&mut cx)).map_err(Error::from_io)?;
+        }
+    }
+
+    /// Writes everything queued and flushes the transport.
+    pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>, side: Side) -> Poll<Result<(), Error>> {
+        let waker = self.register(side, cx.waker());
+        let mut cx = Context::from_waker(&waker);
+        self.pull_transmit();
+        match ready!(self.poll_write_out(&mut cx)) {
+            Ok(()) => Poll::Ready(match self.write_failure() {
+                Some(e) => Err(e),
+                None => Ok(()),
+            }),
+            Err(e) => Poll::Ready(Err(Error::from_io(e))),
+        }
+    }
+
+    fn pull_transmit(&mut self) {
+        while let Some(chunk) = self.conn.poll_transmit() {
+            if self.write_error.is_none() && !chunk.is_empty() {
+                self.out_len += chunk.len();
+                self.out.push_back(chunk);
+            }
+        }
+    }
+
+    /// Writes all of `out` (several chunks in one vectored write where the
+    /// transport supports it), flushes, and shuts the transport down once
+    /// the core says so. A write error is recorded: the output is dropped
+    /// from then on and the send side reports it.
+    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.poll_write_inner(cx) {
+            Poll::Ready(Err(e)) => {
+                self.write_error = Some((e.kind(), e.to_string()));
+                self.out.clear();
+                self.out_len = 0;
+                Poll::Ready(Err(e))
+            }
+            other => other,
+        }
+    }
+
+    fn poll_write_inner(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.write_error.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        while !self.out.is_empty() {
+            let n = if self.out.len() > 1 && self.io.is_write_vectored() {
+                let mut slices = [IoSlice::new(&[]); MAX_IOV];
+                let count = self.out.len().min(MAX_IOV);
+                for (slice, chunk) in slices.iter_mut().zip(self.out.iter()) {
+                    *slice = IoSlice::new(chunk);
+                }
+                ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count]))?
+            } else {
+                let Some(chunk) = self.out.front() else { break };
+                ready!(Pin::new(&mut self.io).poll_write(cx, chunk))?
+            };
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.consume(n);
+            self.unflushed = true;
+        }
+        if self.unflushed && !self.shutdown {
+            ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+            self.unflushed = false;
+        }
+        if !self.shutdown && self.conn.should_close_transport() {
+            if let Err(e) = ready!(Pin::new(&mut self.io).poll_shutdown(cx)) {
+                // The peer may have gone first; the transport is done either way.
+                tracing::debug!("shutdown failed: {e}");
+            }
+            self.shutdown = true;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn consume(&mut self, mut n: usize) {
+        self.out_len -= n;
+        while n > 0 {
+            let Some(front) = self.out.front_mut() else { return };
+            if n < front.len() {
+                front.advance(n);
+                return;
+            }
+            n -= front.len();
+            self.out.pop_front();
+        }
+    }
+}

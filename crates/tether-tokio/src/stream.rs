@@ -1,0 +1,287 @@
+//! [`WebSocketStream`]: a connection on any `AsyncRead + AsyncWrite`.
+
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_core::Stream;
+use futures_sink::Sink;
+use tether_proto::{CloseCode, Closed, Connection, DataKind, Message, Role, State};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::driver::{Driver, Incoming, Side};
+use crate::reader::MessageReader;
+use crate::split::{ReadHalf, WriteHalf};
+use crate::{Error, SocketAddrs, WebSocketConfig};
+
+/// An open WebSocket connection on a transport `S`.
+///
+/// Receive with the [`Stream`] implementation or [`recv`](Self::recv); send
+/// with the [`Sink`] implementation or [`send`](Self::send); end with
+/// [`close`](Self::close). [`split`](Self::split) gives halves for two tasks.
+///
+/// # Driving
+///
+/// There is no background task: the connection makes progress while one of
+/// its methods is polled. Receiving drives everything (reads, automatic pongs,
+/// the close handshake, keepalive pings and timeouts); sending writes what is
+/// queued. Keep receiving for as long as the connection is open, even if you
+/// only send, or pings go unanswered and timers do not fire.
+///
+/// # Cancel safety
+///
+/// All state lives in the connection, never in a method's future, so
+/// dropping a future (in `tokio::select!`, or through a timeout) never loses
+/// received data nor leaves half a frame on the wire:
+/// - [`recv`](Self::recv), `StreamExt::next`, [`recv_reader`](Self::recv_reader),
+///   [`flush`](Self::flush) and [`close`](Self::close) are cancel-safe: call
+///   them again to continue.
+/// - [`send`](Self::send), [`ping`](Self::ping) and
+///   [`send_fragment`](Self::send_fragment) first wait for room in the write
+///   buffer, then queue the frame whole, then write. Cancelled while waiting,
+///   nothing was queued; cancelled after, the frame is queued and goes out
+///   with the next write (any later send, flush, receive or close). Either way
+///   the connection stays consistent.
+pub struct WebSocketStream<S> {
+    driver: Driver<S>,
+}
+
+impl<S> std::fmt::Debug for WebSocketStream<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebSocketStream")
+            .field("connection", self.driver.conn())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> WebSocketStream<S> {
+    /// Runs `connection`, whose opening handshake is done, on `io`. The
+    /// client and server functions of this crate call it; call it yourself
+    /// after a handshake of your own.
+    pub fn from_connection(io: S, connection: Connection, config: &WebSocketConfig) -> Self {
+        Self {
+            driver: Driver::new(io, connection, config),
+        }
+    }
+
+    /// The subprotocol the handshake settled on.
+    pub fn subprotocol(&self) -> Option<&str> {
+        self.driver.conn().subprotocol()
+    }
+
+    /// The names of the negotiated extensions, in pipeline order.
+    pub fn extensions(&self) -> impl Iterator<Item = &str> + '_ {
+        self.driver.conn().extensions()
+    }
+
+    /// Client or server.
+    pub fn role(&self) -> Role {
+        self.driver.conn().role()
+    }
+
+    /// Open, closing or closed.
+    pub fn state(&self) -> State {
+        self.driver.conn().state()
+    }
+
+    /// How the connection ended (code, reason, cause), once it has.
+    pub fn close_info(&self) -> Option<&Closed> {
+        self.driver.closed()
+    }
+
+    /// Bytes queued for the transport and not yet written.
+    pub fn buffered_amount(&self) -> usize {
+        self.driver.buffered()
+    }
+
+    /// The transport.
+    pub fn get_ref(&self) -> &S {
+        self.driver.io()
+    }
+
+    /// The transport. Reading from or writing to it directly corrupts the
+    /// connection; this is for socket options.
+    pub fn get_mut(&mut self) -> &mut S {
+        self.driver.io_mut()
+    }
+
+    /// The transport and the core, for a driving loop of your own. Bytes
+    /// taken from the core and not yet written are lost.
+    pub fn into_parts(self) -> (S, Connection) {
+        self.driver.into_parts()
+    }
+}
+
+impl<S: SocketAddrs> WebSocketStream<S> {
+    /// The local address of the transport.
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.driver.io().local_addr()
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.driver.io().peer_addr()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
+    /// The next whole message; `None` once the connection closed cleanly,
+    /// `Some(Err(..))` once if it ended otherwise (protocol violation, idle
+    /// timeout, lost transport). Cancel-safe.
+    pub async fn recv(&mut self) -> Option<Result<Message, Error>> {
+        poll_fn(|cx| self.driver.poll_message(cx, Side::Recv)).await
+    }
+
+    /// The next message as an [`AsyncRead`] over its payload, delivered
+    /// piece by piece as it arrives when it reaches
+    /// [`Config::stream_threshold`](tether_proto::Config::stream_threshold)
+    /// (else from memory). Dropping the reader before its end skips the rest
+    /// of the message. Pings and pongs are skipped. Cancel-safe.
+    pub async fn recv_reader(&mut self) -> Option<Result<MessageReader<'_, S>, Error>> {
+        let first = poll_fn(|cx| crate::reader::poll_first(&mut self.driver, cx)).await;
+        match first {
+            Ok(Some((kind, piece, last))) => Some(Ok(MessageReader::owned(&mut self.driver, kind, piece, last))),
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// Sends a message: waits for room in the write buffer, queues it, and
+    /// writes. See the type's documentation for cancel safety.
+    pub async fn send(&mut self, message: impl Into<Message>) -> Result<(), Error> {
+        let message = message.into();
+        poll_fn(|cx| self.driver.poll_send_ready(cx)).await?;
+        self.driver.start_send(message)?;
+        self.flush().await
+    }
+
+    /// Sends one frame of a message whose size is not known up front: the
+    /// first call starts a message of `kind`, `fin` ends it. Pings and
+    /// pongs may go in between; other messages may not.
+    pub async fn send_fragment(&mut self, kind: DataKind, data: &[u8], fin: bool) -> Result<(), Error> {
+        poll_fn(|cx| self.driver.poll_send_ready(cx)).await?;
+        self.driver.start_fragment(kind, data, fin)?;
+        self.flush().await
+    }
+
+    /// Sends a ping (at most 125 bytes); the pong arrives as the connection
+    /// is received from.
+    pub async fn ping(&mut self, payload: impl Into<Bytes>) -> Result<(), Error> {
+        let payload = payload.into();
+        poll_fn(|cx| self.driver.poll_send_ready(cx)).await?;
+        self.driver.start_ping(&payload)?;
+        self.flush().await
+    }
+
+    /// Sends an unsolicited pong (a one-way heartbeat).
+    pub async fn pong(&mut self, payload: impl Into<Bytes>) -> Result<(), Error> {
+        let payload = payload.into();
+        poll_fn(|cx| self.driver.poll_send_ready(cx)).await?;
+        self.driver.start_pong(&payload)?;
+        self.flush().await
+    }
+
+    /// Writes everything queued. Cancel-safe.
+    pub async fn flush(&mut self) -> Result<(), Error> {
+        poll_fn(|cx| self.driver.poll_flush(cx, Side::Send)).await
+    }
+
+    /// Closes the connection: sends a close frame with `code` and `reason`
+    /// (at most 123 bytes), then receives until the peer answers and the
+    /// transport is closed, dropping messages that arrive meanwhile (to keep
+    /// them, [`split`](Self::split) and close the write half instead).
+    ///
+    /// Ok when the close handshake completed; on an already closed
+    /// connection, it finishes whatever is left. Cancel-safe.
+    pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
+        self.driver.start_close(code, reason)?;
+        poll_fn(|cx| self.driver.poll_until_closed(cx, Side::Recv)).await
+    }
+
+    /// Splits the connection into a reader and a writer for two tasks.
+    /// Automatic pongs and the close reply are still sent by whichever half
+    /// is polled. [`ReadHalf::reunite`] puts them back together.
+    pub fn split(self) -> (ReadHalf<S>, WriteHalf<S>) {
+        crate::split::split(self.driver)
+    }
+
+    pub(crate) fn from_driver(driver: Driver<S>) -> Self {
+        Self { driver }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocketStream<S> {
+    type Item = Result<Message, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().driver.poll_message(cx, Side::Recv)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocketStream<S> {
+    type Error = Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.get_mut().driver.poll_send_ready(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), Error> {
+        self.get_mut().driver.start_send(item)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.get_mut().driver.poll_flush(cx, Side::Send)
+    }
+
+    /// Sends a close frame (1000) and writes it. The peer's answer is
+    /// received by the receiving side, which ends once the handshake is done.
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let driver = &mut self.get_mut().driver;
+        driver.start_close(CloseCode::NORMAL, "")?;
+        driver.poll_flush(cx, Side::Send)
+    }
+}
+
+/// A pong or ping that receiving skipped, for [`WebSocketStream::recv_event`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Received {
+    /// A whole message.
+    Message(Message),
+    /// The peer sent a ping (already answered unless `auto_pong` is off).
+    Ping(Bytes),
+    /// The peer sent a pong.
+    Pong(Bytes),
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
+    /// Like [`recv`](Self::recv), but also hands over pings and pongs (to
+    /// measure round trips, or to answer pings yourself with `auto_pong`
+    /// off). Streamed messages are reassembled. Cancel-safe.
+    pub async fn recv_event(&mut self) -> Option<Result<Received, Error>> {
+        poll_fn(|cx| poll_received(&mut self.driver, cx, Side::Recv)).await
+    }
+}
+
+pub(crate) fn poll_received<S: AsyncRead + AsyncWrite + Unpin>(
+    driver: &mut Driver<S>,
+    cx: &mut Context<'_>,
+    side: Side,
+) -> Poll<Option<Result<Received, Error>>> {
+    // Pings and pongs first; whole messages through the reassembling path.
+    loop {
+        match driver.poll_incoming(cx, side) {
+            Poll::Ready(Some(Incoming::Ping(p))) => return Poll::Ready(Some(Ok(Received::Ping(p)))),
+            Poll::Ready(Some(Incoming::Pong(p))) => return Poll::Ready(Some(Ok(Received::Pong(p)))),
+            Poll::Ready(Some(Incoming::Message(m))) => return Poll::Ready(Some(Ok(Received::Message(m)))),
+            Poll::Ready(Some(Incoming::Fragment(f))) => {
+                if let Some(result) = driver.absorb_fragment(f) {
+                    return Poll::Ready(Some(result.map(Received::Message)));
+                }
+            }
+            Poll::Ready(None) => return Poll::Ready(driver.take_end().map(Err)),
+            Poll::Pending => return Poll::Pending,
+        }
+    }
+}

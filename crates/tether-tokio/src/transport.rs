@@ -1,0 +1,137 @@
+//! Transports: plain or TLS, and their addresses.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Transports that know their local and peer addresses, for
+/// [`WebSocketStream::local_addr`](crate::WebSocketStream::local_addr) and
+/// [`peer_addr`](crate::WebSocketStream::peer_addr).
+pub trait SocketAddrs {
+    /// The local address.
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+    /// The peer's address.
+    fn peer_addr(&self) -> io::Result<SocketAddr>;
+}
+
+impl SocketAddrs for TcpStream {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Self::local_addr(self)
+    }
+
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        Self::peer_addr(self)
+    }
+}
+
+#[cfg(feature = "tls")]
+impl<S: SocketAddrs> SocketAddrs for tokio_rustls::client::TlsStream<S> {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.get_ref().0.local_addr()
+    }
+
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.get_ref().0.peer_addr()
+    }
+}
+
+#[cfg(feature = "tls")]
+impl<S: SocketAddrs> SocketAddrs for tokio_rustls::server::TlsStream<S> {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.get_ref().0.local_addr()
+    }
+
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.get_ref().0.peer_addr()
+    }
+}
+
+impl<S: SocketAddrs> SocketAddrs for MaybeTlsStream<S> {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        match self {
+            Self::Plain(s) => s.local_addr(),
+            #[cfg(feature = "tls")]
+            Self::Tls(s) => s.local_addr(),
+        }
+    }
+
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        match self {
+            Self::Plain(s) => s.peer_addr(),
+            #[cfg(feature = "tls")]
+            Self::Tls(s) => s.peer_addr(),
+        }
+    }
+}
+
+/// The transport of a connection opened with [`connect`](crate::connect):
+/// plain TCP for `ws://`, TLS for `wss://`.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum MaybeTlsStream<S> {
+    /// `ws://`.
+    Plain(S),
+    /// `wss://`.
+    #[cfg(feature = "tls")]
+    Tls(Box<tokio_rustls::client::TlsStream<S>>),
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for MaybeTlsStream<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            #[cfg(feature = "tls")]
+            Self::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MaybeTlsStream<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            #[cfg(feature = "tls")]
+            Self::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            #[cfg(feature = "tls")]
+            Self::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Plain(s) => s.is_write_vectored(),
+            #[cfg(feature = "tls")]
+            Self::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            #[cfg(feature = "tls")]
+            Self::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            #[cfg(feature = "tls")]
+            Self::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tether_tokio::{Server, WebSocketConfig};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// Every test is bounded by this.
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// An echo server on loopback that serves `connections` connections.
+pub async fn echo_server(connections: usize, config: WebSocketConfig) -> (SocketAddr, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut tasks = Vec::new();
+        for _ in 0..connections {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let server = Server::new().config(config.clone());
+            tasks.push(tokio::spawn(async move {
+                let Ok(mut ws) = server.accept(tcp).await else { return };
+                while let Some(Ok(message)) = ws.next().await {
+                    if ws.send(message).await.is_err() {
+                        break;
+                    }
+                }
+                while ws.next().await.is_some() {}
+            }));
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+    });
+    (addr, task)
+}
+
+/// A config without keepalive, for tests that count frames.
+pub fn quiet() -> WebSocketConfig {
+    let mut config = WebSocketConfig::default();
+    config.connection.ping_interval = None;
+    config
+}
