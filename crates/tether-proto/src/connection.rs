@@ -962,16 +962,19 @@ fn decode_pipeline(
         .rev()
         .filter(|e| e.rsv_bits() & rsv != 0)
         .peekable();
-    let mut current = BytesMut::from(input);
+    // The input is read in place; only between two extensions does a piece
+    // need a buffer of its own (with permessage-deflate alone, never).
+    let mut staged: Option<BytesMut> = None;
     while let Some(ext) = active.next() {
+        let current = staged.as_deref().unwrap_or(input);
         if active.peek().is_none() {
-            return ext.decode(&current, last, out, limit);
+            return ext.decode(current, last, out, limit);
         }
         let mut next = BytesMut::new();
-        ext.decode(&current, last, &mut next, limit)?;
-        current = next;
+        ext.decode(current, last, &mut next, limit)?;
+        staged = Some(next);
     }
-    out.extend_from_slice(&current);
+    out.extend_from_slice(staged.as_deref().unwrap_or(input));
     Ok(())
 }
 
