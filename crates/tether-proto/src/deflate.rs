@@ -677,9 +677,11 @@ mod tests {
 
         #[test]
         fn server_asks_for_a_smaller_client_window_only_when_allowed() {
-            let mut config = DeflateConfig::default();
-            config.server_max_window_bits = 10;
-            config.client_max_window_bits = 10;
+            let config = DeflateConfig {
+                server_max_window_bits: 10,
+                client_max_window_bits: 10,
+                ..DeflateConfig::default()
+            };
             assert_eq!(
                 config
                     .accept(&[offer(&[(CLIENT_MAX_WINDOW_BITS, None)])])
