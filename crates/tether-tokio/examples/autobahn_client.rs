@@ -52,7 +52,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         while let Some(message) = ws.next().await {
             match message {
                 Ok(message) => {
-                    if ws.send(message).await.is_err() {
+                    if ws.feed(message).await.is_err() {
                         break;
                     }
                 }

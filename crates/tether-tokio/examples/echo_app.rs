@@ -63,7 +63,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             while let Some(message) = ws.next().await {
                 match message {
                     Ok(message) => {
-                        if let Err(e) = ws.send(message).await {
+                        if let Err(e) = ws.feed(message).await {
                             eprintln!("{peer}: {e}");
                             break;
                         }

@@ -40,9 +40,10 @@
 //! tokio::spawn(async move {
 //!     let (tcp, _) = listener.accept().await?;
 //!     let mut ws = tether_tokio::accept(tcp).await?;
-//!     // Echo until the client closes.
+//!     // Echo until the client closes; `feed` queues each answer and `next`
+//!     // writes them before it waits: one write per read.
 //!     while let Some(message) = ws.next().await {
-//!         ws.send(message?).await?;
+//!         ws.feed(message?).await?;
 //!     }
 //!     Ok::<_, tether_tokio::Error>(())
 //! });

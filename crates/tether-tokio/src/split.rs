@@ -157,6 +157,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WriteHalf<S> {
         self.flush().await
     }
 
+    /// Queues a message without writing it; see [`WebSocketStream::feed`].
+    /// Written by the next [`send`](Self::send) or [`flush`](Self::flush), or
+    /// when the read half waits for the peer: a write half whose read half is
+    /// already waiting must flush.
+    pub async fn feed(&mut self, message: impl Into<Message>) -> Result<(), Error> {
+        let message = message.into();
+        poll_fn(|cx| lock(&self.shared).poll_send_ready(cx)).await?;
+        lock(&self.shared).start_send(message)
+    }
+
     /// Sends one frame of a fragmented message; see
     /// [`WebSocketStream::send_fragment`].
     pub async fn send_fragment(&mut self, kind: DataKind, data: &[u8], fin: bool) -> Result<(), Error> {

@@ -18,7 +18,8 @@ use crate::{Error, SocketAddrs, WebSocketConfig};
 /// An open WebSocket connection on a transport `S`.
 ///
 /// Receive with the [`Stream`] implementation or [`recv`](Self::recv); send
-/// with the [`Sink`] implementation or [`send`](Self::send); end with
+/// with the [`Sink`] implementation, [`send`](Self::send) or
+/// [`feed`](Self::feed) (queue, written when receiving waits); end with
 /// [`close`](Self::close). [`split`](Self::split) gives halves for two tasks.
 ///
 /// # Driving
@@ -154,6 +155,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         poll_fn(|cx| self.driver.poll_send_ready(cx)).await?;
         self.driver.start_send(message)?;
         self.flush().await
+    }
+
+    /// Queues a message without writing it, waiting only while the write
+    /// buffer is full. It is written by the next [`send`](Self::send) or
+    /// [`flush`](Self::flush), or by receiving: [`recv`](Self::recv) (and every
+    /// other receiving method) writes what is queued before it waits for the
+    /// peer. An echo or request/response loop that receives with `recv` and
+    /// answers with `feed` therefore answers everything one read delivered in
+    /// one write, instead of one write per message:
+    ///
+    /// ```no_run
+    /// # async fn echo(mut ws: tether_tokio::WebSocketStream<tokio::net::TcpStream>) -> Result<(), tether_tokio::Error> {
+    /// while let Some(message) = ws.recv().await {
+    ///     ws.feed(message?).await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Cancel safety as for [`send`](Self::send).
+    pub async fn feed(&mut self, message: impl Into<Message>) -> Result<(), Error> {
+        let message = message.into();
+        poll_fn(|cx| self.driver.poll_send_ready(cx)).await?;
+        self.driver.start_send(message)
     }
 
     /// Sends one frame of a message whose size is not known up front: the

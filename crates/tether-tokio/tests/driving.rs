@@ -484,3 +484,99 @@ async fn receiving_stops_while_pongs_pile_up() {
     .await
     .unwrap();
 }
+
+/// A transport that counts the writes made to it.
+struct CountingWrites {
+    inner: DuplexStream,
+    writes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl tokio::io::AsyncRead for CountingWrites {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for CountingWrites {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test]
+async fn fed_replies_to_one_read_leave_in_one_write() {
+    use tokio::io::AsyncWriteExt;
+    timeout(TEST_TIMEOUT, async {
+        let (a, b) = tokio::io::duplex(1024 * 1024);
+        let writes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let server_io = CountingWrites {
+            inner: b,
+            writes: writes.clone(),
+        };
+        let server = tokio::spawn(async move {
+            let mut ws = Server::new().config(quiet()).accept(server_io).await.unwrap();
+            let mut echoed = 0;
+            // The client vanishes at the end without a close: `recv` ends
+            // with an error.
+            while let Some(Ok(message)) = ws.recv().await {
+                ws.feed(message).await.unwrap();
+                echoed += 1;
+            }
+            echoed
+        });
+        // A raw client: the handshake, then 16 masked messages in one write.
+        let mut client = a;
+        client
+            .write_all(
+                b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                  Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let mut response = Vec::new();
+        while !response.ends_with(b"\r\n\r\n") {
+            response.push(client.read_u8().await.unwrap());
+        }
+        let before = writes.load(std::sync::atomic::Ordering::Relaxed);
+        let mut burst = Vec::new();
+        for i in 0..16u8 {
+            // Binary, 4-byte payload, mask key zero.
+            burst.extend_from_slice(&[0x82, 0x84, 0, 0, 0, 0, i, i, i, i]);
+        }
+        client.write_all(&burst).await.unwrap();
+        let mut echoes = vec![0u8; 16 * 6];
+        client.read_exact(&mut echoes).await.unwrap();
+        for (i, echo) in echoes.chunks(6).enumerate() {
+            let i = i as u8;
+            assert_eq!(echo, [0x82, 4, i, i, i, i]);
+        }
+        assert_eq!(writes.load(std::sync::atomic::Ordering::Relaxed) - before, 1);
+        drop(client);
+        assert_eq!(server.await.unwrap(), 16);
+    })
+    .await
+    .unwrap();
+}
