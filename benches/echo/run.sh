@@ -1,0 +1,17 @@
+#!/bin/sh
+# End-to-end echo benchmark: builds the servers and the load generator in
+# release mode, then runs every crate on every workload and the idle-memory
+# mode, and prints markdown tables (progress goes to stderr).
+#
+#   benches/echo/run.sh                                 # everything, ~5 minutes
+#   WARMUP=2 SECS=5 benches/echo/run.sh                 # longer windows
+#   benches/echo/run.sh --crates tether,fastwebsockets --workloads 20b,20b-p16 --kinds binary --no-idle
+#
+# Options (after the script name): --crates LIST, --workloads LIST
+# (20b, 20b-p16, 1k, 16k, 1m), --kinds text,binary, --warmup SECS, --secs SECS,
+# --idle-conns N, --no-idle. Env: WARMUP, SECS (defaults 1 and 3).
+set -eu
+cd "$(dirname "$0")"
+cargo build --release --quiet --bins
+exec target/release/loadgen suite --server target/release/echo-server \
+    --warmup "${WARMUP:-1}" --secs "${SECS:-3}" "$@"

@@ -1,0 +1,1203 @@
+//! The load generator of the echo benchmark, written on raw tokio TCP so that
+//! it favours no WebSocket crate: the opening handshake is written by hand
+//! with a fixed `Sec-WebSocket-Key`, the client frames are encoded and masked
+//! once up front, and the server's frames are parsed here and compared byte
+//! for byte with what was sent, in order.
+//!
+//! It starts the server itself (`echo-server <crate> 127.0.0.1:0`), samples
+//! the server's CPU time from `/proc/<pid>/stat` at both ends of the measured
+//! window, and stops the server by its PID.
+//!
+//! ```text
+//! loadgen suite --server PATH [--crates tether,tungstenite,...] [--workloads 20b,20b-p16,1k,16k,1m]
+//!               [--kinds text,binary] [--warmup SECS] [--secs SECS] [--idle-conns N | --no-idle]
+//! loadgen run   --server PATH --crate NAME --conns N --size BYTES --inflight P --kind text|binary
+//!               [--warmup SECS] [--secs SECS]
+//! loadgen idle  --server PATH --crate NAME [--idle-conns N]
+//! ```
+//!
+//! The suite prints its tables in markdown on stdout, progress on stderr.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio::sync::Notify;
+
+type Error = Box<dyn std::error::Error>;
+
+const CRATES: [&str; 4] = ["tether", "tungstenite", "fastwebsockets", "tokio-websockets"];
+/// How the tables name each crate.
+fn display_name(krate: &str) -> &str {
+    match krate {
+        "tungstenite" => "tokio-tungstenite",
+        other => other,
+    }
+}
+
+/// The workloads of issue 5: (id, connections, message size, in flight).
+const WORKLOADS: [(&str, usize, usize, usize); 5] = [
+    ("20b", 100, 20, 1),
+    ("20b-p16", 100, 20, 16),
+    ("1k", 10, 1024, 1),
+    ("16k", 200, 16 * 1024, 1),
+    ("1m", 10, 1024 * 1024, 1),
+];
+
+/// The RFC 6455 section 1.3 example key and its accept value.
+const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+const OP_CONT: u8 = 0x0;
+const OP_TEXT: u8 = 0x1;
+const OP_BINARY: u8 = 0x2;
+const OP_CLOSE: u8 = 0x8;
+const OP_PING: u8 = 0x9;
+const OP_PONG: u8 = 0xa;
+
+fn main() -> Result<(), Error> {
+    tether_echo_bench::raise_fd_limit();
+    let mut args = std::env::args().skip(1);
+    let mode = args.next().unwrap_or_default();
+    let opts = Opts::parse(args)?;
+    // One thread: the server runs on the other core.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    match mode.as_str() {
+        "suite" => rt.block_on(suite(&opts)),
+        "run" => {
+            let krate = opts.krate.clone().ok_or("--crate is required")?;
+            let workload = Workload {
+                conns: opts.conns.ok_or("--conns is required")?,
+                size: opts.size.ok_or("--size is required")?,
+                inflight: opts.inflight.unwrap_or(1),
+                text: opts.kinds.first().map(|k| k == "text").unwrap_or(false),
+            };
+            let result = rt.block_on(run(&opts, &krate, &workload))?;
+            println!("{}", result.describe());
+            Ok(())
+        }
+        "idle" => {
+            let krate = opts.krate.clone().ok_or("--crate is required")?;
+            let idle = rt.block_on(idle(&opts, &krate))?;
+            println!("{}", idle.describe());
+            Ok(())
+        }
+        _ => Err("usage: loadgen suite|run|idle --server PATH [options] (see the source's header)".into()),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Options
+
+struct Opts {
+    server: String,
+    crates: Vec<String>,
+    workloads: Vec<String>,
+    kinds: Vec<String>,
+    warmup: f64,
+    secs: f64,
+    idle_conns: usize,
+    krate: Option<String>,
+    conns: Option<usize>,
+    size: Option<usize>,
+    inflight: Option<usize>,
+}
+
+impl Opts {
+    fn parse(mut args: impl Iterator<Item = String>) -> Result<Self, Error> {
+        let mut opts = Self {
+            server: "target/release/echo-server".to_owned(),
+            crates: CRATES.iter().map(|s| (*s).to_owned()).collect(),
+            workloads: WORKLOADS.iter().map(|w| w.0.to_owned()).collect(),
+            kinds: vec!["text".to_owned(), "binary".to_owned()],
+            warmup: 1.0,
+            secs: 3.0,
+            idle_conns: 5000,
+            krate: None,
+            conns: None,
+            size: None,
+            inflight: None,
+        };
+        let list = |s: String| s.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect();
+        while let Some(flag) = args.next() {
+            let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+            match flag.as_str() {
+                "--server" => opts.server = value()?,
+                "--crates" => opts.crates = list(value()?),
+                "--workloads" => opts.workloads = list(value()?),
+                "--kinds" | "--kind" => opts.kinds = list(value()?),
+                "--warmup" => opts.warmup = value()?.parse()?,
+                "--secs" => opts.secs = value()?.parse()?,
+                "--idle-conns" => opts.idle_conns = value()?.parse()?,
+                "--no-idle" => opts.idle_conns = 0,
+                "--crate" => opts.krate = Some(value()?),
+                "--conns" => opts.conns = Some(value()?.parse()?),
+                "--size" => opts.size = Some(parse_size(&value()?)?),
+                "--inflight" => opts.inflight = Some(value()?.parse()?),
+                other => return Err(format!("unknown option {other}").into()),
+            }
+        }
+        for krate in opts.crates.iter().chain(&opts.krate) {
+            if !CRATES.contains(&krate.as_str()) {
+                return Err(format!("unknown crate {krate}; one of {CRATES:?}").into());
+            }
+        }
+        for id in &opts.workloads {
+            if !WORKLOADS.iter().any(|w| w.0 == id) {
+                let ids: Vec<_> = WORKLOADS.iter().map(|w| w.0).collect();
+                return Err(format!("unknown workload {id}; one of {ids:?}").into());
+            }
+        }
+        for kind in &opts.kinds {
+            if kind != "text" && kind != "binary" {
+                return Err(format!("unknown kind {kind}: text or binary").into());
+            }
+        }
+        Ok(opts)
+    }
+}
+
+fn parse_size(s: &str) -> Result<usize, Error> {
+    let lower = s.to_ascii_lowercase();
+    let (digits, unit) = match lower.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => lower.split_at(i),
+        None => (lower.as_str(), ""),
+    };
+    let unit = match unit {
+        "" | "b" => 1,
+        "k" | "kib" => 1024,
+        "m" | "mib" => 1024 * 1024,
+        _ => return Err(format!("bad size {s}").into()),
+    };
+    Ok(digits.parse::<usize>()? * unit)
+}
+
+// ---------------------------------------------------------------------------
+// The suite: every crate on every workload, then idle memory, then the tables.
+
+async fn suite(opts: &Opts) -> Result<(), Error> {
+    let started = Instant::now();
+    let ticks = clock_ticks();
+    eprintln!(
+        "echo benchmark: crates {:?}, workloads {:?}, kinds {:?}, warm-up {} s, measured {} s, {} idle connections; \
+         server CPU from /proc/<pid>/stat at {ticks} ticks/s",
+        opts.crates, opts.workloads, opts.kinds, opts.warmup, opts.secs, opts.idle_conns
+    );
+    // (workload label, crate) -> result; None if the run failed.
+    let mut results: HashMap<(String, String), Option<RunResult>> = HashMap::new();
+    let mut rows = Vec::new();
+    let mut failed = false;
+    for (_, conns, size, inflight) in WORKLOADS.iter().filter(|w| opts.workloads.iter().any(|id| id == w.0)) {
+        for kind in &opts.kinds {
+            let workload = Workload {
+                conns: *conns,
+                size: *size,
+                inflight: *inflight,
+                text: kind == "text",
+            };
+            let label = workload.label();
+            rows.push(label.clone());
+            for krate in &opts.crates {
+                let result = match run(opts, krate, &workload).await {
+                    Ok(result) => {
+                        eprintln!("  {}", result.describe());
+                        Some(result)
+                    }
+                    Err(e) => {
+                        eprintln!("  ERROR {krate} {label}: {e}");
+                        failed = true;
+                        None
+                    }
+                };
+                results.insert((label.clone(), krate.clone()), result);
+            }
+        }
+    }
+    let mut idle_results = Vec::new();
+    if opts.idle_conns > 0 {
+        for krate in &opts.crates {
+            match idle(opts, krate).await {
+                Ok(result) => {
+                    eprintln!("  {}", result.describe());
+                    idle_results.push((krate.clone(), Some(result)));
+                }
+                Err(e) => {
+                    eprintln!("  ERROR {krate} idle: {e}");
+                    failed = true;
+                    idle_results.push((krate.clone(), None));
+                }
+            }
+        }
+    }
+    print_tables(opts, &rows, &results, &idle_results, ticks);
+    eprintln!("done in {:.0} s", started.elapsed().as_secs_f64());
+    if failed {
+        return Err("some runs failed (see ERROR above)".into());
+    }
+    Ok(())
+}
+
+fn print_tables(
+    opts: &Opts,
+    rows: &[String],
+    results: &HashMap<(String, String), Option<RunResult>>,
+    idle: &[(String, Option<IdleResult>)],
+    ticks: u64,
+) {
+    let others: Vec<&String> = opts.crates.iter().filter(|c| *c != "tether").collect();
+    let has_tether = opts.crates.iter().any(|c| c == "tether");
+    let header = |what: &str, ratio: Option<&str>| {
+        let mut line = format!("| {what} |");
+        let mut rule = "|---|".to_owned();
+        for krate in &opts.crates {
+            line += &format!(" {} |", display_name(krate));
+            rule += "---:|";
+        }
+        if let Some(ratio) = ratio.filter(|_| has_tether && !others.is_empty()) {
+            line += &format!(" {ratio} |");
+            rule += "---:|";
+        }
+        println!("{line}\n{rule}");
+    };
+    let get = |row: &String, krate: &String| results.get(&(row.clone(), krate.clone())).and_then(Option::as_ref);
+    // Best other crate by `key`, better = `lower`.
+    let ratio = |row: &String, key: &dyn Fn(&RunResult) -> f64, lower: bool| -> String {
+        let Some(tether) = get(row, &"tether".to_owned()) else {
+            return "-".to_owned();
+        };
+        let values = others.iter().filter_map(|c| get(row, c)).map(key);
+        let best = if lower {
+            values.fold(f64::INFINITY, f64::min)
+        } else {
+            values.fold(0.0, f64::max)
+        };
+        if best.is_finite() && best > 0.0 {
+            format!("**{:.2}**", key(tether) / best)
+        } else {
+            "-".to_owned()
+        }
+    };
+
+    println!();
+    println!(
+        "Echo benchmark: {} s warm-up, {} s measured per run; one fresh server per run.",
+        opts.warmup, opts.secs
+    );
+    println!();
+    println!("Server CPU time per echoed message, µs (lower is better):");
+    println!();
+    header("workload", Some("tether / best other"));
+    for row in rows {
+        let mut line = format!("| {row} |");
+        for krate in &opts.crates {
+            line += &match get(row, krate) {
+                Some(r) => format!(" {:.2} |", r.cpu_us_per_msg()),
+                None => " FAIL |".to_owned(),
+            };
+        }
+        if has_tether && !others.is_empty() {
+            line += &format!(" {} |", ratio(row, &RunResult::cpu_us_per_msg, true));
+        }
+        println!("{line}");
+    }
+    println!();
+    println!("Messages echoed per second (higher is better):");
+    println!();
+    header("workload", Some("tether / best other"));
+    for row in rows {
+        let mut line = format!("| {row} |");
+        for krate in &opts.crates {
+            line += &match get(row, krate) {
+                Some(r) => format!(" {} |", thousands(r.msgs_per_sec())),
+                None => " FAIL |".to_owned(),
+            };
+        }
+        if has_tether && !others.is_empty() {
+            line += &format!(" {} |", ratio(row, &RunResult::msgs_per_sec, false));
+        }
+        println!("{line}");
+    }
+    println!();
+    println!("Server CPU use during the window, % of one core (below ~95 %: the server waited on the load generator):");
+    println!();
+    header("workload", None);
+    for row in rows {
+        let mut line = format!("| {row} |");
+        for krate in &opts.crates {
+            line += &match get(row, krate) {
+                Some(r) => format!(" {:.0} |", r.server_busy() * 100.0),
+                None => " FAIL |".to_owned(),
+            };
+        }
+        println!("{line}");
+    }
+    if !idle.is_empty() {
+        println!();
+        println!(
+            "Server resident memory (VmRSS) growth per connection, KiB, {} connections \
+             (lower is better):",
+            opts.idle_conns
+        );
+        println!();
+        println!("| crate | idle after handshake | idle again after one 16 KiB echo each |");
+        println!("|---|---:|---:|");
+        for (krate, result) in idle {
+            match result {
+                Some(r) => println!(
+                    "| {} | {:.2} | {:.2} |",
+                    display_name(krate),
+                    r.idle_kib_per_conn(),
+                    r.after_echo_kib_per_conn()
+                ),
+                None => println!("| {} | FAIL | FAIL |", display_name(krate)),
+            }
+        }
+    }
+    println!();
+    println!(
+        "(CPU time from /proc/<pid>/stat utime+stime at {ticks} ticks/s; the load generator is one thread \
+         of raw TCP.)"
+    );
+}
+
+fn thousands(x: f64) -> String {
+    let n = x.round() as u64;
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// One measured run.
+
+struct Workload {
+    conns: usize,
+    size: usize,
+    inflight: usize,
+    text: bool,
+}
+
+impl Workload {
+    fn label(&self) -> String {
+        let size = match self.size {
+            s if s >= 1 << 20 && s % (1 << 20) == 0 => format!("{} MiB", s >> 20),
+            s if s >= 1 << 10 && s % (1 << 10) == 0 => format!("{} KiB", s >> 10),
+            s => format!("{s} B"),
+        };
+        let kind = if self.text { "text" } else { "binary" };
+        format!("{} x {size}, {} in flight, {kind}", self.conns, self.inflight)
+    }
+}
+
+struct RunResult {
+    krate: String,
+    label: String,
+    echoed: u64,
+    elapsed: Duration,
+    server_ticks: u64,
+    loadgen_ticks: u64,
+    ticks_per_sec: u64,
+    clean_closes: usize,
+    conns: usize,
+}
+
+impl RunResult {
+    fn msgs_per_sec(&self) -> f64 {
+        self.echoed as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn cpu_us_per_msg(&self) -> f64 {
+        self.server_ticks as f64 * 1e6 / self.ticks_per_sec as f64 / self.echoed.max(1) as f64
+    }
+
+    fn server_busy(&self) -> f64 {
+        self.server_ticks as f64 / self.ticks_per_sec as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{:<16} {:<36} {:>12} msgs/s  {:>7.2} us/msg server CPU  (server {:.0} %, loadgen {:.0} % of a core; \
+             {}/{} closed cleanly)",
+            display_name(&self.krate),
+            self.label,
+            thousands(self.msgs_per_sec()),
+            self.cpu_us_per_msg(),
+            self.server_busy() * 100.0,
+            self.loadgen_ticks as f64 / self.ticks_per_sec as f64 / self.elapsed.as_secs_f64() * 100.0,
+            self.clean_closes,
+            self.conns,
+        )
+    }
+}
+
+/// Shared by the controller and every connection of a run.
+struct Shared {
+    echoed: AtomicU64,
+    sending: AtomicBool,
+}
+
+async fn run(opts: &Opts, krate: &str, workload: &Workload) -> Result<RunResult, Error> {
+    let messages = Arc::new(Messages::new(workload.size, workload.inflight, workload.text));
+    let mut server = Server::start(&opts.server, krate).await?;
+    let result = measure(opts, krate, workload, &messages, &server).await;
+    server.stop().await;
+    result
+}
+
+async fn measure(
+    opts: &Opts,
+    krate: &str,
+    workload: &Workload,
+    messages: &Arc<Messages>,
+    server: &Server,
+) -> Result<RunResult, Error> {
+    let shared = Arc::new(Shared {
+        echoed: AtomicU64::new(0),
+        sending: AtomicBool::new(true),
+    });
+    let mut tasks = tokio::task::JoinSet::new();
+    for id in 0..workload.conns {
+        let (addr, messages, shared) = (server.addr.clone(), messages.clone(), shared.clone());
+        tasks.spawn(async move {
+            let (tcp, leftover) = handshake(&addr).await.map_err(|e| format!("connection {id}: {e}"))?;
+            echo_connection(id, tcp, leftover, &messages, &shared).await
+        });
+    }
+    // Warm up (connections open meanwhile), then measure.
+    tokio::time::sleep(Duration::from_secs_f64(opts.warmup)).await;
+    let ticks_per_sec = clock_ticks();
+    let (echoed0, server0, loadgen0, t0) = (
+        shared.echoed.load(Ordering::Relaxed),
+        cpu_ticks(server.pid)?,
+        cpu_ticks_self()?,
+        Instant::now(),
+    );
+    let mut early_failure = None;
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_secs_f64(opts.secs)) => {}
+        // A connection that fails ends the run at once.
+        Some(joined) = tasks.join_next() => early_failure = Some(joined),
+    }
+    let (echoed1, server1, loadgen1, elapsed) = (
+        shared.echoed.load(Ordering::Relaxed),
+        cpu_ticks(server.pid)?,
+        cpu_ticks_self()?,
+        t0.elapsed(),
+    );
+    shared.sending.store(false, Ordering::Relaxed);
+    let mut clean_closes = 0;
+    let mut first_error = None;
+    let drain = async {
+        if let Some(joined) = early_failure {
+            match joined {
+                Ok(Ok(clean)) => clean_closes += usize::from(clean),
+                Ok(Err(e)) => first_error = first_error.take().or(Some(e)),
+                Err(e) => first_error = first_error.take().or(Some(e.to_string())),
+            }
+        }
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(Ok(clean)) => clean_closes += usize::from(clean),
+                Ok(Err(e)) => first_error = first_error.take().or(Some(e)),
+                Err(e) => first_error = first_error.take().or(Some(e.to_string())),
+            }
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(30), drain).await.is_err() {
+        tasks.abort_all();
+        return Err("connections did not finish within 30 s of the end of the window".into());
+    }
+    if let Some(e) = first_error {
+        return Err(e.into());
+    }
+    let echoed = echoed1 - echoed0;
+    if echoed == 0 {
+        return Err("no message echoed in the measured window".into());
+    }
+    Ok(RunResult {
+        krate: krate.to_owned(),
+        label: workload.label(),
+        echoed,
+        elapsed,
+        server_ticks: server1 - server0,
+        loadgen_ticks: loadgen1 - loadgen0,
+        ticks_per_sec,
+        clean_closes,
+        conns: workload.conns,
+    })
+}
+
+/// Keeps `inflight` messages outstanding until the run stops sending, then
+/// collects the outstanding echoes and closes. Returns whether the close
+/// handshake completed (close frame answered, then end of stream).
+async fn echo_connection(
+    id: usize,
+    mut tcp: TcpStream,
+    leftover: Vec<u8>,
+    messages: &Messages,
+    shared: &Shared,
+) -> Result<bool, String> {
+    let inflight = messages.inflight;
+    let (mut rd, mut wr) = tcp.split();
+    // Messages the writer may send; `sent` counts the messages taken. (Both
+    // futures run in this one task: atomics only because tasks must be Send.)
+    let credits = AtomicUsize::new(inflight);
+    let sent = AtomicU64::new(0);
+    let wake_writer = Notify::new();
+
+    // Ends only on an error.
+    let writer = async {
+        let mut next = 0;
+        loop {
+            let n = credits.swap(0, Ordering::Relaxed);
+            if n == 0 {
+                wake_writer.notified().await;
+                continue;
+            }
+            sent.fetch_add(n as u64, Ordering::Relaxed);
+            if let Err(e) = wr.write_all(messages.frames(next, n)).await {
+                return e;
+            }
+            next = (next + n) % messages.count();
+        }
+    };
+    let reader = async {
+        let mut parser = Parser::new(messages);
+        let mut buf = vec![0u8; messages.read_size()];
+        let mut filled = leftover.len();
+        buf[..filled].copy_from_slice(&leftover);
+        let mut received = 0u64;
+        loop {
+            let (done, consumed) = parser
+                .feed(&buf[..filled])
+                .map_err(|e| format!("connection {id}: {e}"))?;
+            buf.copy_within(consumed..filled, 0);
+            filled -= consumed;
+            if done > 0 {
+                received += done as u64;
+                shared.echoed.fetch_add(done as u64, Ordering::Relaxed);
+                if shared.sending.load(Ordering::Relaxed) {
+                    credits.fetch_add(done, Ordering::Relaxed);
+                    wake_writer.notify_one();
+                }
+            }
+            if !shared.sending.load(Ordering::Relaxed) {
+                credits.store(0, Ordering::Relaxed);
+                if received == sent.load(Ordering::Relaxed) {
+                    return Ok::<_, String>(());
+                }
+            }
+            let n = rd
+                .read(&mut buf[filled..])
+                .await
+                .map_err(|e| format!("connection {id}: read: {e}"))?;
+            if n == 0 {
+                return Err(format!("connection {id}: the server closed the connection mid-run"));
+            }
+            filled += n;
+        }
+    };
+    // The reader ends once the run stopped and every echo is in.
+    tokio::select! {
+        r = reader => r?,
+        e = writer => return Err(format!("connection {id}: write: {e}")),
+    }
+    close(&mut tcp, messages)
+        .await
+        .map_err(|e| format!("connection {id}: close: {e}"))
+}
+
+/// Sends a close frame (1000) and reads until the server's close frame and
+/// the end of the stream, within 5 s.
+async fn close(tcp: &mut TcpStream, messages: &Messages) -> Result<bool, String> {
+    let code = 1000u16.to_be_bytes();
+    let frame = encode_masked(OP_CLOSE, &code, MASK);
+    let result = tokio::time::timeout(Duration::from_secs(5), async {
+        tcp.write_all(&frame).await.map_err(|e| e.to_string())?;
+        let mut parser = Parser::new(messages);
+        let mut buf = vec![0u8; 4096];
+        let mut filled = 0;
+        loop {
+            let n = tcp.read(&mut buf[filled..]).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Ok(parser.closed);
+            }
+            filled += n;
+            let (done, consumed) = parser.feed(&buf[..filled])?;
+            if done > 0 {
+                return Err("a message arrived after the close frame".to_owned());
+            }
+            buf.copy_within(consumed..filled, 0);
+            filled -= consumed;
+        }
+    })
+    .await;
+    match result {
+        Ok(r) => r,
+        Err(_) => Ok(false),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Idle memory.
+
+struct IdleResult {
+    krate: String,
+    conns: usize,
+    base_kib: u64,
+    idle_kib: u64,
+    after_echo_kib: u64,
+}
+
+impl IdleResult {
+    fn idle_kib_per_conn(&self) -> f64 {
+        self.idle_kib.saturating_sub(self.base_kib) as f64 / self.conns as f64
+    }
+
+    fn after_echo_kib_per_conn(&self) -> f64 {
+        self.after_echo_kib.saturating_sub(self.base_kib) as f64 / self.conns as f64
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{:<16} idle memory: VmRSS {} KiB at start, {} KiB with {} idle connections ({:.2} KiB each), \
+             {} KiB after one 16 KiB echo on each ({:.2} KiB each)",
+            display_name(&self.krate),
+            self.base_kib,
+            self.idle_kib,
+            self.conns,
+            self.idle_kib_per_conn(),
+            self.after_echo_kib,
+            self.after_echo_kib_per_conn()
+        )
+    }
+}
+
+async fn idle(opts: &Opts, krate: &str) -> Result<IdleResult, Error> {
+    let mut server = Server::start(&opts.server, krate).await?;
+    let result = tokio::time::timeout(Duration::from_secs(120), idle_inner(opts, krate, &server)).await;
+    // Stop the server before the connections drop, so that it does not log
+    // 5,000 closes without a close handshake.
+    server.stop().await;
+    let (result, conns) = result.map_err(|_| "idle-memory mode did not finish in 120 s")??;
+    drop(conns);
+    Ok(result)
+}
+
+async fn idle_inner(opts: &Opts, krate: &str, server: &Server) -> Result<(IdleResult, Vec<TcpStream>), Error> {
+    let n = opts.idle_conns;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let base_kib = vm_rss_kib(server.pid)?;
+
+    // Open them 250 at a time (the listen backlog is 1024).
+    let mut conns = Vec::with_capacity(n);
+    while conns.len() < n {
+        let batch = (n - conns.len()).min(250);
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..batch {
+            let addr = server.addr.clone();
+            set.spawn(async move { (i, handshake(&addr).await.map_err(|e| e.to_string())) });
+        }
+        let mut opened = Vec::with_capacity(batch);
+        while let Some(joined) = set.join_next().await {
+            let (i, result) = joined?;
+            let (tcp, leftover) = result?;
+            if !leftover.is_empty() {
+                return Err("bytes after the handshake response".into());
+            }
+            opened.push((i, tcp));
+        }
+        opened.sort_by_key(|(i, _)| *i);
+        conns.extend(opened.into_iter().map(|(_, tcp)| tcp));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_kib = vm_rss_kib(server.pid)?;
+
+    // One 16 KiB binary echo on each, one connection at a time so that the
+    // allocator can reuse what a connection gave back for the next one.
+    let messages = Messages::new(16 * 1024, 1, false);
+    let mut buf = vec![0u8; messages.read_size()];
+    for (id, tcp) in conns.iter_mut().enumerate() {
+        tcp.write_all(messages.frames(0, 1)).await?;
+        let mut parser = Parser::new(&messages);
+        let mut filled = 0;
+        loop {
+            let read = tcp.read(&mut buf[filled..]).await?;
+            if read == 0 {
+                return Err(format!("connection {id}: closed by the server").into());
+            }
+            filled += read;
+            let (done, consumed) = parser
+                .feed(&buf[..filled])
+                .map_err(|e| format!("connection {id}: {e}"))?;
+            buf.copy_within(consumed..filled, 0);
+            filled -= consumed;
+            if done > 0 {
+                break;
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after_echo_kib = vm_rss_kib(server.pid)?;
+    Ok((
+        IdleResult {
+            krate: krate.to_owned(),
+            conns: n,
+            base_kib,
+            idle_kib,
+            after_echo_kib,
+        },
+        conns,
+    ))
+}
+
+// ---------------------------------------------------------------------------
+// The server process.
+
+struct Server {
+    child: Child,
+    pid: u32,
+    addr: String,
+}
+
+impl Server {
+    async fn start(path: &str, krate: &str) -> Result<Self, Error> {
+        let mut child = Command::new(path)
+            .args([krate, "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start {path}: {e}"))?;
+        let pid = child.id().ok_or("the server exited at once")?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut line = String::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), BufReader::new(stdout).read_line(&mut line)).await;
+        let mut server = Self {
+            child,
+            pid,
+            addr: String::new(),
+        };
+        match read {
+            Ok(Ok(_)) if line.starts_with("listening on ") => {
+                server.addr = line["listening on ".len()..].trim().to_owned();
+                Ok(server)
+            }
+            _ => {
+                server.stop().await;
+                Err(format!("{path} {krate}: no \"listening on\" line within 10 s (got {line:?})").into())
+            }
+        }
+    }
+
+    /// SIGTERM to our child's PID, then SIGKILL after 2 s.
+    async fn stop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.pid) {
+            // SAFETY: plain system call on the PID of the child we spawned
+            // and have not yet waited for, so it cannot have been reused.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        if tokio::time::timeout(Duration::from_secs(2), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+fn clock_ticks() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(ticks).ok().filter(|&t| t > 0).unwrap_or(100)
+}
+
+/// utime + stime of a process, in clock ticks (fields 14 and 15 of
+/// `/proc/<pid>/stat`, counted after the command name in parentheses).
+fn cpu_ticks(pid: u32) -> Result<u64, Error> {
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat"))?)
+}
+
+fn cpu_ticks_self() -> Result<u64, Error> {
+    parse_stat(&std::fs::read_to_string("/proc/self/stat")?)
+}
+
+fn parse_stat(stat: &str) -> Result<u64, Error> {
+    let after = stat.rsplit_once(')').ok_or("bad /proc stat")?.1;
+    // `after` starts at field 3 (state): utime is field 14, stime field 15.
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: u64 = fields.get(11).ok_or("short /proc stat")?.parse()?;
+    let stime: u64 = fields.get(12).ok_or("short /proc stat")?.parse()?;
+    Ok(utime + stime)
+}
+
+fn vm_rss_kib(pid: u32) -> Result<u64, Error> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .ok_or("no VmRSS line")?;
+    Ok(line
+        .trim_start_matches("VmRSS:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()?)
+}
+
+// ---------------------------------------------------------------------------
+// The wire: handshake, pre-encoded frames, a parser of the server's frames.
+
+/// Connects and does the opening handshake; returns the bytes read past
+/// the response.
+async fn handshake(addr: &str) -> Result<(TcpStream, Vec<u8>), Error> {
+    let mut tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await?;
+    let mut buf = Vec::with_capacity(1024);
+    let end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if buf.len() > 16 * 1024 {
+            return Err("handshake response over 16 KiB".into());
+        }
+        let mut chunk = [0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut chunk)).await??;
+        if n == 0 {
+            return Err("closed during the handshake".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = std::str::from_utf8(&buf[..end])?;
+    if !head.starts_with("HTTP/1.1 101") {
+        return Err(format!("handshake refused: {:?}", head.lines().next().unwrap_or("")).into());
+    }
+    let accept = head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("sec-websocket-accept")
+            .then(|| value.trim())
+    });
+    if accept != Some(ACCEPT) {
+        return Err(format!("wrong Sec-WebSocket-Accept {accept:?}").into());
+    }
+    Ok((tcp, buf[end..].to_vec()))
+}
+
+/// The messages of a run: `count()` different payloads sent in turn, and
+/// their masked frames laid out twice in a row so that any run of up to
+/// `count()` consecutive messages is one slice (one write).
+struct Messages {
+    inflight: usize,
+    opcode: u8,
+    payloads: Vec<Vec<u8>>,
+    frame_len: usize,
+    wire: Vec<u8>,
+}
+
+impl Messages {
+    fn new(size: usize, inflight: usize, text: bool) -> Self {
+        // One more payload than can be in flight, so that an echo of the
+        // wrong message (out of order, repeated) shows.
+        let count = inflight + 1;
+        let opcode = if text { OP_TEXT } else { OP_BINARY };
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64 ^ size as u64;
+        let payloads: Vec<Vec<u8>> = (0..count)
+            .map(|_| {
+                (0..size)
+                    .map(|_| {
+                        // xorshift64*
+                        seed ^= seed >> 12;
+                        seed ^= seed << 25;
+                        seed ^= seed >> 27;
+                        let r = (seed.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8;
+                        // Printable ASCII for text.
+                        if text {
+                            b' ' + r % 95
+                        } else {
+                            r
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        let frames: Vec<Vec<u8>> = payloads.iter().map(|p| encode_masked(opcode, p, MASK)).collect();
+        let frame_len = frames[0].len();
+        let wire = frames.iter().chain(&frames).flatten().copied().collect();
+        Self {
+            inflight,
+            opcode,
+            payloads,
+            frame_len,
+            wire,
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.payloads.len()
+    }
+
+    /// `n` frames starting with message `first`.
+    fn frames(&self, first: usize, n: usize) -> &[u8] {
+        let start = first * self.frame_len;
+        &self.wire[start..start + n * self.frame_len]
+    }
+
+    /// Room per read: what the in-flight echoes take, within 64-512 KiB.
+    fn read_size(&self) -> usize {
+        (self.frame_len * self.inflight).clamp(64 * 1024, 512 * 1024)
+    }
+}
+
+fn encode_masked(opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+    let len = payload.len();
+    let mut frame = Vec::with_capacity(len + 14);
+    frame.push(0x80 | opcode);
+    if len < 126 {
+        frame.push(0x80 | len as u8);
+    } else if len <= 0xffff {
+        frame.push(0x80 | 126);
+        frame.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        frame.push(0x80 | 127);
+        frame.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+/// Parses the server's frames (unmasked, any split) and checks that the
+/// data messages are the payloads sent, in turn. A message may come in
+/// several frames; pings and pongs are skipped; a close frame is noted.
+struct Parser<'a> {
+    messages: &'a Messages,
+    /// Index of the message expected next.
+    next: usize,
+    /// Bytes of the current message seen so far (in earlier frames).
+    offset: usize,
+    in_message: bool,
+    /// Payload bytes left in the current frame, and what they are.
+    remaining: u64,
+    payload: PayloadKind,
+    fin: bool,
+    closed: bool,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum PayloadKind {
+    None,
+    Data,
+    Control,
+}
+
+impl<'a> Parser<'a> {
+    fn new(messages: &'a Messages) -> Self {
+        Self {
+            messages,
+            next: 0,
+            offset: 0,
+            in_message: false,
+            remaining: 0,
+            payload: PayloadKind::None,
+            fin: false,
+            closed: false,
+        }
+    }
+
+    /// Parses what `data` holds; returns the number of whole messages
+    /// checked and the bytes consumed (the rest is a partial header).
+    fn feed(&mut self, data: &[u8]) -> Result<(usize, usize), String> {
+        let mut pos = 0;
+        let mut done = 0;
+        loop {
+            if self.payload != PayloadKind::None {
+                let take = (data.len() - pos).min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+                if self.payload == PayloadKind::Data {
+                    let expected = &self.messages.payloads[self.next];
+                    let got = &data[pos..pos + take];
+                    if expected.get(self.offset..self.offset + take) != Some(got) {
+                        return Err(format!(
+                            "echo of message #{} (payload {}) differs from what was sent around byte {}",
+                            self.next, self.next, self.offset
+                        ));
+                    }
+                    self.offset += take;
+                }
+                pos += take;
+                self.remaining -= take as u64;
+                if self.remaining > 0 {
+                    return Ok((done, pos));
+                }
+                if self.payload == PayloadKind::Data && self.fin {
+                    if self.offset != self.messages.payloads[self.next].len() {
+                        return Err(format!("echo of message #{} is {} bytes long", self.next, self.offset));
+                    }
+                    done += 1;
+                    self.next = (self.next + 1) % self.messages.count();
+                    self.offset = 0;
+                    self.in_message = false;
+                }
+                self.payload = PayloadKind::None;
+            }
+            // A header.
+            let rest = &data[pos..];
+            if rest.len() < 2 {
+                return Ok((done, pos));
+            }
+            let (b0, b1) = (rest[0], rest[1]);
+            let (len, header) = match b1 & 0x7f {
+                126 if rest.len() >= 4 => (u64::from(u16::from_be_bytes([rest[2], rest[3]])), 4),
+                127 if rest.len() >= 10 => {
+                    let mut be = [0u8; 8];
+                    be.copy_from_slice(&rest[2..10]);
+                    (u64::from_be_bytes(be), 10)
+                }
+                126 | 127 => return Ok((done, pos)),
+                n => (u64::from(n), 2),
+            };
+            if b1 & 0x80 != 0 {
+                return Err("the server masked a frame".to_owned());
+            }
+            if b0 & 0x70 != 0 {
+                return Err(format!("RSV bits set in a frame header ({b0:#04x})"));
+            }
+            if self.closed {
+                return Err("a frame after the close frame".to_owned());
+            }
+            let (fin, opcode) = (b0 & 0x80 != 0, b0 & 0x0f);
+            self.payload = match opcode {
+                OP_TEXT | OP_BINARY => {
+                    if self.in_message {
+                        return Err("a new message inside a fragmented one".to_owned());
+                    }
+                    if opcode != self.messages.opcode {
+                        return Err(format!("echo has opcode {opcode}, sent {}", self.messages.opcode));
+                    }
+                    self.in_message = true;
+                    PayloadKind::Data
+                }
+                OP_CONT if self.in_message => PayloadKind::Data,
+                OP_CLOSE => {
+                    self.closed = true;
+                    PayloadKind::Control
+                }
+                OP_PING | OP_PONG => PayloadKind::Control,
+                _ => return Err(format!("unexpected opcode {opcode}")),
+            };
+            if self.payload == PayloadKind::Control && (!fin || len > 125) {
+                return Err("a fragmented or long control frame".to_owned());
+            }
+            if self.payload == PayloadKind::Data && self.offset as u64 + len > self.messages.payloads[0].len() as u64 {
+                return Err(format!("echo of message #{} is too long ({len}-byte frame)", self.next));
+            }
+            self.fin = fin;
+            self.remaining = len;
+            pos += header;
+            if len == 0 {
+                // Go through the payload step to finish the message.
+                continue;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![(if fin { 0x80 } else { 0 }) | opcode];
+        let len = payload.len();
+        if len < 126 {
+            f.push(len as u8);
+        } else if len <= 0xffff {
+            f.push(126);
+            f.extend_from_slice(&(len as u16).to_be_bytes());
+        } else {
+            f.push(127);
+            f.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+        f.extend_from_slice(payload);
+        f
+    }
+
+    fn check_any_split(messages: &Messages, stream: &[u8], expect: usize) {
+        for chunk in [1, 2, 3, 7, 100, 4096, usize::MAX] {
+            let mut parser = Parser::new(messages);
+            let mut buf = Vec::new();
+            let mut total = 0;
+            for piece in stream.chunks(chunk.min(stream.len())) {
+                buf.extend_from_slice(piece);
+                let (done, consumed) = parser.feed(&buf).unwrap();
+                buf.drain(..consumed);
+                total += done;
+            }
+            assert_eq!(total, expect, "chunk {chunk}");
+            assert!(buf.is_empty());
+        }
+    }
+
+    #[test]
+    fn lengths_splits_fragments_and_control_frames() {
+        for size in [0, 20, 125, 126, 1024, 65535, 65536, 70000] {
+            let messages = Messages::new(size, 2, true);
+            let mut stream = Vec::new();
+            for i in 0..7 {
+                let p = &messages.payloads[i % 3];
+                if i == 3 && size >= 2 {
+                    stream.extend(server_frame(OP_TEXT, false, &p[..size / 2]));
+                    stream.extend(server_frame(OP_PING, true, b"hi"));
+                    stream.extend(server_frame(OP_CONT, true, &p[size / 2..]));
+                } else {
+                    stream.extend(server_frame(OP_TEXT, true, p));
+                }
+            }
+            check_any_split(&messages, &stream, 7);
+        }
+    }
+
+    #[test]
+    fn wrong_or_reordered_echo_fails() {
+        let messages = Messages::new(20, 1, false);
+        let mut parser = Parser::new(&messages);
+        assert!(parser
+            .feed(&server_frame(OP_BINARY, true, &messages.payloads[1]))
+            .is_err());
+        let mut parser = Parser::new(&messages);
+        assert!(parser
+            .feed(&server_frame(OP_TEXT, true, &messages.payloads[0]))
+            .is_err());
+    }
+
+    #[test]
+    fn frames_are_contiguous_runs() {
+        let messages = Messages::new(20, 16, false);
+        assert_eq!(messages.frames(16, 17).len(), 17 * messages.frame_len);
+        assert_eq!(messages.frames(3, 2)[..messages.frame_len], messages.frames(3, 1)[..]);
+    }
+
+    #[test]
+    fn stat_fields() {
+        let stat = "123 (a b) c) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15";
+        assert_eq!(parse_stat(stat).unwrap(), 11 + 12);
+    }
+}
