@@ -510,6 +510,31 @@ impl Connection {
         self.extensions.iter().map(|e| e.name())
     }
 
+    /// Gives the memory of every buffer that holds nothing back to the
+    /// allocator; the buffers are allocated again as traffic comes. Call it
+    /// when the transport has nothing more to read for now (a read would
+    /// block): an idle connection then holds no buffers at all. Between
+    /// calls, buffers are reused, so calling it once per wait costs an
+    /// allocation or two per wait, no more.
+    ///
+    /// An emptied buffer's allocation can live on unseen (behind a capacity
+    /// of zero, shared with payloads already handed out), so the adapter
+    /// cannot tell; this is the way to let go of it.
+    pub fn shrink_buffers(&mut self) {
+        if self.recv.is_empty() {
+            self.recv = BytesMut::new();
+        }
+        if self.events.is_empty() {
+            self.events = VecDeque::new();
+        }
+        if self.transmit.buf.is_empty() {
+            self.transmit.buf = BytesMut::new();
+        }
+        if self.transmit.queue.is_empty() {
+            self.transmit.queue = VecDeque::new();
+        }
+    }
+
     /// Bytes queued for the transport and not yet taken by
     /// [`poll_transmit`](Self::poll_transmit). Adapters use it to apply
     /// backpressure before queueing more.
@@ -879,7 +904,7 @@ impl Connection {
     /// unmasked payload is queued without copying.
     fn write_frame_bytes(&mut self, opcode: OpCode, fin: bool, rsv: u8, payload: Bytes) {
         if self.role == Role::Server && payload.len() >= ZERO_COPY_MIN {
-            self.write_header(opcode, fin, rsv, payload.len(), None);
+            self.write_header(opcode, fin, rsv, payload.len(), None, 0);
             let t = &mut self.transmit;
             if !t.buf.is_empty() {
                 t.queue.push_back(t.buf.split().freeze());
@@ -901,7 +926,7 @@ impl Connection {
             }
             _ => None,
         };
-        self.write_header(opcode, fin, rsv, payload.len(), mask);
+        self.write_header(opcode, fin, rsv, payload.len(), mask, payload.len());
         let t = &mut self.transmit;
         let start = t.buf.len();
         t.buf.extend_from_slice(payload);
@@ -911,7 +936,9 @@ impl Connection {
         t.len += payload.len();
     }
 
-    fn write_header(&mut self, opcode: OpCode, fin: bool, rsv: u8, len: usize, mask: Option<[u8; 4]>) {
+    /// Writes a frame header, with room for the `copied` payload bytes that
+    /// follow it in the same buffer.
+    fn write_header(&mut self, opcode: OpCode, fin: bool, rsv: u8, len: usize, mask: Option<[u8; 4]>, copied: usize) {
         let header = FrameHeader {
             fin,
             rsv,
@@ -922,7 +949,7 @@ impl Connection {
         let mut bytes = [0u8; MAX_HEADER_LEN];
         let n = header.encode(&mut bytes);
         let t = &mut self.transmit;
-        t.buf.reserve(n + len.min(ZERO_COPY_MIN));
+        t.buf.reserve(n + copied);
         t.buf.extend_from_slice(&bytes[..n]);
         t.len += n;
     }

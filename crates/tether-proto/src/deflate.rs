@@ -427,7 +427,13 @@ impl Extension for PerMessageDeflate {
                 return Err("deflate makes no progress".to_owned());
             }
         }
-        if out.ends_with(&TAIL) {
+        if out.is_empty() {
+            // An empty message right after a flushed one: zlib has nothing to
+            // flush and writes nothing. Its compressed form is an empty
+            // stored block, `00 00 00 ff ff`, which is 0x00 without the tail
+            // (RFC 7692 section 7.2.3.6).
+            out.extend_from_slice(&[0x00]);
+        } else if out.ends_with(&TAIL) {
             out.truncate(out.len() - TAIL.len());
         } else {
             return Err("deflate output does not end with a sync flush".to_owned());
@@ -815,6 +821,18 @@ mod tests {
             "reserved {} bytes",
             out.capacity()
         );
+    }
+
+    #[test]
+    fn empty_message_after_another_with_context_takeover() {
+        // zlib writes nothing for a sync flush right after another one.
+        let mut server = codec(Role::Server, &offer(&[]), DeflateConfig::default());
+        let mut client = codec(Role::Client, &offer(&[]), DeflateConfig::default());
+        for message in [&b"hello"[..], b"", b"", b"hello"] {
+            let wire = compress(&mut server, message);
+            assert!(!wire.is_empty());
+            assert_eq!(decompress(&mut client, &wire, 100).unwrap(), message);
+        }
     }
 
     #[test]

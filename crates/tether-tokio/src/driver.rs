@@ -406,7 +406,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         if buf.capacity() - buf.len() < MIN_READ_ROOM {
             buf.reserve(self.read_buffer_size);
         }
-        match ready!(tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, buf)) {
+        let Poll::Ready(result) = tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, buf) else {
+            // Waiting for the peer: buffers that hold nothing go back to the
+            // allocator, so that idle connections hold none.
+            self.conn.shrink_buffers();
+            if self.out.is_empty() {
+                self.out = VecDeque::new();
+            }
+            return Poll::Pending;
+        };
+        match result {
             Ok(0) => {
                 self.read_done = true;
                 self.conn.handle_eof(now());

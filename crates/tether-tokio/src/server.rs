@@ -67,7 +67,10 @@ pub async fn accept<S>(stream: S) -> Result<WebSocketStream<S>, Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    Server::new().accept(stream).await
+    // Boxed here and in `Server::accept_with`: the handshake's state lives on
+    // the heap while it runs and is freed after, instead of making every
+    // connection's task as large as the handshake future forever.
+    Box::pin(async move { Server::new().accept(stream).await }).await
 }
 
 /// Accepts on `stream` as `callback` decides: it sees the request (path,
@@ -91,7 +94,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
     F: FnOnce(&Request) -> Result<Accept, HttpResponse>,
 {
-    Server::new().accept_with(stream, callback).await
+    Box::pin(async move { Server::new().accept_with(stream, callback).await }).await
 }
 
 /// Settings of accepted connections: the opening handshake's limits and
@@ -154,7 +157,16 @@ impl Server {
     }
 
     /// Accepts as `callback` decides; see [`accept_with`].
-    pub async fn accept_with<S, F>(&self, mut io: S, callback: F) -> Result<WebSocketStream<S>, Error>
+    pub async fn accept_with<S, F>(&self, io: S, callback: F) -> Result<WebSocketStream<S>, Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+        F: FnOnce(&Request) -> Result<Accept, HttpResponse>,
+    {
+        // Boxed: see `accept`.
+        Box::pin(self.handshake(io, callback)).await
+    }
+
+    async fn handshake<S, F>(&self, mut io: S, callback: F) -> Result<WebSocketStream<S>, Error>
     where
         S: AsyncRead + AsyncWrite + Unpin,
         F: FnOnce(&Request) -> Result<Accept, HttpResponse>,

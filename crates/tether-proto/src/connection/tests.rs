@@ -941,3 +941,33 @@ mod event_order {
         assert!(conn.should_close_transport());
     }
 }
+
+mod idle_memory {
+    use super::*;
+
+    #[test]
+    fn shrink_buffers_keeps_what_is_pending_and_drops_the_rest() {
+        let mut s = server();
+        // A whole message and half of the next frame.
+        let mut input = cf(0x1, true, b"hello");
+        let second = cf(0x2, true, &[7; 300]);
+        input.extend_from_slice(&second[..100]);
+        s.handle_read(&input, now());
+        assert_eq!(events(&mut s), vec![text("hello")]);
+        s.send_text("reply").unwrap();
+        // Nothing was taken yet: shrinking keeps every byte.
+        s.shrink_buffers();
+        s.handle_read(&second[100..], now());
+        assert_eq!(events(&mut s), vec![Event::Message(Message::Binary(Bytes::from(vec![7; 300])))]);
+        assert_eq!(transmitted(&mut s), frame(0x1, true, 0, None, b"reply"));
+        // Drained: every buffer lets go of its memory.
+        s.shrink_buffers();
+        assert_eq!(s.recv.capacity(), 0);
+        assert_eq!(s.transmit.buf.capacity(), 0);
+        assert_eq!(s.events.capacity(), 0);
+        assert_eq!(s.transmit.queue.capacity(), 0);
+        // And the connection goes on as before.
+        s.handle_read(&cf(0x1, true, b"again"), now());
+        assert_eq!(events(&mut s), vec![text("again")]);
+    }
+}
