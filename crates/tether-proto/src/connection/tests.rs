@@ -958,7 +958,10 @@ mod idle_memory {
         // Nothing was taken yet: shrinking keeps every byte.
         s.shrink_buffers();
         s.handle_read(&second[100..], now());
-        assert_eq!(events(&mut s), vec![Event::Message(Message::Binary(Bytes::from(vec![7; 300])))]);
+        assert_eq!(
+            events(&mut s),
+            vec![Event::Message(Message::Binary(Bytes::from(vec![7; 300])))]
+        );
         assert_eq!(transmitted(&mut s), frame(0x1, true, 0, None, b"reply"));
         // Drained: every buffer lets go of its memory.
         s.shrink_buffers();
