@@ -9,9 +9,10 @@
 #
 # Options (after the script name): --crates LIST, --workloads LIST
 # (20b, 20b-p16, 1k, 16k, 1m), --kinds text,binary, --warmup SECS, --secs SECS,
-# --idle-conns N, --no-idle. Env: WARMUP, SECS (defaults 1 and 3).
+# --rounds N (median of N rounds), --idle-conns N, --no-idle.
+# Env: WARMUP, SECS, ROUNDS (defaults 1, 3 and 1).
 set -eu
 cd "$(dirname "$0")"
 cargo build --release --quiet --bins
 exec target/release/loadgen suite --server target/release/echo-server \
-    --warmup "${WARMUP:-1}" --secs "${SECS:-3}" "$@"
+    --warmup "${WARMUP:-1}" --secs "${SECS:-3}" --rounds "${ROUNDS:-1}" "$@"

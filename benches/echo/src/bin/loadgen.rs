@@ -10,13 +10,16 @@
 //!
 //! ```text
 //! loadgen suite --server PATH [--crates tether,tungstenite,...] [--workloads 20b,20b-p16,1k,16k,1m]
-//!               [--kinds text,binary] [--warmup SECS] [--secs SECS] [--idle-conns N | --no-idle]
+//!               [--kinds text,binary] [--warmup SECS] [--secs SECS] [--rounds N]
+//!               [--idle-conns N | --no-idle]
 //! loadgen run   --server PATH --crate NAME --conns N --size BYTES --inflight P --kind text|binary
 //!               [--warmup SECS] [--secs SECS]
 //! loadgen idle  --server PATH --crate NAME [--idle-conns N]
 //! ```
 //!
 //! The suite prints its tables in markdown on stdout, progress on stderr.
+//! With `--rounds N` it runs everything N times, each round starting with
+//! another crate, and reports the median of each figure.
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -102,6 +105,7 @@ struct Opts {
     kinds: Vec<String>,
     warmup: f64,
     secs: f64,
+    rounds: usize,
     idle_conns: usize,
     krate: Option<String>,
     conns: Option<usize>,
@@ -118,6 +122,7 @@ impl Opts {
             kinds: vec!["text".to_owned(), "binary".to_owned()],
             warmup: 1.0,
             secs: 3.0,
+            rounds: 1,
             idle_conns: 5000,
             krate: None,
             conns: None,
@@ -134,6 +139,7 @@ impl Opts {
                 "--kinds" | "--kind" => opts.kinds = list(value()?),
                 "--warmup" => opts.warmup = value()?.parse()?,
                 "--secs" => opts.secs = value()?.parse()?,
+                "--rounds" => opts.rounds = value()?.parse::<usize>()?.max(1),
                 "--idle-conns" => opts.idle_conns = value()?.parse()?,
                 "--no-idle" => opts.idle_conns = 0,
                 "--crate" => opts.krate = Some(value()?),
@@ -189,33 +195,43 @@ async fn suite(opts: &Opts) -> Result<(), Error> {
          server CPU from /proc/<pid>/stat at {ticks} ticks/s",
         opts.crates, opts.workloads, opts.kinds, opts.warmup, opts.secs, opts.idle_conns
     );
-    // (workload label, crate) -> result; None if the run failed.
-    let mut results: HashMap<(String, String), Option<RunResult>> = HashMap::new();
+    // (workload label, crate) -> the rounds' results; None for a failed run.
+    let mut results: HashMap<(String, String), Vec<Option<RunResult>>> = HashMap::new();
     let mut rows = Vec::new();
     let mut failed = false;
-    for (_, conns, size, inflight) in WORKLOADS.iter().filter(|w| opts.workloads.iter().any(|id| id == w.0)) {
-        for kind in &opts.kinds {
-            let workload = Workload {
-                conns: *conns,
-                size: *size,
-                inflight: *inflight,
-                text: kind == "text",
-            };
-            let label = workload.label();
-            rows.push(label.clone());
-            for krate in &opts.crates {
-                let result = match run(opts, krate, &workload).await {
-                    Ok(result) => {
-                        eprintln!("  {}", result.describe());
-                        Some(result)
-                    }
-                    Err(e) => {
-                        eprintln!("  ERROR {krate} {label}: {e}");
-                        failed = true;
-                        None
-                    }
+    for round in 0..opts.rounds {
+        if opts.rounds > 1 {
+            eprintln!("round {} of {}", round + 1, opts.rounds);
+        }
+        for (_, conns, size, inflight) in WORKLOADS.iter().filter(|w| opts.workloads.iter().any(|id| id == w.0)) {
+            for kind in &opts.kinds {
+                let workload = Workload {
+                    conns: *conns,
+                    size: *size,
+                    inflight: *inflight,
+                    text: kind == "text",
                 };
-                results.insert((label.clone(), krate.clone()), result);
+                let label = workload.label();
+                if round == 0 {
+                    rows.push(label.clone());
+                }
+                // Each round starts with another crate, so that none always
+                // runs first (or right after a given one).
+                let n = opts.crates.len();
+                for krate in opts.crates.iter().cycle().skip(round % n).take(n) {
+                    let result = match run(opts, krate, &workload).await {
+                        Ok(result) => {
+                            eprintln!("  {}", result.describe());
+                            Some(result)
+                        }
+                        Err(e) => {
+                            eprintln!("  ERROR {krate} {label}: {e}");
+                            failed = true;
+                            None
+                        }
+                    };
+                    results.entry((label.clone(), krate.clone())).or_default().push(result);
+                }
             }
         }
     }
@@ -246,7 +262,7 @@ async fn suite(opts: &Opts) -> Result<(), Error> {
 fn print_tables(
     opts: &Opts,
     rows: &[String],
-    results: &HashMap<(String, String), Option<RunResult>>,
+    results: &HashMap<(String, String), Vec<Option<RunResult>>>,
     idle: &[(String, Option<IdleResult>)],
     ticks: u64,
 ) {
@@ -265,20 +281,24 @@ fn print_tables(
         }
         println!("{line}\n{rule}");
     };
-    let get = |row: &String, krate: &String| results.get(&(row.clone(), krate.clone())).and_then(Option::as_ref);
+    let get = |row: &String, krate: &String| {
+        results
+            .get(&(row.clone(), krate.clone()))
+            .and_then(|runs| Stats::of(runs))
+    };
     // Best other crate by `key`, better = `lower`.
-    let ratio = |row: &String, key: &dyn Fn(&RunResult) -> f64, lower: bool| -> String {
+    let ratio = |row: &String, key: &dyn Fn(&Stats) -> f64, lower: bool| -> String {
         let Some(tether) = get(row, &"tether".to_owned()) else {
             return "-".to_owned();
         };
-        let values = others.iter().filter_map(|c| get(row, c)).map(key);
+        let values = others.iter().filter_map(|c| get(row, c)).map(|s| key(&s));
         let best = if lower {
             values.fold(f64::INFINITY, f64::min)
         } else {
             values.fold(0.0, f64::max)
         };
         if best.is_finite() && best > 0.0 {
-            format!("**{:.2}**", key(tether) / best)
+            format!("**{:.2}**", key(&tether) / best)
         } else {
             "-".to_owned()
         }
@@ -286,8 +306,14 @@ fn print_tables(
 
     println!();
     println!(
-        "Echo benchmark: {} s warm-up, {} s measured per run; one fresh server per run.",
-        opts.warmup, opts.secs
+        "Echo benchmark: {} s warm-up, {} s measured per run; one fresh server per run; {}.",
+        opts.warmup,
+        opts.secs,
+        if opts.rounds > 1 {
+            format!("median of {} rounds", opts.rounds)
+        } else {
+            "one round".to_owned()
+        }
     );
     println!();
     println!("Server CPU time per echoed message, µs (lower is better):");
@@ -297,12 +323,12 @@ fn print_tables(
         let mut line = format!("| {row} |");
         for krate in &opts.crates {
             line += &match get(row, krate) {
-                Some(r) => format!(" {:.2} |", r.cpu_us_per_msg()),
+                Some(r) => format!(" {:.2} |", r.cpu_us_per_msg),
                 None => " FAIL |".to_owned(),
             };
         }
         if has_tether && !others.is_empty() {
-            line += &format!(" {} |", ratio(row, &RunResult::cpu_us_per_msg, true));
+            line += &format!(" {} |", ratio(row, &|s| s.cpu_us_per_msg, true));
         }
         println!("{line}");
     }
@@ -314,12 +340,12 @@ fn print_tables(
         let mut line = format!("| {row} |");
         for krate in &opts.crates {
             line += &match get(row, krate) {
-                Some(r) => format!(" {} |", thousands(r.msgs_per_sec())),
+                Some(r) => format!(" {} |", thousands(r.msgs_per_sec)),
                 None => " FAIL |".to_owned(),
             };
         }
         if has_tether && !others.is_empty() {
-            line += &format!(" {} |", ratio(row, &RunResult::msgs_per_sec, false));
+            line += &format!(" {} |", ratio(row, &|s| s.msgs_per_sec, false));
         }
         println!("{line}");
     }
@@ -331,7 +357,7 @@ fn print_tables(
         let mut line = format!("| {row} |");
         for krate in &opts.crates {
             line += &match get(row, krate) {
-                Some(r) => format!(" {:.0} |", r.server_busy() * 100.0),
+                Some(r) => format!(" {:.0} |", r.server_busy * 100.0),
                 None => " FAIL |".to_owned(),
             };
         }
@@ -364,6 +390,35 @@ fn print_tables(
         "(CPU time from /proc/<pid>/stat utime+stime at {ticks} ticks/s; the load generator is one thread \
          of raw TCP.)"
     );
+}
+
+/// The median of each figure over the rounds of one cell of the tables;
+/// `None` if a round failed.
+struct Stats {
+    cpu_us_per_msg: f64,
+    msgs_per_sec: f64,
+    server_busy: f64,
+}
+
+impl Stats {
+    fn of(runs: &[Option<RunResult>]) -> Option<Self> {
+        let runs: Vec<&RunResult> = runs.iter().map(Option::as_ref).collect::<Option<_>>()?;
+        let median = |f: fn(&RunResult) -> f64| {
+            let mut v: Vec<f64> = runs.iter().map(|r| f(r)).collect();
+            v.sort_by(f64::total_cmp);
+            let mid = v.len() / 2;
+            if v.len() % 2 == 1 {
+                Some(v[mid])
+            } else {
+                Some((*v.get(mid.checked_sub(1)?)? + v[mid]) / 2.0)
+            }
+        };
+        Some(Self {
+            cpu_us_per_msg: median(RunResult::cpu_us_per_msg)?,
+            msgs_per_sec: median(RunResult::msgs_per_sec)?,
+            server_busy: median(RunResult::server_busy)?,
+        })
+    }
 }
 
 fn thousands(x: f64) -> String {
