@@ -68,12 +68,14 @@ async fn serve(which: Crate, addr: SocketAddr) -> Result<(), Box<dyn std::error:
     }
 }
 
-/// tether-tokio: the crate docs' echo loop, default `WebSocketConfig`.
+/// tether-tokio: the echo loop of `WebSocketStream::feed`'s docs, default
+/// `WebSocketConfig`. `feed` queues the echo; `recv` writes what is queued
+/// before it waits, so the echoes of one read leave in one write.
 async fn tether(tcp: TcpStream) {
     let result = async {
         let mut ws = tether_tokio::accept(tcp).await?;
         while let Some(message) = ws.recv().await {
-            ws.send(message?).await?;
+            ws.feed(message?).await?;
         }
         Ok::<_, tether_tokio::Error>(())
     };
