@@ -56,6 +56,8 @@ const WORKLOADS: [(&str, usize, usize, usize); 5] = [
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+/// Sent in a ping before each connection closes.
+const PING_PAYLOAD: &[u8] = b"tether-echo-bench";
 
 const OP_CONT: u8 = 0x0;
 const OP_TEXT: u8 = 0x1;
@@ -385,7 +387,20 @@ fn print_tables(
             }
         }
     }
+    let mut unclean: Vec<String> = results
+        .values()
+        .flatten()
+        .flatten()
+        .filter(|r| r.clean_closes < r.conns)
+        .map(|r| format!("{} {}: {}/{}", display_name(&r.krate), r.label, r.clean_closes, r.conns))
+        .collect();
+    unclean.sort();
     println!();
+    if unclean.is_empty() {
+        println!("Every connection answered a ping and completed the close handshake at the end.");
+    } else {
+        println!("Connections that did not answer the ping or complete the close handshake: {unclean:?}");
+    }
     println!(
         "(CPU time from /proc/<pid>/stat utime+stime at {ticks} ticks/s; the load generator is one thread \
          of raw TCP.)"
@@ -484,7 +499,7 @@ impl RunResult {
     fn describe(&self) -> String {
         format!(
             "{:<16} {:<36} {:>12} msgs/s  {:>7.2} us/msg server CPU  (server {:.0} %, loadgen {:.0} % of a core; \
-             {}/{} closed cleanly)",
+             {}/{} answered a ping and closed cleanly)",
             display_name(&self.krate),
             self.label,
             thousands(self.msgs_per_sec()),
@@ -674,20 +689,21 @@ async fn echo_connection(
         .map_err(|e| format!("connection {id}: close: {e}"))
 }
 
-/// Sends a close frame (1000) and reads until the server's close frame and
-/// the end of the stream, within 5 s.
+/// Sends a ping and a close frame (1000) in one write and reads until the
+/// end of the stream, within 5 s. Clean: the pong echoed the ping's
+/// payload, the close frame came back with 1000, then the end of stream.
 async fn close(tcp: &mut TcpStream, messages: &Messages) -> Result<bool, String> {
-    let code = 1000u16.to_be_bytes();
-    let frame = encode_masked(OP_CLOSE, &code, MASK);
+    let mut frames = encode_masked(OP_PING, PING_PAYLOAD, MASK);
+    frames.extend(encode_masked(OP_CLOSE, &1000u16.to_be_bytes(), MASK));
     let result = tokio::time::timeout(Duration::from_secs(5), async {
-        tcp.write_all(&frame).await.map_err(|e| e.to_string())?;
+        tcp.write_all(&frames).await.map_err(|e| e.to_string())?;
         let mut parser = Parser::new(messages);
         let mut buf = vec![0u8; 4096];
         let mut filled = 0;
         loop {
             let n = tcp.read(&mut buf[filled..]).await.map_err(|e| e.to_string())?;
             if n == 0 {
-                return Ok(parser.closed);
+                return Ok(parser.pong.as_deref() == Some(PING_PAYLOAD) && parser.close_code == Some(1000));
             }
             filled += n;
             let (done, consumed) = parser.feed(&buf[..filled])?;
@@ -1042,7 +1058,8 @@ fn encode_masked(opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
 
 /// Parses the server's frames (unmasked, any split) and checks that the
 /// data messages are the payloads sent, in turn. A message may come in
-/// several frames; pings and pongs are skipped; a close frame is noted.
+/// several frames; pings are skipped; the last pong and the close code are
+/// kept.
 struct Parser<'a> {
     messages: &'a Messages,
     /// Index of the message expected next.
@@ -1055,6 +1072,11 @@ struct Parser<'a> {
     payload: PayloadKind,
     fin: bool,
     closed: bool,
+    /// Opcode and payload of the control frame being read.
+    control_op: u8,
+    control: Vec<u8>,
+    pong: Option<Vec<u8>>,
+    close_code: Option<u16>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -1075,6 +1097,10 @@ impl<'a> Parser<'a> {
             payload: PayloadKind::None,
             fin: false,
             closed: false,
+            control_op: 0,
+            control: Vec::new(),
+            pong: None,
+            close_code: None,
         }
     }
 
@@ -1096,6 +1122,8 @@ impl<'a> Parser<'a> {
                         ));
                     }
                     self.offset += take;
+                } else {
+                    self.control.extend_from_slice(&data[pos..pos + take]);
                 }
                 pos += take;
                 self.remaining -= take as u64;
@@ -1110,6 +1138,17 @@ impl<'a> Parser<'a> {
                     self.next = (self.next + 1) % self.messages.count();
                     self.offset = 0;
                     self.in_message = false;
+                }
+                if self.payload == PayloadKind::Control {
+                    let payload = std::mem::take(&mut self.control);
+                    match self.control_op {
+                        OP_PONG => self.pong = Some(payload),
+                        OP_CLOSE => {
+                            // 1005: no status code in the frame.
+                            self.close_code = Some(payload.get(..2).map_or(1005, |c| u16::from_be_bytes([c[0], c[1]])));
+                        }
+                        _ => {}
+                    }
                 }
                 self.payload = PayloadKind::None;
             }
@@ -1165,6 +1204,7 @@ impl<'a> Parser<'a> {
                 return Err(format!("echo of message #{} is too long ({len}-byte frame)", self.next));
             }
             self.fin = fin;
+            self.control_op = opcode;
             self.remaining = len;
             pos += header;
             if len == 0 {
@@ -1228,6 +1268,23 @@ mod tests {
             }
             check_any_split(&messages, &stream, 7);
         }
+    }
+
+    #[test]
+    fn pong_and_close_code() {
+        let messages = Messages::new(20, 1, false);
+        let mut parser = Parser::new(&messages);
+        let mut stream = server_frame(OP_PONG, true, PING_PAYLOAD);
+        stream.extend(server_frame(OP_CLOSE, true, &1000u16.to_be_bytes()));
+        let mut buf = Vec::new();
+        for byte in stream {
+            buf.push(byte);
+            let (_, consumed) = parser.feed(&buf).unwrap();
+            buf.drain(..consumed);
+        }
+        assert_eq!(parser.pong.as_deref(), Some(PING_PAYLOAD));
+        assert_eq!(parser.close_code, Some(1000));
+        assert!(parser.feed(&server_frame(OP_PING, true, b"")).is_err());
     }
 
     #[test]
