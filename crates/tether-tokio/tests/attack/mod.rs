@@ -54,7 +54,17 @@ pub mod path {
     pub const WATCH_BUFFER: &str = "/watch-buffer";
     /// Answered with a plain 404 by the `accept_with` callback.
     pub const NOT_FOUND: &str = "/404";
+    /// Like `SEND_FOREVER`, then start the close handshake.
+    pub const FILL_THEN_CLOSE: &str = "/fill-then-close";
+    /// Like `SEND_FOREVER`, then receive.
+    pub const FILL_THEN_RECV: &str = "/fill-then-recv";
+    /// Echo with `feed` (queue, written by the next receive) instead of `send`.
+    pub const FEED_ECHO: &str = "/feed-echo";
 }
+
+/// How long the `FILL_THEN_*` handlers wait for `close` or `recv` to
+/// return before they record that it hung.
+pub const HANG_LIMIT: Duration = Duration::from_secs(3);
 
 /// How long a send of the `SEND_FOREVER` handler may wait before it counts
 /// as stalled.
@@ -91,6 +101,10 @@ pub struct Ended {
     /// Most bytes queued for the transport at once (`SEND_FOREVER`,
     /// `WATCH_BUFFER`).
     pub max_buffered: usize,
+    /// `FILL_THEN_*`: `close` or `recv` had not returned after [`HANG_LIMIT`].
+    pub hung: bool,
+    /// `FILL_THEN_*`: how long `close` or `recv` took.
+    pub took: Duration,
 }
 
 impl Outcome {
@@ -246,6 +260,8 @@ async fn serve(server: &Server, tcp: TcpStream) -> Outcome {
         path::SEND_FOREVER => send_forever(ws).await,
         path::CLOSE_FIRST => close_first(ws).await,
         path::WATCH_BUFFER => watch_buffer(ws).await,
+        path::FILL_THEN_CLOSE | path::FILL_THEN_RECV => fill_then(ws, path == path::FILL_THEN_CLOSE).await,
+        path::FEED_ECHO => feed_echo(ws).await,
         _ => echo(ws).await,
     })
 }
@@ -270,7 +286,62 @@ async fn echo(mut ws: WebSocketStream<TcpStream>) -> Ended {
     ended
 }
 
+async fn feed_echo(mut ws: WebSocketStream<TcpStream>) -> Ended {
+    let mut ended = Ended::default();
+    loop {
+        match ws.recv().await {
+            Some(Ok(message)) => {
+                ended.received.push(message.len());
+                let _ = ws.feed(message).await;
+            }
+            Some(Err(e)) => {
+                ended.end = Some(e);
+                break;
+            }
+            None => break,
+        }
+    }
+    ended.closed = ws.close_info().cloned();
+    ended
+}
+
+/// Fills the write buffer of a peer that does not read, then closes (or
+/// receives), recording whether that returned.
+async fn fill_then(mut ws: WebSocketStream<TcpStream>, close: bool) -> Ended {
+    let mut ended = fill(&mut ws).await;
+    if ended.end.is_some() {
+        return ended;
+    }
+    let started = tokio::time::Instant::now();
+    let result = if close {
+        timeout(HANG_LIMIT, ws.close(CloseCode::NORMAL, "server closing"))
+            .await
+            .map(Result::err)
+    } else {
+        timeout(HANG_LIMIT, ws.recv()).await.map(|received| match received {
+            Some(Ok(message)) => panic!("the peer sent nothing, got {message:?}"),
+            Some(Err(e)) => Some(e),
+            None => None,
+        })
+    };
+    ended.took = started.elapsed();
+    match result {
+        Ok(end) => ended.end = end,
+        Err(_) => ended.hung = true,
+    }
+    ended.closed = ws.close_info().cloned();
+    ended
+}
+
 async fn send_forever(mut ws: WebSocketStream<TcpStream>) -> Ended {
+    let mut ended = fill(&mut ws).await;
+    ended.closed = ws.close_info().cloned();
+    ended
+}
+
+/// Sends [`SEND_CHUNK`] messages until three sends in a row wait past
+/// [`SEND_STALL`].
+async fn fill(ws: &mut WebSocketStream<TcpStream>) -> Ended {
     let mut ended = Ended::default();
     let chunk = Bytes::from(vec![7u8; SEND_CHUNK]);
     let mut stalls = 0;
@@ -292,7 +363,6 @@ async fn send_forever(mut ws: WebSocketStream<TcpStream>) -> Ended {
         }
         ended.max_buffered = ended.max_buffered.max(ws.buffered_amount());
     }
-    ended.closed = ws.close_info().cloned();
     ended
 }
 
@@ -562,6 +632,20 @@ impl Attacker {
                 );
             }
         }
+    }
+
+    /// Reads and drops everything until the end of the stream; returns how
+    /// many bytes that was.
+    pub async fn drain(&mut self) -> usize {
+        let mut total = std::mem::take(&mut self.buf).len();
+        let mut chunk = vec![0u8; 64 * 1024];
+        while !self.eof {
+            match self.tcp.read(&mut chunk).await {
+                Ok(0) | Err(_) => self.eof = true,
+                Ok(n) => total += n,
+            }
+        }
+        total
     }
 
     /// Asserts that the server closed the connection and sent nothing more.
