@@ -176,6 +176,9 @@ async fn garbage_instead_of_a_handshake() {
         let (response, error) = rejected(&server, &hello).await;
         assert_eq!((response.status, error), (408, HandshakeError::Timeout));
         assert!(started.elapsed() >= Duration::from_millis(300));
+        // Nothing at all: the same.
+        let (response, error) = rejected(&server, b"").await;
+        assert_eq!((response.status, error), (408, HandshakeError::Timeout));
         // ... or by the header limit when there is more of it.
         let noise: Vec<u8> = (0..64 * KIB as u32).map(|i| (i % 251) as u8 | 0x80).collect();
         let (response, error) = rejected(&server, &noise).await;
@@ -436,6 +439,10 @@ async fn plain_get_and_other_non_upgrades_get_400() {
         expect_status(&server, &h2c, 400, HandshakeError::InvalidUpgradeHeader).await;
         let keep_alive = Req::websocket().set("Connection", "keep-alive");
         expect_status(&server, &keep_alive, 400, HandshakeError::InvalidConnectionHeader).await;
+        let bad_offer = Req::websocket().add("Sec-WebSocket-Extensions", "permessage-deflate;; =x, ,");
+        let (response, error) = rejected(&server, &bad_offer.bytes()).await;
+        assert_eq!(response.status, 400);
+        assert!(matches!(error, HandshakeError::InvalidExtensionHeader(_)), "{error:?}");
         let no_host = Req::websocket().remove("Host");
         expect_status(&server, &no_host, 400, HandshakeError::MissingHeader("Host")).await;
         let http10 = Req::websocket().bytes();
@@ -880,6 +887,55 @@ async fn rfc7692_compressed_message_within_the_limit_is_inflated() {
         let echo = attacker.frame().await.unwrap();
         assert_eq!(echo.opcode, BINARY);
         expect_clean_close(&server, attacker, &[1 + 258 * matches]).await;
+    })
+    .await
+    .unwrap();
+}
+
+#[cfg(feature = "deflate")]
+#[tokio::test]
+async fn rfc7692_invalid_compressed_frames_get_1002() {
+    let _shared = shared().await;
+    timeout(TEST_TIMEOUT, async {
+        let server = TestServer::start(limited().permessage_deflate(tether_tokio::DeflateConfig::default())).await;
+        let open = || async {
+            let request = Req::websocket().add("Sec-WebSocket-Extensions", "permessage-deflate");
+            Attacker::open_with(server.addr, request).await.0
+        };
+        // Not deflate data: a block of the reserved type 11.
+        let mut attacker = open().await;
+        attacker
+            .send(&frame(FIN | RSV1 | BINARY, &[0xff, 0xff, 0xff]))
+            .await
+            .unwrap();
+        let (code, reason) = attacker.close_frame().await;
+        assert_eq!(code, 1002, "{reason}");
+        attacker.expect_eof().await;
+        let ended = server.outcome(attacker.peer()).await.ended();
+        assert!(
+            matches!(ended.end, Some(Error::Protocol(ProtocolError::Extension(_)))),
+            "{ended:?}"
+        );
+        assert!(matches!(
+            ended.closed.unwrap().cause,
+            CloseCause::Protocol(ProtocolError::Extension(_))
+        ));
+        // RSV1 belongs on the first frame of a message only (RFC 7692
+        // section 6.1), never on a continuation or a control frame.
+        let piece = attack::deflate_zeros(10);
+        let mut attacker = open().await;
+        let mut bytes = frame(RSV1 | BINARY, &piece[..2]);
+        bytes.extend(frame(FIN | RSV1 | CONTINUATION, &piece[2..]));
+        attacker.send(&bytes).await.unwrap();
+        expect_failed(&server, &mut attacker, ProtocolError::ReservedBits(RSV1)).await;
+        let mut attacker = open().await;
+        attacker.send(&frame(FIN | RSV1 | PING, b"")).await.unwrap();
+        expect_failed(&server, &mut attacker, ProtocolError::ReservedBits(RSV1)).await;
+        // The other bits stay reserved.
+        let mut attacker = open().await;
+        attacker.send(&frame(FIN | RSV1 | RSV2 | BINARY, &piece)).await.unwrap();
+        expect_failed(&server, &mut attacker, ProtocolError::ReservedBits(RSV1 | RSV2)).await;
+        server.check_healthy().await;
     })
     .await
     .unwrap();
