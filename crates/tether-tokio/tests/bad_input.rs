@@ -1042,7 +1042,6 @@ async fn peer_that_never_answers_a_close_hits_the_close_timeout() {
 }
 
 #[tokio::test]
-#[ignore = "bug: after the close timeout the adapter still waits for its queued output to be written before it closes the transport, so close() never returns while the peer does not read"]
 async fn peer_that_neither_reads_nor_answers_a_close_hits_the_close_timeout() {
     let _shared = shared().await;
     timeout(TEST_TIMEOUT, async {
@@ -1077,7 +1076,6 @@ async fn peer_that_neither_reads_nor_answers_a_close_hits_the_close_timeout() {
 }
 
 #[tokio::test]
-#[ignore = "bug: after the idle timeout the adapter still waits for its queued output to be written before it closes the transport, so recv() never returns while the peer does not read"]
 async fn vanished_peer_that_stopped_reading_hits_the_idle_timeout() {
     let _shared = shared().await;
     timeout(TEST_TIMEOUT, async {
@@ -1276,7 +1274,8 @@ async fn peer_that_never_reads_makes_send_wait_in_bounded_memory() {
         // A send may start while up to the limit is queued.
         assert!(ended.max_buffered <= limit + SEND_CHUNK + 14, "{}", ended.max_buffered);
         assert!(peak < MIB, "peak allocation growth {}", alloc::mib(peak));
-        assert!(sent > 2 * MIB, "only {sent} bytes went out before send waited");
+        // How much the socket buffers absorb depends on the kernel's settings.
+        assert!(sent > 4 * limit, "only {sent} bytes went out before send waited");
         // Another client is served meanwhile.
         server.check_healthy().await;
         drop(attacker);
