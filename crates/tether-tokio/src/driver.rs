@@ -84,6 +84,11 @@ pub(crate) struct Driver<S> {
     write_error: Option<(io::ErrorKind, String)>,
     /// The transport was shut down.
     shutdown: bool,
+    /// How long the peer gets to read what is still queued once the
+    /// transport is to be closed (the close timeout).
+    linger: std::time::Duration,
+    /// When the queued output is given up if the peer still does not read.
+    linger_deadline: Option<std::time::Instant>,
     /// The connection's `Closed` event.
     closed: Option<Closed>,
     /// The error that ended the read side, reported with the end.
@@ -113,6 +118,8 @@ impl<S> Driver<S> {
             read_done: false,
             write_error: None,
             shutdown: false,
+            linger: config.connection.close_timeout,
+            linger_deadline: None,
             closed: None,
             read_error: None,
             end_reported: false,
@@ -287,6 +294,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             if let Poll::Ready(Err(e)) = self.poll_write_out(&mut cx) {
                 tracing::debug!("write failed: {e}");
             }
+            if self.output_abandoned() {
+                self.abandon_output(&mut cx);
+            }
             if self.is_finished() {
                 return Poll::Ready(None);
             }
@@ -376,10 +386,50 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             && (self.shutdown || self.write_error.is_some())
     }
 
-    /// Arms the one timer from the core's next deadline; on expiry hands
-    /// the time in. Returns whether it fired.
+    /// The transport is to be closed, but the peer does not take what is
+    /// still queued: after a timeout (it is gone, or ignored our close) the
+    /// output is given up at once; otherwise after the close timeout.
+    fn output_abandoned(&mut self) -> bool {
+        if self.out.is_empty() || self.shutdown || self.write_error.is_some() || !self.conn.should_close_transport() {
+            return false;
+        }
+        let timed_out = matches!(
+            self.closed.as_ref().map(|c| &c.cause),
+            Some(CloseCause::IdleTimeout | CloseCause::CloseTimeout)
+        );
+        if timed_out {
+            return true;
+        }
+        let deadline = *self.linger_deadline.get_or_insert_with(|| now() + self.linger);
+        now() >= deadline
+    }
+
+    /// Drops the queued output and closes the transport. The send side
+    /// reports the loss: nothing the application sent vanishes silently.
+    fn abandon_output(&mut self, cx: &mut Context<'_>) {
+        tracing::debug!(bytes = self.out_len, "the peer does not read: output dropped, transport closed");
+        self.out.clear();
+        self.out_len = 0;
+        self.unflushed = false;
+        self.write_error = Some((
+            io::ErrorKind::TimedOut,
+            "the peer stopped reading; queued output was dropped".to_owned(),
+        ));
+        // One attempt (a TCP shutdown does not block); dropping the stream
+        // closes the socket in any case.
+        if let Poll::Ready(Err(e)) = Pin::new(&mut self.io).poll_shutdown(cx) {
+            tracing::debug!("shutdown failed: {e}");
+        }
+        self.shutdown = true;
+        // A sender waiting for room or for a flush learns of it now.
+        self.wakers.send.wake();
+    }
+
+    /// Arms the one timer from the core's next deadline (or the deadline
+    /// for queued output at the end); on expiry hands the time in. Returns
+    /// whether it fired.
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(deadline) = self.conn.poll_timeout() else {
+        let Some(deadline) = self.conn.poll_timeout().or(self.linger_deadline) else {
             return false;
         };
         let at = tokio::time::Instant::from_std(deadline);
