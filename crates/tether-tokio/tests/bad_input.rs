@@ -1105,6 +1105,40 @@ async fn vanished_peer_that_stopped_reading_hits_the_idle_timeout() {
     .unwrap();
 }
 
+#[tokio::test]
+async fn protocol_error_of_a_peer_that_stopped_reading_ends_after_the_close_timeout() {
+    let _shared = shared().await;
+    timeout(TEST_TIMEOUT, async {
+        let close_timeout = Duration::from_millis(400);
+        let mut server = Server::new().config(quiet());
+        server.config.connection.close_timeout = close_timeout;
+        // Room for every pong, so that the server keeps reading.
+        server.config.write_buffer_limit = 64 * MIB;
+        let server = TestServer::start(server).await;
+        let mut attacker = Attacker::open(server.addr).await;
+        // 32 MiB of pings, never read: far more pongs than the socket
+        // buffers hold. Then a protocol violation, whose close frame
+        // queues behind the pongs.
+        let mut bytes = frame(FIN | PING, &[b'p'; 125]).repeat(32 * MIB / 131);
+        bytes.extend(unmasked(FIN | TEXT, b"unmasked"));
+        attacker.send(&bytes).await.unwrap();
+        let outcome = timeout(Duration::from_secs(5), server.outcome(attacker.peer()))
+            .await
+            .expect("the server still holds the connection of a peer that does not read, after its close timeout");
+        let ended = outcome.ended();
+        assert!(
+            matches!(ended.end, Some(Error::Protocol(ProtocolError::UnmaskedFrame))),
+            "{ended:?}"
+        );
+        // The transport was closed: what was sent ends.
+        let drained = timeout(Duration::from_secs(5), attacker.drain()).await;
+        assert!(drained.is_ok(), "the server did not close the transport");
+        server.check_healthy().await;
+    })
+    .await
+    .unwrap();
+}
+
 // ---- Bounded memory (exclusive: the allocation counts are process-wide) ---
 
 #[tokio::test]
