@@ -1,0 +1,102 @@
+//! tether against real peers: Python `websockets` and Node `ws`, as servers
+//! and as clients of tether-tokio, and headless Chromium on the echo app.
+//!
+//! Run everything with `scripts/test` (it installs the peers: the Python
+//! venv from `python/requirements.txt`, the Node modules from
+//! `node/package-lock.json`, and checks `/usr/bin/chromium`). The tests fail,
+//! with a message saying so, when a peer is missing.
+//!
+//! # How a case runs
+//!
+//! ```text
+//!  tests/python.rs, tests/node.rs          interop/python/peer.py, interop/node/peer.mjs
+//!  tether client --ws://127.0.0.1:P/interop?id=3&scenario=ping[&deflate=..]--> peer server
+//!  tether server <--------------- same URL, from a list on argv ------------- peer client
+//!        |  both sides run the scenario named in the query,                       |
+//!        |  each checking what it receives                                        |
+//!        +--- tether's verdict + the peer's "RESULT id=3&ok=1&..." line on stdout <+
+//! ```
+//!
+//! Every case is bounded in time ([`run::CASE_TIMEOUT`]), every peer picks
+//! its port itself (port 0) and traffic stays on 127.0.0.1; every process
+//! is killed by process-group id when its test ends.
+#![allow(clippy::missing_panics_doc)]
+
+pub mod data;
+pub mod deflate;
+pub mod peer;
+pub mod process;
+pub mod query;
+pub mod run;
+pub mod scenario;
+pub mod wire;
+
+pub use peer::PeerKind;
+pub use run::Case;
+pub use scenario::Scenario;
+
+/// The tests of one peer (`Python` or `Node`): each scenario with tether as
+/// client and as server, without and with permessage-deflate (modules named
+/// after the scenarios), and the permessage-deflate matrices (module
+/// `deflate`).
+#[macro_export]
+macro_rules! peer_tests {
+    ($kind:ident) => {
+        $crate::peer_tests!(@scenarios $kind;
+            text => Text, binary => Binary, fragmented => Fragmented, large => Large, ping => Ping,
+            close_tether => CloseTether, close_peer => ClosePeer, subprotocol => Subprotocol);
+
+        mod deflate {
+            use $crate::{Case, PeerKind};
+
+            /// The peer's settings over the matrix, tether at its defaults.
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn tether_client_peer_matrix() {
+                $crate::run::tether_client(PeerKind::$kind, &Case::peer_matrix()).await;
+            }
+
+            /// tether's settings over the matrix, the peer at its defaults.
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn tether_client_tether_matrix() {
+                $crate::run::tether_client(PeerKind::$kind, &Case::tether_matrix()).await;
+            }
+
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn tether_server_peer_matrix() {
+                $crate::run::tether_server(PeerKind::$kind, &Case::peer_matrix()).await;
+            }
+
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn tether_server_tether_matrix() {
+                $crate::run::tether_server(PeerKind::$kind, &Case::tether_matrix()).await;
+            }
+        }
+    };
+    (@scenarios $kind:ident; $($module:ident => $scenario:ident),*) => {
+        $(
+            mod $module {
+                use $crate::{Case, PeerKind, Scenario};
+
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn tether_client() {
+                    $crate::run::tether_client(PeerKind::$kind, &[Case::plain(Scenario::$scenario)]).await;
+                }
+
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn tether_server() {
+                    $crate::run::tether_server(PeerKind::$kind, &[Case::plain(Scenario::$scenario)]).await;
+                }
+
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn tether_client_deflate() {
+                    $crate::run::tether_client(PeerKind::$kind, &[Case::deflate(Scenario::$scenario)]).await;
+                }
+
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn tether_server_deflate() {
+                    $crate::run::tether_server(PeerKind::$kind, &[Case::deflate(Scenario::$scenario)]).await;
+                }
+            }
+        )*
+    };
+}

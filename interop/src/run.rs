@@ -1,0 +1,385 @@
+//! Running cases: tether as client against a peer server, tether as server
+//! against a peer client.
+
+use std::time::{Duration, Instant};
+
+use tether_tokio::{Accept, ClientBuilder, Server, WebSocketConfig};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::deflate::{check_wire, Agreed, Params};
+use crate::peer::PeerKind;
+use crate::process::Process;
+use crate::query;
+use crate::scenario::{Outcome, Scenario, OFFERED, PICKED};
+use crate::wire::Counted;
+
+/// A bound on each case, opening handshake to close.
+pub const CASE_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the peer may take to report a case after tether's side ended.
+pub const REPORT_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// One connection: a scenario, and each side's permessage-deflate settings
+/// (`None`: no compression offered or accepted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Case {
+    /// What both sides do.
+    pub scenario: Scenario,
+    /// tether's permessage-deflate settings.
+    pub tether: Option<Params>,
+    /// The peer's permessage-deflate settings.
+    pub peer: Option<Params>,
+}
+
+impl Case {
+    /// `scenario` without compression.
+    pub fn plain(scenario: Scenario) -> Self {
+        Self {
+            scenario,
+            tether: None,
+            peer: None,
+        }
+    }
+
+    /// `scenario` with permessage-deflate at both sides' defaults.
+    pub fn deflate(scenario: Scenario) -> Self {
+        Self {
+            scenario,
+            tether: Some(Params::default()),
+            peer: Some(Params::default()),
+        }
+    }
+
+    /// The `deflate` scenario for each peer setting of
+    /// [`Params::peer_matrix`], tether at its defaults.
+    pub fn peer_matrix() -> Vec<Self> {
+        Params::peer_matrix()
+            .into_iter()
+            .map(|peer| Self {
+                peer: Some(peer),
+                ..Self::deflate(Scenario::Deflate)
+            })
+            .collect()
+    }
+
+    /// The `deflate` scenario for each tether setting of
+    /// [`Params::tether_matrix`], the peer at its defaults.
+    pub fn tether_matrix() -> Vec<Self> {
+        Params::tether_matrix()
+            .into_iter()
+            .map(|tether| Self {
+                tether: Some(tether),
+                ..Self::deflate(Scenario::Deflate)
+            })
+            .collect()
+    }
+
+    fn query(&self, id: usize, tether_is_client: bool) -> String {
+        let id = id.to_string();
+        let offered = OFFERED.join(",");
+        let spec = self.peer.map(|p| p.spec());
+        let mut pairs = vec![("id", id.as_str()), ("scenario", self.scenario.name())];
+        if let Some(spec) = &spec {
+            pairs.push(("deflate", spec));
+        }
+        if self.scenario == Scenario::Subprotocol {
+            pairs.push(if tether_is_client {
+                ("pick", PICKED)
+            } else {
+                ("protocols", &offered)
+            });
+        }
+        query::encode_pairs(pairs)
+    }
+
+    fn label(&self) -> String {
+        let spec = |p: Option<Params>| p.map_or("off".to_owned(), |p| format!("[{}]", p.spec()));
+        format!(
+            "{} (deflate: tether {}, peer {})",
+            self.scenario.name(),
+            spec(self.tether),
+            spec(self.peer)
+        )
+    }
+}
+
+/// tether's connection settings: the defaults without keepalive pings (they
+/// would change what the ping scenario sees and what is on the wire).
+pub fn config() -> WebSocketConfig {
+    let mut config = WebSocketConfig::default();
+    config.connection.ping_interval = None;
+    config
+}
+
+/// Runs `cases` with tether as the client of a `kind` server.
+///
+/// # Panics
+///
+/// When a case fails, listing every failed case and the peer's output.
+pub async fn tether_client(kind: PeerKind, cases: &[Case]) {
+    let (mut peer, port) = kind.server().await;
+    let mut failures = Vec::new();
+    for (id, case) in cases.iter().enumerate() {
+        let start = Instant::now();
+        let result = tokio::time::timeout(CASE_TIMEOUT, client_case(kind, &mut peer, port, id, case))
+            .await
+            .unwrap_or_else(|_| Err(format!("timed out after {CASE_TIMEOUT:?}")));
+        report(case, start, result, &mut failures);
+    }
+    finish(
+        &peer,
+        &format!("tether client against a {} server", kind.name()),
+        cases.len(),
+        failures,
+    );
+}
+
+/// Runs `cases` with tether as the server of a `kind` client.
+///
+/// # Panics
+///
+/// When a case fails, listing every failed case and the peer's output.
+pub async fn tether_server(kind: PeerKind, cases: &[Case]) {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("bind: {e}"));
+    let port = listener
+        .local_addr()
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let urls: Vec<String> = cases
+        .iter()
+        .enumerate()
+        .map(|(id, case)| format!("ws://127.0.0.1:{port}/interop?{}", case.query(id, false)))
+        .collect();
+    let mut peer = kind.client(&urls);
+    let mut failures = Vec::new();
+    for (id, case) in cases.iter().enumerate() {
+        let start = Instant::now();
+        let result = tokio::time::timeout(CASE_TIMEOUT, server_case(kind, &listener, &mut peer, id, case))
+            .await
+            .unwrap_or_else(|_| Err(format!("timed out after {CASE_TIMEOUT:?}")));
+        report(case, start, result, &mut failures);
+    }
+    match peer.wait(REPORT_TIMEOUT).await {
+        Ok(status) if status.success() || !failures.is_empty() => {}
+        Ok(status) => failures.push(format!("the peer client exited with {status}")),
+        Err(e) => failures.push(e),
+    }
+    finish(
+        &peer,
+        &format!("tether server against a {} client", kind.name()),
+        cases.len(),
+        failures,
+    );
+}
+
+fn report(case: &Case, start: Instant, result: Result<(), String>, failures: &mut Vec<String>) {
+    match result {
+        Ok(()) => eprintln!("ok   {} in {:.2?}", case.label(), start.elapsed()),
+        Err(e) => {
+            eprintln!("FAIL {} in {:.2?}: {e}", case.label(), start.elapsed());
+            failures.push(format!("{}: {e}", case.label()));
+        }
+    }
+}
+
+fn finish(peer: &Process, what: &str, total: usize, failures: Vec<String>) {
+    assert!(
+        failures.is_empty(),
+        "{what}: {} of {total} cases failed:\n  {}\n--- peer output ---\n{}",
+        failures.len(),
+        failures.join("\n  "),
+        peer.transcript()
+    );
+}
+
+async fn client_case(kind: PeerKind, peer: &mut Process, port: u16, id: usize, case: &Case) -> Result<(), String> {
+    let url = format!("ws://127.0.0.1:{port}/interop?{}", case.query(id, true));
+    let tcp = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    tcp.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
+    let (io, counters) = Counted::new(tcp);
+    let mut builder = ClientBuilder::new(&url)
+        .config(config())
+        .connect_timeout(Some(Duration::from_secs(30)));
+    if case.scenario == Scenario::Subprotocol {
+        builder = builder.protocols(OFFERED);
+    }
+    if let Some(params) = case.tether {
+        builder = builder.permessage_deflate(params.tether_config());
+    }
+    let mut ws = builder
+        .connect_over(io)
+        .await
+        .map_err(|e| format!("tether's opening handshake: {e}"))?;
+    let outcome = case.scenario.run(&mut ws, &counters).await;
+    let extensions: Vec<String> = ws.extensions().map(str::to_owned).collect();
+    // A tether side that failed hangs up here, so the peer reports at once.
+    drop(ws);
+    let report = peer_report(peer, id).await?;
+    check(kind, case, true, outcome, &extensions, &report)
+}
+
+async fn server_case(
+    kind: PeerKind,
+    listener: &TcpListener,
+    peer: &mut Process,
+    id: usize,
+    case: &Case,
+) -> Result<(), String> {
+    let (tcp, _) = listener.accept().await.map_err(|e| format!("accept: {e}"))?;
+    tcp.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
+    let (io, counters) = Counted::new(tcp);
+    let mut request_check = Ok(());
+    let accepted = Server::new()
+        .config(config())
+        .accept_with(io, |request| {
+            let pairs = query::decode_pairs(request.query().unwrap_or(""));
+            if query::get(&pairs, "id") != Some(id.to_string().as_str()) {
+                request_check = Err(format!("expected the request of case {id}, got {:?}", request.target()));
+            }
+            let mut accept = Accept::new();
+            if case.scenario == Scenario::Subprotocol {
+                if request.protocols() != OFFERED {
+                    request_check = Err(format!("expected the offer {OFFERED:?}, got {:?}", request.protocols()));
+                }
+                accept = accept.subprotocol(PICKED);
+            }
+            if let Some(params) = case.tether {
+                accept = accept.permessage_deflate(params.tether_config());
+            }
+            Ok(accept)
+        })
+        .await;
+    let mut ws = match accepted {
+        Ok(ws) => ws,
+        Err(e) => {
+            let report = peer_report(peer, id).await;
+            return Err(format!("tether's opening handshake: {e}; the peer: {report:?}"));
+        }
+    };
+    request_check?;
+    let outcome = case.scenario.run(&mut ws, &counters).await;
+    let extensions: Vec<String> = ws.extensions().map(str::to_owned).collect();
+    drop(ws);
+    let report = peer_report(peer, id).await?;
+    check(kind, case, false, outcome, &extensions, &report)
+}
+
+/// A peer's `RESULT` line, decoded.
+#[derive(Debug)]
+pub struct Report(Vec<(String, String)>);
+
+impl Report {
+    /// A field, or "" when absent.
+    pub fn get(&self, key: &str) -> &str {
+        query::get(&self.0, key).unwrap_or("")
+    }
+}
+
+/// The peer's report of case `id` (older reports are skipped).
+async fn peer_report(peer: &mut Process, id: usize) -> Result<Report, String> {
+    loop {
+        let line = peer.stdout_line("RESULT ", REPORT_TIMEOUT).await?;
+        let report = Report(query::decode_pairs(line.trim()));
+        if report.get("id") == id.to_string() {
+            return Ok(report);
+        }
+    }
+}
+
+/// Both sides' checks, and what the peer saw against what tether expects.
+fn check(
+    kind: PeerKind,
+    case: &Case,
+    tether_is_client: bool,
+    outcome: Result<Outcome, String>,
+    extensions: &[String],
+    report: &Report,
+) -> Result<(), String> {
+    let mut errors = Vec::new();
+    if report.get("ok") != "1" {
+        errors.push(format!("{} side: {}", kind.name(), report.get("error")));
+    }
+    let outcome = outcome.unwrap_or_else(|e| {
+        errors.push(format!("tether side: {e}"));
+        Outcome::default()
+    });
+    let mut expect = |what: &str, got: &str, want: &str| {
+        if got != want {
+            errors.push(format!("the peer saw {what} {got:?}, expected {want:?}"));
+        }
+    };
+    match case.scenario {
+        Scenario::CloseTether => {
+            expect("the close code", report.get("close_code"), "4001");
+            expect("the close reason", report.get("close_reason"), "tether says bye ✓");
+        }
+        // tether answers a close with the peer's code and no reason.
+        Scenario::ClosePeer => expect("tether's answer to its close", report.get("close_code"), "4002"),
+        Scenario::Ping => expect("the pings", report.get("pings"), "tether-ping"),
+        Scenario::Subprotocol => expect("the subprotocol", report.get("subprotocol"), PICKED),
+        Scenario::Fragmented if kind == PeerKind::Python => expect("frames", report.get("frames"), "4,4"),
+        Scenario::Deflate if kind == PeerKind::Python => expect("frames", report.get("frames"), "4"),
+        _ => {}
+    }
+    if !matches!(case.scenario, Scenario::CloseTether | Scenario::ClosePeer) {
+        expect("the close code", report.get("close_code"), "1000");
+        expect("the close reason", report.get("close_reason"), "done");
+    }
+    let header = report.get("extensions");
+    match (case.tether, case.peer) {
+        (Some(tether), Some(peer)) => {
+            if extensions != ["permessage-deflate"] {
+                errors.push(format!("tether negotiated {extensions:?}, expected permessage-deflate"));
+            }
+            if let Err(e) = check_agreement(case, tether_is_client, tether, peer, header, &outcome) {
+                errors.push(e);
+            }
+        }
+        _ => {
+            if !extensions.is_empty() || !header.is_empty() {
+                errors.push(format!(
+                    "extensions without compression: tether {extensions:?}, peer {header:?}"
+                ));
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
+    }
+}
+
+/// The response header the peer saw against RFC 7692's answer to the offer,
+/// and, in the `deflate` scenario, each compressor's output against it.
+fn check_agreement(
+    case: &Case,
+    tether_is_client: bool,
+    tether: Params,
+    peer: Params,
+    header: &str,
+    outcome: &Outcome,
+) -> Result<(), String> {
+    let agreed = Agreed::from_header(header)?;
+    let (offer, server) = if tether_is_client {
+        (tether.offer(true), peer)
+    } else {
+        (peer.offer(false), tether)
+    };
+    let expected = Agreed::expected(offer, server);
+    if agreed != expected {
+        return Err(format!(
+            "the handshake agreed on {header:?} = {agreed:?}, expected {expected:?}"
+        ));
+    }
+    if case.scenario == Scenario::Deflate {
+        let (nct, bits) = agreed.compressor(tether_is_client);
+        check_wire("tether's compressor", &outcome.tether_sent, nct, bits)?;
+        let (nct, bits) = agreed.compressor(!tether_is_client);
+        check_wire("the peer's compressor", &outcome.peer_sent, nct, bits)?;
+    }
+    Ok(())
+}
