@@ -3,7 +3,8 @@
 # release mode, then runs every crate on every workload and the idle-memory
 # mode, and prints markdown tables (progress goes to stderr).
 #
-#   benches/echo/run.sh                                 # everything, ~5 minutes
+#   benches/echo/run.sh                                 # everything, about 3 minutes
+#   ROUNDS=3 benches/echo/run.sh                        # median of 3 rounds, about 9 minutes
 #   WARMUP=2 SECS=5 benches/echo/run.sh                 # longer windows
 #   benches/echo/run.sh --crates tether,fastwebsockets --workloads 20b,20b-p16 --kinds binary --no-idle
 #
