@@ -435,15 +435,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         let at = tokio::time::Instant::from_std(deadline);
         let timer = match &mut self.timer {
             Some(timer) => {
-                if timer.deadline() != at {
+                // Re-armed only when the deadline moves earlier. Every read
+                // pushes the keepalive deadline later; moving the timer each
+                // time would cost a trip to the timer wheel per read. A timer
+                // that fires before the current deadline is re-armed then.
+                if at < timer.deadline() {
                     timer.as_mut().reset(at);
                 }
                 timer
             }
             None => self.timer.insert(Box::pin(tokio::time::sleep_until(at))),
         };
-        if timer.as_mut().poll(cx).is_pending() {
-            return false;
+        loop {
+            if timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            if timer.deadline() >= at {
+                break;
+            }
+            timer.as_mut().reset(at);
         }
         // The timer may round; never hand in a time before the deadline,
         // or the same deadline would come back at once.
