@@ -127,6 +127,9 @@ pub struct Connection {
     // Receiving.
     recv: BytesMut,
     frame: Option<PartialFrame>,
+    /// An unfragmented message whose payload is still arriving, kept in the
+    /// receive buffer until it is whole.
+    whole: Option<WholeFrame>,
     incoming: Option<Incoming>,
     events: VecDeque<Event>,
 
@@ -143,6 +146,19 @@ pub struct Connection {
     eof_received: bool,
     /// A timeout says the transport must be closed now.
     transport_done: bool,
+}
+
+/// An unfragmented, untransformed data frame whose payload accumulates in
+/// the receive buffer (starting at its front) instead of being copied piece
+/// by piece into a message buffer: once whole, it is split off as the
+/// message without a copy. Each byte is unmasked and (for text) validated as
+/// it arrives, so invalid UTF-8 still fails the connection at once.
+struct WholeFrame {
+    header: FrameHeader,
+    len: usize,
+    /// Payload bytes already unmasked and validated.
+    done: usize,
+    utf8: Utf8Validator,
 }
 
 /// The data frame whose payload is being received.
@@ -208,6 +224,7 @@ impl Connection {
             extension_rsv: 0,
             recv: BytesMut::new(),
             frame: None,
+            whole: None,
             incoming: None,
             events: VecDeque::new(),
             transmit: Transmit::default(),
@@ -574,6 +591,35 @@ impl Connection {
     /// byte of a data frame) in the receive buffer.
     fn process(&mut self, now: Instant) -> Result<(), ProtocolError> {
         while self.state != State::Closed && self.events.is_empty() {
+            if let Some(whole) = &mut self.whole {
+                let available = self.recv.len().min(whole.len);
+                if available > whole.done {
+                    let new = &mut self.recv[whole.done..available];
+                    if let Some(key) = whole.header.mask {
+                        apply_mask(new, key, whole.done % 4);
+                    }
+                    if whole.header.opcode == OpCode::Text {
+                        whole.utf8.feed(new).map_err(|_| ProtocolError::InvalidUtf8)?;
+                    }
+                    whole.done = available;
+                }
+                if available < whole.len {
+                    return Ok(());
+                }
+                let text = whole.header.opcode == OpCode::Text;
+                if text {
+                    whole.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+                }
+                let payload = self.recv.split_to(whole.len).freeze();
+                self.whole = None;
+                let message = if text {
+                    Message::Text(Utf8Bytes::from_validated(payload))
+                } else {
+                    Message::Binary(payload)
+                };
+                self.events.push_back(Event::Message(message));
+                continue;
+            }
             let Some(frame) = &mut self.frame else {
                 let Some((header, header_len)) = FrameHeader::parse(&self.recv)? else {
                     return Ok(());
@@ -594,6 +640,15 @@ impl Connection {
                 }
                 self.recv.advance(header_len);
                 if self.try_fast_path(&header)? {
+                    continue;
+                }
+                if let Some(len) = self.accumulates(&header) {
+                    self.whole = Some(WholeFrame {
+                        header,
+                        len,
+                        done: 0,
+                        utf8: Utf8Validator::new(),
+                    });
                     continue;
                 }
                 self.start_data_frame(header)?;
@@ -661,6 +716,15 @@ impl Connection {
 
     /// A whole single-frame, untransformed message already in the buffer is
     /// unmasked in place and delivered without a copy.
+    /// Whether a data frame that is not all here yet waits in the receive
+    /// buffer until it is (see [`WholeFrame`]): a whole message in one frame,
+    /// not transformed by an extension, not to be streamed. Returns its length.
+    fn accumulates(&self, header: &FrameHeader) -> Option<usize> {
+        let len = usize::try_from(header.payload_len).ok()?;
+        let streams = self.config.stream_threshold.is_some_and(|t| len >= t);
+        (self.incoming.is_none() && header.fin && header.rsv == 0 && !streams).then_some(len)
+    }
+
     fn try_fast_path(&mut self, header: &FrameHeader) -> Result<bool, ProtocolError> {
         let Ok(len) = usize::try_from(header.payload_len) else {
             return Ok(false);
@@ -846,6 +910,7 @@ impl Connection {
             self.write_close(code, reason.as_bytes());
         }
         self.frame = None;
+        self.whole = None;
         self.incoming = None;
         self.set_closed(code, reason, CloseCause::Protocol(error));
         if self.role == Role::Client {

@@ -407,7 +407,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// Drops the queued output and closes the transport. The send side
     /// reports the loss: nothing the application sent vanishes silently.
     fn abandon_output(&mut self, cx: &mut Context<'_>) {
-        tracing::debug!(bytes = self.out_len, "the peer does not read: output dropped, transport closed");
+        tracing::debug!(
+            bytes = self.out_len,
+            "the peer does not read: output dropped, transport closed"
+        );
         self.out.clear();
         self.out_len = 0;
         self.unflushed = false;

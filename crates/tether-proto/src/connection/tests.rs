@@ -974,3 +974,53 @@ mod idle_memory {
         assert_eq!(events(&mut s), vec![text("again")]);
     }
 }
+
+mod in_place {
+    use super::*;
+
+    /// Appends `bytes` to the receive buffer the way an adapter reading
+    /// straight into it does.
+    fn receive(conn: &mut Connection, bytes: &[u8]) {
+        conn.recv_buffer().extend_from_slice(bytes);
+        conn.handle_received(now());
+    }
+
+    #[test]
+    fn a_frame_arriving_in_pieces_becomes_the_message_without_a_copy() {
+        for (opcode, payload) in [(0x2, vec![7u8; 100_000]), (0x1, "h€llo ".repeat(10_000).into_bytes())] {
+            let mut conn = server();
+            let bytes = cf(opcode, true, &payload);
+            conn.recv_buffer().reserve(bytes.len());
+            let base = conn.recv_buffer().as_ptr() as usize;
+            let pieces: Vec<&[u8]> = bytes.chunks(7_001).collect();
+            for (i, piece) in pieces.iter().enumerate() {
+                receive(&mut conn, piece);
+                if i + 1 < pieces.len() {
+                    assert_eq!(conn.poll_event(), None);
+                }
+            }
+            let Some(Event::Message(message)) = conn.poll_event() else {
+                panic!("no message")
+            };
+            assert_eq!(message.as_bytes(), &payload[..]);
+            // The payload is where the frame arrived, after its 14-byte header.
+            assert_eq!(message.as_bytes().as_ptr() as usize, base + 14);
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_still_fails_as_soon_as_it_arrives() {
+        let mut conn = server();
+        let mut payload = vec![b'a'; 50_000];
+        payload[10_000] = 0xff;
+        let bytes = cf(0x1, true, &payload);
+        receive(&mut conn, &bytes[..20_000]);
+        assert!(matches!(
+            conn.poll_event(),
+            Some(Event::Closed(Closed {
+                code: CloseCode::INVALID_PAYLOAD,
+                ..
+            }))
+        ));
+    }
+}
