@@ -120,10 +120,11 @@ pub async fn tether_client(kind: PeerKind, cases: &[Case]) {
     let mut failures = Vec::new();
     for (id, case) in cases.iter().enumerate() {
         let start = Instant::now();
-        let result = tokio::time::timeout(CASE_TIMEOUT, client_case(kind, &mut peer, port, id, case))
-            .await
-            .unwrap_or_else(|_| Err(format!("timed out after {CASE_TIMEOUT:?}")));
-        report(case, start, result, &mut failures);
+        let result = tokio::time::timeout(CASE_TIMEOUT, client_case(kind, &mut peer, port, id, case)).await;
+        if !report(case, start, result, &mut failures) {
+            skip_rest(&cases[id + 1..], &mut failures);
+            break;
+        }
     }
     finish(
         &peer,
@@ -155,10 +156,11 @@ pub async fn tether_server(kind: PeerKind, cases: &[Case]) {
     let mut failures = Vec::new();
     for (id, case) in cases.iter().enumerate() {
         let start = Instant::now();
-        let result = tokio::time::timeout(CASE_TIMEOUT, server_case(kind, &listener, &mut peer, id, case))
-            .await
-            .unwrap_or_else(|_| Err(format!("timed out after {CASE_TIMEOUT:?}")));
-        report(case, start, result, &mut failures);
+        let result = tokio::time::timeout(CASE_TIMEOUT, server_case(kind, &listener, &mut peer, id, case)).await;
+        if !report(case, start, result, &mut failures) {
+            skip_rest(&cases[id + 1..], &mut failures);
+            break;
+        }
     }
     match peer.wait(REPORT_TIMEOUT).await {
         Ok(status) if status.success() || !failures.is_empty() => {}
@@ -173,13 +175,31 @@ pub async fn tether_server(kind: PeerKind, cases: &[Case]) {
     );
 }
 
-fn report(case: &Case, start: Instant, result: Result<(), String>, failures: &mut Vec<String>) {
+/// Records a case's result; `false` when it timed out (the peer is stuck or
+/// gone, so the cases after it are not run: each would wait as long).
+fn report(
+    case: &Case,
+    start: Instant,
+    result: Result<Result<(), String>, tokio::time::error::Elapsed>,
+    failures: &mut Vec<String>,
+) -> bool {
+    let (result, timed_out) = match result {
+        Ok(result) => (result, false),
+        Err(_) => (Err(format!("timed out after {CASE_TIMEOUT:?}")), true),
+    };
     match result {
         Ok(()) => eprintln!("ok   {} in {:.2?}", case.label(), start.elapsed()),
         Err(e) => {
             eprintln!("FAIL {} in {:.2?}: {e}", case.label(), start.elapsed());
             failures.push(format!("{}: {e}", case.label()));
         }
+    }
+    !timed_out
+}
+
+fn skip_rest(cases: &[Case], failures: &mut Vec<String>) {
+    for case in cases {
+        failures.push(format!("{}: not run after the timeout", case.label()));
     }
 }
 
