@@ -709,7 +709,7 @@ impl Rejection {
     fn into_error(self) -> HandshakeError {
         HandshakeError::Rejected {
             status: self.status,
-            headers: self.headers,
+            headers: Box::new(self.headers),
             body: self.body,
         }
     }

@@ -62,8 +62,9 @@ pub enum HandshakeError {
     Rejected {
         /// The status the server answered with.
         status: StatusCode,
-        /// The headers of the answer.
-        headers: HeaderMap,
+        /// The headers of the answer (boxed: they would make every
+        /// `Result` carrying this error four times as large).
+        headers: Box<HeaderMap>,
         /// The body of the answer, at most 64 KiB.
         body: Vec<u8>,
     },
@@ -333,7 +334,7 @@ mod tests {
         headers.insert(http::header::LOCATION, HeaderValue::from_static("wss://example.com/"));
         let e = HandshakeError::Rejected {
             status: StatusCode::FOUND,
-            headers,
+            headers: Box::new(headers),
             body: Vec::new(),
         };
         assert_eq!(e.location(), Some("wss://example.com/"));
