@@ -130,7 +130,7 @@ pub struct Connection {
     /// An unfragmented message whose payload is still arriving, kept in the
     /// receive buffer until it is whole.
     whole: Option<WholeFrame>,
-    incoming: Option<Incoming>,
+    incoming: Option<Box<Incoming>>,
     events: VecDeque<Event>,
 
     // Sending.
@@ -755,7 +755,9 @@ impl Connection {
             } else {
                 DataKind::Binary
             };
-            self.incoming = Some(Incoming {
+            // Boxed: most messages never need it, and every connection
+            // would carry its room.
+            self.incoming = Some(Box::new(Incoming {
                 kind,
                 rsv: header.rsv,
                 buf: BytesMut::new(),
@@ -763,7 +765,7 @@ impl Connection {
                 len: 0,
                 streaming: self.config.stream_threshold == Some(0),
                 started: false,
-            });
+            }));
         }
         let empty_final = header.payload_len == 0;
         let fin = header.fin;
@@ -848,6 +850,7 @@ impl Connection {
         if message_done {
             if let Some(msg) = self.incoming.take() {
                 if !msg.streaming {
+                    let msg = *msg;
                     let payload = msg.buf.freeze();
                     self.events.push_back(Event::Message(match msg.kind {
                         // Validated piece by piece above.

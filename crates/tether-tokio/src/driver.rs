@@ -81,22 +81,19 @@ pub(crate) struct Driver<S> {
     /// EOF or a read error was seen: no more reads.
     read_done: bool,
     /// A write failed: the output is dropped from now on.
-    write_error: Option<(io::ErrorKind, String)>,
+    write_error: Option<Box<(io::ErrorKind, String)>>,
     /// The transport was shut down.
     shutdown: bool,
-    /// How long the peer gets to read what is still queued once the
-    /// transport is to be closed (the close timeout).
-    linger: std::time::Duration,
     /// When the queued output is given up if the peer still does not read.
     linger_deadline: Option<std::time::Instant>,
     /// The connection's `Closed` event.
-    closed: Option<Closed>,
+    closed: Option<Box<Closed>>,
     /// The error that ended the read side, reported with the end.
     read_error: Option<io::Error>,
     /// The end was reported to the receiving side.
     end_reported: bool,
     /// A streamed message being reassembled for whole-message receive.
-    partial: Option<(DataKind, BytesMut)>,
+    partial: Option<Box<(DataKind, BytesMut)>>,
     /// Drop the fragments of the current message (its reader was dropped).
     skip: bool,
     wakers: Arc<Wakers>,
@@ -118,7 +115,6 @@ impl<S> Driver<S> {
             read_done: false,
             write_error: None,
             shutdown: false,
-            linger: config.connection.close_timeout,
             linger_deadline: None,
             closed: None,
             read_error: None,
@@ -147,7 +143,7 @@ impl<S> Driver<S> {
     }
 
     pub(crate) fn closed(&self) -> Option<&Closed> {
-        self.closed.as_ref()
+        self.closed.as_deref()
     }
 
     /// Bytes queued for the transport, in the core and here.
@@ -163,7 +159,10 @@ impl<S> Driver<S> {
     /// A message partly reassembled by the whole-message receive, for a
     /// reader that takes over.
     pub(crate) fn take_partial(&mut self) -> Option<(DataKind, Bytes)> {
-        self.partial.take().map(|(kind, buf)| (kind, buf.freeze()))
+        self.partial.take().map(|partial| {
+            let (kind, buf) = *partial;
+            (kind, buf.freeze())
+        })
     }
 
     /// The error to report at the end of the receive side, once: `None`
@@ -173,7 +172,7 @@ impl<S> Driver<S> {
             return None;
         }
         self.end_reported = true;
-        let closed = self.closed.as_ref()?;
+        let closed = self.closed.as_deref()?;
         match &closed.cause {
             CloseCause::Remote | CloseCause::Local => None,
             CloseCause::Protocol(e) => Some(Error::Protocol(e.clone())),
@@ -188,7 +187,7 @@ impl<S> Driver<S> {
 
     /// Why nothing more can be sent.
     fn closed_error(&self) -> Error {
-        match &self.closed {
+        match self.closed.as_deref() {
             Some(Closed {
                 cause: CloseCause::Remote,
                 code,
@@ -222,7 +221,7 @@ impl<S> Driver<S> {
 
     fn write_failure(&self) -> Option<Error> {
         self.write_error
-            .as_ref()
+            .as_deref()
             .map(|(kind, msg)| Error::Io(io::Error::new(*kind, msg.clone())))
     }
 
@@ -331,13 +330,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// Adds a piece of a streamed message to the one being reassembled;
     /// returns the message once whole.
     pub(crate) fn absorb_fragment(&mut self, fragment: Fragment) -> Option<Result<Message, Error>> {
-        let (kind, buf) = self.partial.get_or_insert_with(|| (fragment.kind, BytesMut::new()));
+        let (kind, buf) = &mut **self
+            .partial
+            .get_or_insert_with(|| Box::new((fragment.kind, BytesMut::new())));
         buf.extend_from_slice(&fragment.data);
         let kind = *kind;
         if !fragment.last {
             return None;
         }
-        let payload = self.partial.take().map(|(_, b)| b.freeze()).unwrap_or_default();
+        let payload = self.partial.take().map(|p| p.1.freeze()).unwrap_or_default();
         Some(match kind {
             // Each piece was validated by the core: this check cannot fail.
             DataKind::Text => tether_proto::Utf8Bytes::try_from_bytes(payload)
@@ -371,7 +372,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             Event::Pong(payload) => Some(Incoming::Pong(payload)),
             Event::Closed(closed) => {
                 tracing::debug!(code = closed.code.as_u16(), cause = ?closed.cause, "connection closed");
-                self.closed = Some(closed);
+                self.closed = Some(Box::new(closed));
                 None
             }
             _ => None,
@@ -394,13 +395,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             return false;
         }
         let timed_out = matches!(
-            self.closed.as_ref().map(|c| &c.cause),
+            self.closed.as_deref().map(|c| &c.cause),
             Some(CloseCause::IdleTimeout | CloseCause::CloseTimeout)
         );
         if timed_out {
             return true;
         }
-        let deadline = *self.linger_deadline.get_or_insert_with(|| now() + self.linger);
+        let deadline = *self
+            .linger_deadline
+            .get_or_insert_with(|| now() + self.conn.config().close_timeout);
         now() >= deadline
     }
 
@@ -414,10 +417,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         self.out.clear();
         self.out_len = 0;
         self.unflushed = false;
-        self.write_error = Some((
+        self.write_error = Some(Box::new((
             io::ErrorKind::TimedOut,
             "the peer stopped reading; queued output was dropped".to_owned(),
-        ));
+        )));
         // One attempt (a TCP shutdown does not block); dropping the stream
         // closes the socket in any case.
         if let Poll::Ready(Err(e)) = Pin::new(&mut self.io).poll_shutdown(cx) {
@@ -545,7 +548,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.poll_write_inner(cx) {
             Poll::Ready(Err(e)) => {
-                self.write_error = Some((e.kind(), e.to_string()));
+                self.write_error = Some(Box::new((e.kind(), e.to_string())));
                 self.out.clear();
                 self.out_len = 0;
                 Poll::Ready(Err(e))
