@@ -7,8 +7,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::driver::now;
 use crate::{Error, WebSocketConfig, WebSocketStream};
 
-/// Size of the reads during the opening handshake.
-const HANDSHAKE_READ: usize = 4 * 1024;
+/// Size of the reads during the opening handshake: most requests fit in
+/// one; larger ones take a few reads. Small, because a server accepting
+/// many connections at once holds one such buffer per handshake.
+const HANDSHAKE_READ: usize = 1024;
 
 /// An HTTP answer instead of a WebSocket: a page, a redirect, a 404, a 403.
 /// The transport is closed after it (`Connection: close`).
