@@ -164,13 +164,16 @@ impl Driver {
             assert!(self.conn.should_close_transport());
         }
         // Received bytes are consumed as they come: at most an incomplete
-        // header, or an incomplete control frame, waits in the buffer.
+        // header, an incomplete control frame, or the payload of one
+        // unfragmented data frame (kept until whole, bounded by the frame
+        // limit) waits in the buffer.
         let buffered = self.conn.recv_buffer().len();
+        let frame_limit = usize::try_from(self.conn.config().max_frame_size).unwrap_or(usize::MAX);
         if closed {
             assert_eq!(buffered, 0, "input kept after Closed");
         } else {
             assert!(
-                buffered <= MAX_HEADER_LEN + MAX_CONTROL_PAYLOAD,
+                buffered <= MAX_HEADER_LEN + MAX_CONTROL_PAYLOAD.max(frame_limit),
                 "{buffered} bytes buffered"
             );
         }
