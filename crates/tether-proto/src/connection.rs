@@ -131,7 +131,7 @@ pub struct Connection {
     /// receive buffer until it is whole.
     whole: Option<WholeFrame>,
     incoming: Option<Box<Incoming>>,
-    events: VecDeque<Event>,
+    events: Events,
 
     // Sending.
     transmit: Transmit,
@@ -159,6 +159,35 @@ struct WholeFrame {
     /// Payload bytes already unmasked and validated.
     done: usize,
     utf8: Utf8Validator,
+}
+
+/// The events not yet handed out, in order. Parsing stops at the first
+/// event, so there is seldom more than one: it waits in `first`, without
+/// an allocation; the rare others queue behind it.
+#[derive(Default)]
+struct Events {
+    first: Option<Event>,
+    rest: VecDeque<Event>,
+}
+
+impl Events {
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    fn push_back(&mut self, event: Event) {
+        if self.first.is_none() {
+            self.first = Some(event);
+        } else {
+            self.rest.push_back(event);
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Event> {
+        let event = self.first.take();
+        self.first = self.rest.pop_front();
+        event
+    }
 }
 
 /// The data frame whose payload is being received.
@@ -226,7 +255,7 @@ impl Connection {
             frame: None,
             whole: None,
             incoming: None,
-            events: VecDeque::new(),
+            events: Events::default(),
             transmit: Transmit::default(),
             outgoing: None,
             last_received: now,
@@ -542,7 +571,7 @@ impl Connection {
             self.recv = BytesMut::new();
         }
         if self.events.is_empty() {
-            self.events = VecDeque::new();
+            self.events = Events::default();
         }
         if self.transmit.buf.is_empty() {
             self.transmit.buf = BytesMut::new();

@@ -275,6 +275,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// `Ready(None)`: the connection is over and the transport closed (see
     /// [`take_end`](Self::take_end)).
     pub(crate) fn poll_incoming(&mut self, cx: &mut Context<'_>, side: Side) -> Poll<Option<Incoming>> {
+        // An event from bytes already read needs no waker: the common case
+        // when one read delivered several messages.
+        while self.closed.is_none() {
+            let Some(event) = self.conn.poll_event() else { break };
+            if let Some(incoming) = self.on_event(event) {
+                return Poll::Ready(Some(incoming));
+            }
+        }
         let waker = self.register(side, cx.waker());
         let mut cx = Context::from_waker(&waker);
         loop {
@@ -501,6 +509,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     /// Ready when the write buffer has room for another message.
     pub(crate) fn poll_send_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        // Room already: no waker needed (the common case).
+        if self.write_error.is_none() && self.conn.state() == State::Open && self.buffered() <= self.write_limit {
+            return Poll::Ready(Ok(()));
+        }
         let waker = self.register(Side::Send, cx.waker());
         let mut cx = Context::from_waker(&waker);
         loop {
