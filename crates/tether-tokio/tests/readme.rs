@@ -1,4 +1,4 @@
-//! The README's tokio example compiles (it is not run: it needs a network).
+//! The README's tokio examples compile (it is not run: it needs a network).
 #![allow(dead_code)]
 
 use futures_util::StreamExt;
@@ -14,7 +14,16 @@ async fn run() -> Result<(), tether_tokio::Error> {
     Ok(())
 }
 
+async fn serve(tcp: tokio::net::TcpStream) -> Result<(), tether_tokio::Error> {
+    let mut ws = tether_tokio::accept(tcp).await?;
+    while let Some(message) = ws.recv().await {
+        ws.feed(message?).await?;
+    }
+    Ok(())
+}
+
 #[test]
-fn readme_example_compiles() {
+fn readme_examples_compile() {
     let _ = run;
+    let _ = serve;
 }
