@@ -754,14 +754,11 @@ impl Connection {
         (self.incoming.is_none() && header.fin && header.rsv == 0 && !streams).then_some(len)
     }
 
+    /// A whole message in one frame, all of it here: taken in one go.
     fn try_fast_path(&mut self, header: &FrameHeader) -> Result<bool, ProtocolError> {
-        let Ok(len) = usize::try_from(header.payload_len) else {
+        let Some(len) = self.accumulates(header).filter(|&len| self.recv.len() >= len) else {
             return Ok(false);
         };
-        let streams = self.config.stream_threshold.is_some_and(|t| len >= t);
-        if self.incoming.is_some() || !header.fin || header.rsv != 0 || streams || self.recv.len() < len {
-            return Ok(false);
-        }
         let mut payload = self.recv.split_to(len);
         if let Some(key) = header.mask {
             apply_mask(&mut payload, key, 0);
