@@ -261,38 +261,25 @@ async fn serve(server: &Server, tcp: TcpStream) -> Outcome {
         path::CLOSE_FIRST => close_first(ws).await,
         path::WATCH_BUFFER => watch_buffer(ws).await,
         path::FILL_THEN_CLOSE | path::FILL_THEN_RECV => fill_then(ws, path == path::FILL_THEN_CLOSE).await,
-        path::FEED_ECHO => feed_echo(ws).await,
-        _ => echo(ws).await,
+        path::FEED_ECHO => echo(ws, true).await,
+        _ => echo(ws, false).await,
     })
 }
 
-async fn echo(mut ws: WebSocketStream<TcpStream>) -> Ended {
+/// Echoes until the end; with `feed`, the answers are queued and written
+/// when receiving waits (one write per read) instead of sent one by one.
+async fn echo(mut ws: WebSocketStream<TcpStream>, feed: bool) -> Ended {
     let mut ended = Ended::default();
     loop {
         match ws.recv().await {
             Some(Ok(message)) => {
                 ended.received.push(message.len());
                 // A failed send ends nothing: receiving reports the end.
-                let _ = ws.send(message).await;
-            }
-            Some(Err(e)) => {
-                ended.end = Some(e);
-                break;
-            }
-            None => break,
-        }
-    }
-    ended.closed = ws.close_info().cloned();
-    ended
-}
-
-async fn feed_echo(mut ws: WebSocketStream<TcpStream>) -> Ended {
-    let mut ended = Ended::default();
-    loop {
-        match ws.recv().await {
-            Some(Ok(message)) => {
-                ended.received.push(message.len());
-                let _ = ws.feed(message).await;
+                let _ = if feed {
+                    ws.feed(message).await
+                } else {
+                    ws.send(message).await
+                };
             }
             Some(Err(e)) => {
                 ended.end = Some(e);
