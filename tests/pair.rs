@@ -124,6 +124,42 @@ mod rfc6455_7_close_handshake {
     }
 
     #[test]
+    fn closing_again_on_either_side_is_ok_and_sends_nothing() {
+        let mut pair = Pair::new();
+        pair.client.conn.close(CloseCode::NORMAL, "once", pair.now).unwrap();
+        pair.client.poll();
+        let written = pair.client.written;
+        // Closing: a second close is a no-op.
+        assert_eq!(pair.client.conn.close(CloseCode::GOING_AWAY, "twice", pair.now), Ok(()));
+        pair.client.poll();
+        assert_eq!(pair.client.written, written);
+        pair.drive();
+        assert!(pair.is_shut_down());
+        // Closed, on both ends: still a no-op, and the end stays as it was.
+        for end in [&mut pair.client, &mut pair.server] {
+            let before = end.conn.closed().cloned();
+            let written = end.written;
+            assert_eq!(end.conn.close(CloseCode::NORMAL, "", pair.now), Ok(()));
+            end.poll();
+            assert_eq!(end.written, written);
+            assert_eq!(end.conn.closed().cloned(), before);
+        }
+        assert_eq!(
+            pair.server.conn.closed(),
+            Some(&closed(CloseCode::NORMAL, "once", CloseCause::Remote))
+        );
+    }
+
+    #[test]
+    fn a_completed_handshake_is_clean_on_both_ends() {
+        let mut pair = Pair::new();
+        pair.server.conn.close(CloseCode::GOING_AWAY, "restart", pair.now).unwrap();
+        pair.drive();
+        assert!(pair.client.conn.closed().is_some_and(Closed::is_clean));
+        assert!(pair.server.conn.closed().is_some_and(Closed::is_clean));
+    }
+
+    #[test]
     fn messages_in_flight_before_the_close_are_delivered() {
         let mut pair = Pair::new();
         pair.server.conn.send_text("last words").unwrap();
@@ -194,6 +230,7 @@ mod rfc6455_7_close_handshake {
             pair.client.closed(),
             Some(&closed(CloseCode::ABNORMAL, "", CloseCause::Abnormal))
         );
+        assert!(pair.client.conn.closed().is_some_and(|c| !c.is_clean()));
     }
 }
 

@@ -226,12 +226,20 @@ impl World {
             }
             Op::Close { side, code, reason } => {
                 let peer = &mut self.peers[side.index()];
-                let can = peer.open() && CloseCode::new(code).is_sendable() && reason.len() <= 123;
+                // Arguments are checked in every state; closing a connection
+                // that is closing or closed already is Ok and does nothing.
+                let valid = CloseCode::new(code).is_sendable() && reason.len() <= 123;
+                let was_open = peer.open();
+                let state = peer.conn.state();
+                let pending = peer.conn.pending_transmit();
                 let result = peer.conn.close(CloseCode::new(code), &reason, self.now);
-                assert_eq!(result.is_ok(), can, "close: {result:?}");
-                if result.is_ok() {
+                assert_eq!(result.is_ok(), valid, "close: {result:?}");
+                if result.is_ok() && was_open {
                     peer.close_called = true;
                     assert_eq!(peer.conn.state(), State::Closing);
+                } else {
+                    assert_eq!(peer.conn.state(), state, "close changed the state");
+                    assert_eq!(peer.conn.pending_transmit(), pending, "close sent something");
                 }
             }
             Op::Advance(ms) => {

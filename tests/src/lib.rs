@@ -54,6 +54,13 @@ impl End {
         while let Some(event) = self.conn.poll_event() {
             self.events.push(event);
         }
+        // The core remembers the end: the same `Closed` as the event, and
+        // from the moment the state says so.
+        if self.conn.state() == tether_proto::State::Closed {
+            assert_eq!(self.conn.closed(), self.closed(), "Connection::closed differs from Event::Closed");
+        } else {
+            assert_eq!(self.conn.closed(), None, "Connection::closed set before the state is Closed");
+        }
         while let Some(chunk) = self.conn.poll_transmit() {
             self.written += chunk.len();
             if !self.transport_closed && !self.blackhole {

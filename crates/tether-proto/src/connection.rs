@@ -55,7 +55,8 @@ pub enum Event {
     Closed(Closed),
 }
 
-/// How the connection ended.
+/// How the connection ended: carried by [`Event::Closed`] and kept by the
+/// connection for [`Connection::closed`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Closed {
     /// The code: the one the peer sent (or 1005 when its close frame had
@@ -66,6 +67,21 @@ pub struct Closed {
     pub reason: String,
     /// What ended it.
     pub cause: CloseCause,
+}
+
+impl Closed {
+    /// Whether the connection ended cleanly: the close handshake completed
+    /// (RFC 6455 section 7.1.4), whichever side started it
+    /// ([`CloseCause::Local`] or [`CloseCause::Remote`]). Every other cause
+    /// (a protocol error, a timeout, the transport ending without a close
+    /// frame) is an error that an adapter reports as one.
+    ///
+    /// A clean close can still carry a code other than 1000: the peer may
+    /// close with 1001 "going away" or an application code; that is the
+    /// peer's message, not a failure of the connection.
+    pub fn is_clean(&self) -> bool {
+        matches!(self.cause, CloseCause::Local | CloseCause::Remote)
+    }
 }
 
 /// What ended a connection.
@@ -146,6 +162,9 @@ pub struct Connection {
     eof_received: bool,
     /// A timeout says the transport must be closed now.
     transport_done: bool,
+    /// How the connection ended, once it did (boxed: every open connection
+    /// would carry its room).
+    closed: Option<Box<Closed>>,
 }
 
 /// An unfragmented, untransformed data frame whose payload accumulates in
@@ -263,6 +282,7 @@ impl Connection {
             close_deadline: None,
             eof_received: false,
             transport_done: false,
+            closed: None,
         }
     }
 
@@ -459,9 +479,19 @@ impl Connection {
     /// Starts the close handshake (RFC 6455 section 7.1.2) with a code and
     /// a reason of at most 123 bytes. Incoming messages are still delivered
     /// until the peer answers; [`Config::close_timeout`] bounds the wait.
+    ///
+    /// Closing twice is not an error: on a connection that is already
+    /// [`Closing`](State::Closing) or [`Closed`](State::Closed) this returns
+    /// `Ok(())`, sends nothing and changes nothing (the first close, or the
+    /// way the connection ended, stands; see [`closed`](Self::closed)). The
+    /// code and reason are checked first in every state, so an invalid
+    /// code or a reason over 123 bytes is refused the same way whether or
+    /// not the connection is still open.
     pub fn close(&mut self, code: CloseCode, reason: &str, now: Instant) -> Result<(), SendError> {
-        self.check_can_send()?;
         let frame = CloseFrame::new(code, reason)?;
+        if self.state != State::Open {
+            return Ok(());
+        }
         self.write_close(frame.code, frame.reason.as_bytes());
         self.state = State::Closing;
         self.close_deadline = Some(now + self.config.close_timeout);
@@ -539,6 +569,21 @@ impl Connection {
     /// Open, closing or closed.
     pub fn state(&self) -> State {
         self.state
+    }
+
+    /// How the connection ended: `Some` from the moment the state becomes
+    /// [`Closed`](State::Closed), holding the same [`Closed`] that
+    /// [`Event::Closed`] carries, so an adapter need keep no copy.
+    ///
+    /// Received bytes are parsed by [`poll_event`](Self::poll_event), so a
+    /// close frame or a violation that just arrived is seen once the
+    /// events before it are drained; a timeout or a command sets it at
+    /// once. Events received before the end may still wait in
+    /// `poll_event`; `Event::Closed` is the last of them.
+    ///
+    /// [`Closed::is_clean`] tells a completed close handshake from an error.
+    pub fn closed(&self) -> Option<&Closed> {
+        self.closed.as_deref()
     }
 
     /// The configuration.
@@ -952,7 +997,9 @@ impl Connection {
         self.outgoing = None;
         self.close_deadline = None;
         self.recv = BytesMut::new();
-        self.events.push_back(Event::Closed(Closed { code, reason, cause }));
+        let closed = Closed { code, reason, cause };
+        self.closed = Some(Box::new(closed.clone()));
+        self.events.push_back(Event::Closed(closed));
     }
 
     fn idle_deadline(&self) -> Option<Instant> {

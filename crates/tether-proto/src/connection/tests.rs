@@ -443,7 +443,6 @@ mod rfc6455_5_5_1_close {
         conn.close(CloseCode::GOING_AWAY, "shutdown", now()).unwrap();
         assert_eq!(conn.state(), State::Closing);
         assert_eq!(conn.send_text("late"), Err(SendError::Closed));
-        assert_eq!(conn.close(CloseCode::NORMAL, "", now()), Err(SendError::Closed));
         let out = transmitted(&mut conn);
         assert_eq!(&out[5..9], &[0x88, 10, 0x03, 0xe9]);
         // Messages that arrive before the peer's answer are still delivered;
@@ -490,6 +489,61 @@ mod rfc6455_5_5_1_close {
     }
 
     #[test]
+    fn closing_twice_while_closing_is_ok_and_sends_nothing() {
+        let mut conn = server();
+        conn.close(CloseCode::GOING_AWAY, "first", now()).unwrap();
+        let deadline = conn.poll_timeout();
+        assert!(!transmitted(&mut conn).is_empty());
+        assert_eq!(conn.close(CloseCode::NORMAL, "second", now() + Duration::from_secs(1)), Ok(()));
+        assert_eq!(conn.state(), State::Closing);
+        assert!(transmitted(&mut conn).is_empty());
+        assert_eq!(conn.pending_transmit(), 0);
+        // The first close's deadline stands.
+        assert_eq!(conn.poll_timeout(), deadline);
+        // The peer's answer completes the first close, with its code.
+        conn.handle_read(&cf(8, true, &[0x03, 0xe9]), now());
+        let ev = events(&mut conn);
+        assert_eq!(
+            ev,
+            vec![Event::Closed(Closed {
+                code: CloseCode::GOING_AWAY,
+                reason: String::new(),
+                cause: CloseCause::Local
+            })]
+        );
+    }
+
+    #[test]
+    fn closing_after_closed_is_ok_and_sends_nothing() {
+        let mut conn = server();
+        conn.handle_read(&cf(8, true, &[0x03, 0xe8, b'b', b'y', b'e']), now());
+        assert_eq!(events(&mut conn).len(), 1);
+        let before = conn.closed().cloned();
+        assert!(before.is_some());
+        assert_eq!(transmitted(&mut conn), [0x88, 2, 0x03, 0xe8]);
+        assert_eq!(conn.close(CloseCode::GOING_AWAY, "again", now()), Ok(()));
+        assert!(transmitted(&mut conn).is_empty());
+        assert_eq!(conn.state(), State::Closed);
+        assert_eq!(conn.closed().cloned(), before);
+        // No second Closed event.
+        assert_eq!(conn.poll_event(), None);
+    }
+
+    #[test]
+    fn closing_twice_still_checks_the_code_and_reason() {
+        let mut conn = server();
+        conn.close(CloseCode::NORMAL, "", now()).unwrap();
+        assert_eq!(
+            conn.close(CloseCode::ABNORMAL, "", now()),
+            Err(SendError::InvalidClose(InvalidClose::Code(CloseCode::ABNORMAL)))
+        );
+        assert_eq!(
+            conn.close(CloseCode::NORMAL, &"x".repeat(124), now()),
+            Err(SendError::InvalidClose(InvalidClose::ReasonTooLong(124)))
+        );
+    }
+
+    #[test]
     fn reason_is_limited_to_123_bytes() {
         let mut conn = server();
         assert_eq!(
@@ -498,6 +552,112 @@ mod rfc6455_5_5_1_close {
         );
         conn.close(CloseCode::NORMAL, &"x".repeat(123), now()).unwrap();
         assert_eq!(transmitted(&mut conn).len(), 2 + 125);
+    }
+}
+
+/// `Connection::closed` and `Closed::is_clean`: how the connection ended,
+/// kept by the core (RFC 6455 section 7.1.4 and 7.1.5).
+mod rfc6455_7_1_4_closed_state {
+    use super::*;
+
+    fn closed_event(conn: &mut Connection) -> Closed {
+        events(conn)
+            .into_iter()
+            .find_map(|e| match e {
+                Event::Closed(c) => Some(c),
+                _ => None,
+            })
+            .expect("a Closed event")
+    }
+
+    #[test]
+    fn closed_is_none_while_open_and_closing() {
+        let mut conn = server();
+        assert_eq!(conn.closed(), None);
+        conn.close(CloseCode::NORMAL, "", now()).unwrap();
+        assert_eq!(conn.closed(), None);
+    }
+
+    #[test]
+    fn closed_is_set_with_the_state_before_the_event_is_polled() {
+        let mut conn = server();
+        let mut bytes = cf(1, true, b"before");
+        bytes.extend(cf(8, true, &[0x03, 0xe8]));
+        conn.handle_read(&bytes, now());
+        // The message comes first; the end is known once the close frame
+        // is parsed, and `closed()` then matches the event that follows.
+        assert_eq!(conn.poll_event(), Some(text("before")));
+        assert_eq!(conn.closed(), None);
+        let event = conn.poll_event();
+        let Some(Event::Closed(closed)) = event else {
+            panic!("expected Closed, got {event:?}")
+        };
+        assert_eq!(conn.closed(), Some(&closed));
+        assert_eq!(conn.state(), State::Closed);
+    }
+
+    #[test]
+    fn closed_matches_the_event_for_every_cause() {
+        // Remote: the peer started the handshake.
+        let mut conn = server();
+        conn.handle_read(&cf(8, true, &[0x03, 0xe8]), now());
+        let event = closed_event(&mut conn);
+        assert_eq!(conn.closed(), Some(&event));
+        assert!(event.is_clean());
+
+        // Local: we started it and the peer answered.
+        let mut conn = server();
+        conn.close(CloseCode::NORMAL, "", now()).unwrap();
+        conn.handle_read(&cf(8, true, &[0x03, 0xe8]), now());
+        let event = closed_event(&mut conn);
+        assert_eq!(event.cause, CloseCause::Local);
+        assert_eq!(conn.closed(), Some(&event));
+        assert!(event.is_clean());
+
+        // Protocol error.
+        let mut conn = server();
+        conn.handle_read(&frame(1, true, 0, None, b"unmasked"), now());
+        let event = closed_event(&mut conn);
+        assert!(matches!(event.cause, CloseCause::Protocol(ProtocolError::UnmaskedFrame)));
+        assert_eq!(conn.closed(), Some(&event));
+        assert!(!event.is_clean());
+
+        // Abnormal: EOF without a close frame.
+        let mut conn = server();
+        conn.handle_eof(now());
+        let event = closed_event(&mut conn);
+        assert_eq!(event.cause, CloseCause::Abnormal);
+        assert_eq!(conn.closed(), Some(&event));
+        assert!(!event.is_clean());
+
+        // Close timeout.
+        let mut conn = server();
+        conn.close(CloseCode::NORMAL, "", now()).unwrap();
+        conn.handle_timeout(now() + Config::default().close_timeout);
+        let event = closed_event(&mut conn);
+        assert_eq!(event.cause, CloseCause::CloseTimeout);
+        assert_eq!(conn.closed(), Some(&event));
+        assert!(!event.is_clean());
+
+        // Idle timeout.
+        let mut config = Config::default();
+        config.idle_timeout = Some(Duration::from_secs(5));
+        config.ping_interval = None;
+        let mut conn = server_with(config);
+        conn.handle_timeout(now() + Duration::from_secs(5));
+        let event = closed_event(&mut conn);
+        assert_eq!(event.cause, CloseCause::IdleTimeout);
+        assert_eq!(conn.closed(), Some(&event));
+        assert!(!event.is_clean());
+    }
+
+    #[test]
+    fn a_clean_close_may_carry_any_code() {
+        let mut conn = server();
+        conn.handle_read(&cf(8, true, &[0x0f, 0xa0]), now());
+        let event = closed_event(&mut conn);
+        assert_eq!(event.code, CloseCode::new(4000));
+        assert!(event.is_clean());
     }
 }
 
