@@ -1,21 +1,20 @@
-//! The driving loop: a [`Connection`] on an `AsyncRead + AsyncWrite`.
+//! The driving loop: a [`Connection`] on a transport, through a runtime's
+//! [`RuntimeIo`].
 //!
 //! Everything here is poll-based and keeps its state in [`Driver`], never in
 //! a future, which is what makes the async methods built on it cancel-safe.
 
 use std::collections::VecDeque;
-use std::future::Future;
+use std::marker::PhantomData;
 use std::io::{self, IoSlice};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll, Wake, Waker};
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::task::AtomicWaker;
 use tether_proto::{CloseCause, CloseCode, Closed, Connection, DataKind, Event, Fragment, Message, SendError, State};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::Sleep;
 
+use crate::runtime::{Runtime, RuntimeIo, Timer};
 use crate::{Error, WebSocketConfig};
 
 /// Most chunks handed to one vectored write.
@@ -23,27 +22,28 @@ const MAX_IOV: usize = 16;
 /// The receive buffer is grown when less than this much room is left.
 const MIN_READ_ROOM: usize = 4 * 1024;
 
-/// The time now, as the core wants it. Taken from tokio's clock so that
-/// `tokio::time::pause` drives the core's timers in tests.
-pub(crate) fn now() -> std::time::Instant {
-    tokio::time::Instant::now().into_std()
-}
-
 /// Which API is polling: the receiving one (`Stream`, `recv`, read half) or
 /// the sending one (`Sink`, `send`, write half). Each keeps its own waker, so
 /// that both can wait on the same socket from different tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Side {
+pub enum Side {
+    /// The receiving API.
     Recv,
+    /// The sending API.
     Send,
 }
 
 /// What the receiving side is handed, besides the end of the connection.
 #[derive(Debug)]
-pub(crate) enum Incoming {
+#[non_exhaustive]
+pub enum Incoming {
+    /// A whole message.
     Message(Message),
+    /// A piece of a message streamed as it arrives.
     Fragment(Fragment),
+    /// A ping (answered already unless `auto_pong` is off).
     Ping(Bytes),
+    /// A pong.
     Pong(Bytes),
 }
 
@@ -66,8 +66,10 @@ impl Wake for Wakers {
     }
 }
 
-/// A connection, its transport, and the adapter's buffers.
-pub(crate) struct Driver<S> {
+/// A connection, its transport, and the adapter's buffers: the driving loop
+/// of every shell. `R` is the runtime whose clock, timer and I/O calls it
+/// uses.
+pub struct Driver<S, R: Runtime> {
     io: S,
     conn: Connection,
     /// Bytes taken from the core and not yet written.
@@ -77,7 +79,7 @@ pub(crate) struct Driver<S> {
     unflushed: bool,
     write_limit: usize,
     read_buffer_size: usize,
-    timer: Option<Pin<Box<Sleep>>>,
+    timer: Option<R::Timer>,
     /// EOF or a read error was seen: no more reads.
     read_done: bool,
     /// A write failed: the output is dropped from now on.
@@ -98,10 +100,12 @@ pub(crate) struct Driver<S> {
     skip: bool,
     wakers: Arc<Wakers>,
     proxy: Waker,
+    runtime: PhantomData<fn() -> R>,
 }
 
-impl<S> Driver<S> {
-    pub(crate) fn new(io: S, conn: Connection, config: &WebSocketConfig) -> Self {
+impl<S, R: Runtime> Driver<S, R> {
+    /// Runs `conn`, whose opening handshake is done, on `io`.
+    pub fn new(io: S, conn: Connection, config: &WebSocketConfig) -> Self {
         let wakers = Arc::new(Wakers::default());
         Self {
             io,
@@ -123,42 +127,50 @@ impl<S> Driver<S> {
             skip: false,
             proxy: Waker::from(wakers.clone()),
             wakers,
+            runtime: PhantomData,
         }
     }
 
-    pub(crate) fn conn(&self) -> &Connection {
+    /// The core.
+    pub fn conn(&self) -> &Connection {
         &self.conn
     }
 
-    pub(crate) fn io(&self) -> &S {
+    /// The transport.
+    pub fn io(&self) -> &S {
         &self.io
     }
 
-    pub(crate) fn io_mut(&mut self) -> &mut S {
+    /// The transport, for socket options: reading or writing it directly
+    /// corrupts the connection.
+    pub fn io_mut(&mut self) -> &mut S {
         &mut self.io
     }
 
-    pub(crate) fn into_parts(self) -> (S, Connection) {
+    /// The transport and the core. Output taken from the core and not yet
+    /// written is lost.
+    pub fn into_parts(self) -> (S, Connection) {
         (self.io, self.conn)
     }
 
-    pub(crate) fn closed(&self) -> Option<&Closed> {
+    /// How the connection ended, once it has.
+    pub fn closed(&self) -> Option<&Closed> {
         self.closed.as_deref()
     }
 
     /// Bytes queued for the transport, in the core and here.
-    pub(crate) fn buffered(&self) -> usize {
+    pub fn buffered(&self) -> usize {
         self.out_len + self.conn.pending_transmit()
     }
 
     /// Drops the rest of the message being streamed (its reader is gone).
-    pub(crate) fn skip_message(&mut self) {
+    pub fn skip_message(&mut self) {
         self.skip = true;
     }
 
     /// A message partly reassembled by the whole-message receive, for a
     /// reader that takes over.
-    pub(crate) fn take_partial(&mut self) -> Option<(DataKind, Bytes)> {
+    pub fn take_partial(&mut self) -> Option<(DataKind, Bytes)> {
         self.partial.take().map(|partial| {
             let (kind, buf) = *partial;
             (kind, buf.freeze())
@@ -167,7 +179,7 @@ impl<S> Driver<S> {
 
     /// The error to report at the end of the receive side, once: `None`
     /// after a clean close handshake.
-    pub(crate) fn take_end(&mut self) -> Option<Error> {
+    pub fn take_end(&mut self) -> Option<Error> {
         if self.end_reported {
             return None;
         }
@@ -237,44 +249,48 @@ impl<S> Driver<S> {
 
     // ---- Commands -----------------------------------------------------
 
-    pub(crate) fn start_send(&mut self, message: Message) -> Result<(), Error> {
+    /// Queues a message (after [`poll_send_ready`](Self::poll_send_ready)).
+    pub fn start_send(&mut self, message: Message) -> Result<(), Error> {
         if let Some(e) = self.write_failure() {
             return Err(e);
         }
         self.conn.send(message).map_err(|e| self.map_send_error(e))
     }
 
-    pub(crate) fn start_fragment(&mut self, kind: DataKind, data: &[u8], fin: bool) -> Result<(), Error> {
+    /// Queues one frame of a fragmented message.
+    pub fn start_fragment(&mut self, kind: DataKind, data: &[u8], fin: bool) -> Result<(), Error> {
         self.conn
             .send_fragment(kind, data, fin)
             .map_err(|e| self.map_send_error(e))
     }
 
-    pub(crate) fn start_ping(&mut self, payload: &[u8]) -> Result<(), Error> {
+    /// Queues a ping.
+    pub fn start_ping(&mut self, payload: &[u8]) -> Result<(), Error> {
         self.conn.ping(payload).map_err(|e| self.map_send_error(e))
     }
 
-    pub(crate) fn start_pong(&mut self, payload: &[u8]) -> Result<(), Error> {
+    /// Queues an unsolicited pong.
+    pub fn start_pong(&mut self, payload: &[u8]) -> Result<(), Error> {
         self.conn.pong(payload).map_err(|e| self.map_send_error(e))
     }
 
     /// Queues a close frame. Ok as well when the connection is already
     /// closing or closed: closing twice is not an error.
-    pub(crate) fn start_close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
+    pub fn start_close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
         if self.conn.state() != State::Open {
             return Ok(());
         }
-        self.conn.close(code, reason, now()).map_err(|e| self.map_send_error(e))
+        self.conn.close(code, reason, R::now()).map_err(|e| self.map_send_error(e))
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
+impl<S, R: RuntimeIo<S>> Driver<S, R> {
     // ---- The receive side ---------------------------------------------
 
     /// Drives the connection until it has something for the receiving side.
     /// `Ready(None)`: the connection is over and the transport closed (see
     /// [`take_end`](Self::take_end)).
-    pub(crate) fn poll_incoming(&mut self, cx: &mut Context<'_>, side: Side) -> Poll<Option<Incoming>> {
+    pub fn poll_incoming(&mut self, cx: &mut Context<'_>, side: Side) -> Poll<Option<Incoming>> {
         // An event from bytes already read needs no waker: the common case
         // when one read delivered several messages.
         while self.closed.is_none() {
@@ -320,7 +336,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     /// Whole messages: reassembles streamed ones.
-    pub(crate) fn poll_message(&mut self, cx: &mut Context<'_>, side: Side) -> Poll<Option<Result<Message, Error>>> {
+    pub fn poll_message(&mut self, cx: &mut Context<'_>, side: Side) -> Poll<Option<Result<Message, Error>>> {
         loop {
             match ready!(self.poll_incoming(cx, side)) {
                 Some(Incoming::Message(message)) => return Poll::Ready(Some(Ok(message))),
@@ -337,7 +353,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     /// Adds a piece of a streamed message to the one being reassembled;
     /// returns the message once whole.
-    pub(crate) fn absorb_fragment(&mut self, fragment: Fragment) -> Option<Result<Message, Error>> {
+    pub fn absorb_fragment(&mut self, fragment: Fragment) -> Option<Result<Message, Error>> {
         let (kind, buf) = &mut **self
             .partial
             .get_or_insert_with(|| Box::new((fragment.kind, BytesMut::new())));
@@ -358,7 +374,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     /// Drives the connection to its end, dropping what arrives: the second
     /// half of [`close`](crate::WebSocketStream::close).
-    pub(crate) fn poll_until_closed(&mut self, cx: &mut Context<'_>, side: Side) -> Poll<Result<(), Error>> {
+    pub fn poll_until_closed(&mut self, cx: &mut Context<'_>, side: Side) -> Poll<Result<(), Error>> {
         while ready!(self.poll_incoming(cx, side)).is_some() {}
         Poll::Ready(match self.take_end() {
             Some(e) => Err(e),
@@ -411,8 +427,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         }
         let deadline = *self
             .linger_deadline
-            .get_or_insert_with(|| now() + self.conn.config().close_timeout);
-        now() >= deadline
+            .get_or_insert_with(|| R::now() + self.conn.config().close_timeout);
+        R::now() >= deadline
     }
 
     /// Drops the queued output and closes the transport. The send side
@@ -431,7 +447,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         )));
         // One attempt (a TCP shutdown does not block); dropping the stream
         // closes the socket in any case.
-        if let Poll::Ready(Err(e)) = Pin::new(&mut self.io).poll_shutdown(cx) {
+        if let Poll::Ready(Err(e)) = R::poll_shutdown(&mut self.io, cx) {
             tracing::debug!("shutdown failed: {e}");
         }
         self.shutdown = true;
@@ -443,36 +459,42 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// for queued output at the end); on expiry hands the time in. Returns
     /// whether it fired.
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(deadline) = self.conn.poll_timeout().or(self.linger_deadline) else {
+        let Some(deadline) = self.deadline() else {
             return false;
         };
-        let at = tokio::time::Instant::from_std(deadline);
         let timer = match &mut self.timer {
             Some(timer) => {
                 // Re-armed only when the deadline moves earlier. Every read
                 // pushes the keepalive deadline later; moving the timer each
                 // time would cost a trip to the timer wheel per read. A timer
                 // that fires before the current deadline is re-armed then.
-                if at < timer.deadline() {
-                    timer.as_mut().reset(at);
+                if deadline < timer.deadline() {
+                    timer.reset(deadline);
                 }
                 timer
             }
-            None => self.timer.insert(Box::pin(tokio::time::sleep_until(at))),
+            None => self.timer.insert(R::timer(deadline)),
         };
         loop {
-            if timer.as_mut().poll(cx).is_pending() {
+            if timer.poll_expired(cx).is_pending() {
                 return false;
             }
-            if timer.deadline() >= at {
+            if timer.deadline() >= deadline {
                 break;
             }
-            timer.as_mut().reset(at);
+            timer.reset(deadline);
         }
         // The timer may round; never hand in a time before the deadline,
         // or the same deadline would come back at once.
-        self.conn.handle_timeout(now().max(deadline));
+        self.conn.handle_timeout(R::now().max(deadline));
         true
+    }
+
+    /// The next instant the loop must wake at: the core's next deadline, or
+    /// the one for output still queued at the end. A blocking shell bounds
+    /// its reads and writes by it.
+    pub fn deadline(&self) -> Option<std::time::Instant> {
+        self.conn.poll_timeout().or(self.linger_deadline)
     }
 
     fn poll_read_in(&mut self, cx: &mut Context<'_>) -> Poll<()> {
@@ -480,7 +502,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         if buf.capacity() - buf.len() < MIN_READ_ROOM {
             buf.reserve(self.read_buffer_size);
         }
-        let Poll::Ready(result) = tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, buf) else {
+        let deadline = self.conn.poll_timeout().or(self.linger_deadline);
+        R::set_deadline(&mut self.io, deadline);
+        let Poll::Ready(result) = R::poll_read(&mut self.io, cx, self.conn.recv_buffer()) else {
             // Waiting for the peer: buffers that hold nothing go back to the
             // allocator, so that idle connections hold none.
             self.conn.shrink_buffers();
@@ -492,14 +516,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         match result {
             Ok(0) => {
                 self.read_done = true;
-                self.conn.handle_eof(now());
+                self.conn.handle_eof(R::now());
             }
-            Ok(_) => self.conn.handle_received(now()),
+            Ok(_) => self.conn.handle_received(R::now()),
             Err(e) => {
                 tracing::debug!("read failed: {e}");
                 self.read_done = true;
                 self.read_error = Some(e);
-                self.conn.handle_eof(now());
+                self.conn.handle_eof(R::now());
             }
         }
         Poll::Ready(())
@@ -508,7 +532,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     // ---- The send side ------------------------------------------------
 
     /// Ready when the write buffer has room for another message.
-    pub(crate) fn poll_send_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+    pub fn poll_send_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         // Room already: no waker needed (the common case).
         if self.write_error.is_none() && self.conn.state() == State::Open && self.buffered() <= self.write_limit {
             return Poll::Ready(Ok(()));
@@ -531,7 +555,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     /// Writes everything queued and flushes the transport.
-    pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>, side: Side) -> Poll<Result<(), Error>> {
+    pub fn poll_flush(&mut self, cx: &mut Context<'_>, side: Side) -> Poll<Result<(), Error>> {
         let waker = self.register(side, cx.waker());
         let mut cx = Context::from_waker(&waker);
         self.pull_transmit();
@@ -573,17 +597,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         if self.write_error.is_some() {
             return Poll::Ready(Ok(()));
         }
+        if !self.out.is_empty() {
+            let deadline = self.deadline();
+            R::set_deadline(&mut self.io, deadline);
+        }
         while !self.out.is_empty() {
-            let n = if self.out.len() > 1 && self.io.is_write_vectored() {
+            let n = if self.out.len() > 1 && R::is_write_vectored(&self.io) {
                 let mut slices = [IoSlice::new(&[]); MAX_IOV];
                 let count = self.out.len().min(MAX_IOV);
                 for (slice, chunk) in slices.iter_mut().zip(self.out.iter()) {
                     *slice = IoSlice::new(chunk);
                 }
-                ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count]))?
+                ready!(R::poll_write_vectored(&mut self.io, cx, &slices[..count]))?
             } else {
                 let Some(chunk) = self.out.front() else { break };
-                ready!(Pin::new(&mut self.io).poll_write(cx, chunk))?
+                ready!(R::poll_write(&mut self.io, cx, chunk))?
             };
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
@@ -592,11 +620,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             self.unflushed = true;
         }
         if self.unflushed && !self.shutdown {
-            ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+            ready!(R::poll_flush(&mut self.io, cx))?;
             self.unflushed = false;
         }
         if !self.shutdown && self.conn.should_close_transport() {
-            if let Err(e) = ready!(Pin::new(&mut self.io).poll_shutdown(cx)) {
+            if let Err(e) = ready!(R::poll_shutdown(&mut self.io, cx)) {
                 // The peer may have gone first; the transport is done either way.
                 tracing::debug!("shutdown failed: {e}");
             }

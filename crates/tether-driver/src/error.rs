@@ -75,7 +75,7 @@ impl Error {
 
     /// Classifies an I/O error: a TLS failure surfaces from tokio-rustls as
     /// an `io::Error` that wraps a `rustls::Error`.
-    pub(crate) fn from_io(error: io::Error) -> Self {
+    pub fn from_io(error: io::Error) -> Self {
         #[cfg(feature = "tls")]
         if error.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) {
             if let Some(Ok(tls)) = error.into_inner().map(|b| b.downcast::<rustls::Error>()) {

@@ -9,17 +9,30 @@ const POOL: usize = 256;
 /// buffered so that a masking key per frame does not cost a system call per
 /// frame. Every byte still comes straight from the OS: keys stay
 /// unpredictable, as RFC 6455 section 5.3 requires.
-pub(crate) struct OsRandom {
+pub struct OsRandom {
     pool: [u8; POOL],
     pos: usize,
 }
 
 impl OsRandom {
-    pub(crate) fn new() -> Self {
+    /// A source with an empty pool: the first key fills it.
+    pub fn new() -> Self {
         Self {
             pool: [0; POOL],
             pos: POOL,
         }
+    }
+}
+
+impl Default for OsRandom {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for OsRandom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OsRandom")
     }
 }
 

@@ -19,9 +19,9 @@ use bytes::Bytes;
 use futures_core::Stream;
 use futures_sink::Sink;
 use tether_proto::{CloseCode, Closed, DataKind, Message, State};
-use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::driver::{Driver, Side};
+use crate::runtime::{Runtime, RuntimeIo};
 use crate::reader::MessageReader;
 use crate::stream::{poll_received, Received};
 use crate::{Error, WebSocketStream};
@@ -29,29 +29,29 @@ use crate::{Error, WebSocketStream};
 /// The receiving half of a split [`WebSocketStream`]: a [`Stream`] of
 /// messages. Receiving also sends the automatic pongs and the close reply.
 /// Its methods are cancel-safe, as on [`WebSocketStream`].
-pub struct ReadHalf<S> {
-    shared: Arc<Mutex<Driver<S>>>,
+pub struct ReadHalf<S, R: Runtime> {
+    shared: Arc<Mutex<Driver<S, R>>>,
 }
 
 /// The sending half of a split [`WebSocketStream`]: a [`Sink`] of messages.
 /// Cancel safety is as on [`WebSocketStream`].
-pub struct WriteHalf<S> {
-    shared: Arc<Mutex<Driver<S>>>,
+pub struct WriteHalf<S, R: Runtime> {
+    shared: Arc<Mutex<Driver<S, R>>>,
 }
 
 /// The halves do not belong to the same connection.
 #[derive(Debug)]
-pub struct ReuniteError<S>(pub ReadHalf<S>, pub WriteHalf<S>);
+pub struct ReuniteError<S, R: Runtime>(pub ReadHalf<S, R>, pub WriteHalf<S, R>);
 
-impl<S> std::fmt::Display for ReuniteError<S> {
+impl<S, R: Runtime> std::fmt::Display for ReuniteError<S, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("the halves come from different connections")
     }
 }
 
-impl<S: std::fmt::Debug> std::error::Error for ReuniteError<S> {}
+impl<S: std::fmt::Debug, R: Runtime + std::fmt::Debug> std::error::Error for ReuniteError<S, R> {}
 
-pub(crate) fn split<S>(driver: Driver<S>) -> (ReadHalf<S>, WriteHalf<S>) {
+pub(crate) fn split<S, R: Runtime>(driver: Driver<S, R>) -> (ReadHalf<S, R>, WriteHalf<S, R>) {
     let shared = Arc::new(Mutex::new(driver));
     (ReadHalf { shared: shared.clone() }, WriteHalf { shared })
 }
@@ -59,28 +59,25 @@ pub(crate) fn split<S>(driver: Driver<S>) -> (ReadHalf<S>, WriteHalf<S>) {
 /// Locks the shared connection. A panic while it was locked cannot leave it
 /// torn (every poll keeps it consistent between calls), so poisoning is
 /// ignored.
-pub(crate) fn lock<S>(mutex: &Mutex<Driver<S>>) -> MutexGuard<'_, Driver<S>> {
+pub(crate) fn lock<S, R: Runtime>(mutex: &Mutex<Driver<S, R>>) -> MutexGuard<'_, Driver<S, R>> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-impl<S> std::fmt::Debug for ReadHalf<S> {
+impl<S, R: Runtime> std::fmt::Debug for ReadHalf<S, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReadHalf").finish_non_exhaustive()
     }
 }
 
-impl<S> std::fmt::Debug for WriteHalf<S> {
+impl<S, R: Runtime> std::fmt::Debug for WriteHalf<S, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WriteHalf").finish_non_exhaustive()
     }
 }
 
-impl<S> ReadHalf<S> {
+impl<S, R: Runtime> ReadHalf<S, R> {
     /// Puts the halves back together.
-    pub fn reunite(self, write: WriteHalf<S>) -> Result<WebSocketStream<S>, ReuniteError<S>>
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
+    pub fn reunite(self, write: WriteHalf<S, R>) -> Result<WebSocketStream<S, R>, ReuniteError<S, R>> {
         if !Arc::ptr_eq(&self.shared, &write.shared) {
             return Err(ReuniteError(self, write));
         }
@@ -105,7 +102,7 @@ impl<S> ReadHalf<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
+impl<S, R: RuntimeIo<S>> ReadHalf<S, R> {
     /// The next whole message; see [`WebSocketStream::recv`].
     pub async fn recv(&mut self) -> Option<Result<Message, Error>> {
         poll_fn(|cx| lock(&self.shared).poll_message(cx, Side::Recv)).await
@@ -118,7 +115,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
 
     /// The next message as an `AsyncRead`; see
     /// [`WebSocketStream::recv_reader`].
-    pub async fn recv_reader(&mut self) -> Option<Result<MessageReader<'_, S>, Error>> {
+    pub async fn recv_reader(&mut self) -> Option<Result<MessageReader<'_, S, R>, Error>> {
         let first = poll_fn(|cx| crate::reader::poll_first(&mut lock(&self.shared), cx)).await;
         match first {
             Ok(Some((kind, piece, last))) => Some(Ok(MessageReader::shared(&self.shared, kind, piece, last))),
@@ -128,7 +125,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Stream for ReadHalf<S> {
+impl<S, R: RuntimeIo<S>> Stream for ReadHalf<S, R> {
     type Item = Result<Message, Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
@@ -136,7 +133,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for ReadHalf<S> {
     }
 }
 
-impl<S> WriteHalf<S> {
+impl<S, R: Runtime> WriteHalf<S, R> {
     /// Open, closing or closed.
     pub fn state(&self) -> State {
         lock(&self.shared).conn().state()
@@ -148,7 +145,7 @@ impl<S> WriteHalf<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> WriteHalf<S> {
+impl<S, R: RuntimeIo<S>> WriteHalf<S, R> {
     /// Sends a message; see [`WebSocketStream::send`].
     pub async fn send(&mut self, message: impl Into<Message>) -> Result<(), Error> {
         let message = message.into();
@@ -201,7 +198,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WriteHalf<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WriteHalf<S> {
+impl<S, R: RuntimeIo<S>> Sink<Message> for WriteHalf<S, R> {
     type Error = Error;
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {

@@ -1,4 +1,4 @@
-//! [`WebSocketStream`]: a connection on any `AsyncRead + AsyncWrite`.
+//! [`WebSocketStream`]: a connection on any transport of a runtime.
 
 use std::future::poll_fn;
 use std::pin::Pin;
@@ -8,12 +8,12 @@ use bytes::Bytes;
 use futures_core::Stream;
 use futures_sink::Sink;
 use tether_proto::{CloseCode, Closed, Connection, DataKind, Message, Role, State};
-use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::driver::{Driver, Incoming, Side};
 use crate::reader::MessageReader;
+use crate::runtime::{Runtime, RuntimeIo};
 use crate::split::{ReadHalf, WriteHalf};
-use crate::{Error, SocketAddrs, WebSocketConfig};
+use crate::{Error, TransportAddrs, WebSocketConfig};
 
 /// An open WebSocket connection on a transport `S`.
 ///
@@ -44,11 +44,11 @@ use crate::{Error, SocketAddrs, WebSocketConfig};
 ///   nothing was queued; cancelled after, the frame is queued and goes out
 ///   with the next write (any later send, flush, receive or close). Either way
 ///   the connection stays consistent.
-pub struct WebSocketStream<S> {
-    driver: Driver<S>,
+pub struct WebSocketStream<S, R: Runtime> {
+    driver: Driver<S, R>,
 }
 
-impl<S> std::fmt::Debug for WebSocketStream<S> {
+impl<S, R: Runtime> std::fmt::Debug for WebSocketStream<S, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebSocketStream")
             .field("connection", self.driver.conn())
@@ -56,7 +56,15 @@ impl<S> std::fmt::Debug for WebSocketStream<S> {
     }
 }
 
-impl<S> WebSocketStream<S> {
+// The transport is never pinned: the runtime's calls take it by `&mut`
+// (tokio's and futures-io's need `S: Unpin` for that).
+impl<S, R: Runtime> Unpin for WebSocketStream<S, R> {}
+
+impl<S, R: Runtime> WebSocketStream<S, R> {
+    pub(crate) fn from_driver(driver: Driver<S, R>) -> Self {
+        Self { driver }
+    }
+
     /// Runs `connection`, whose opening handshake is done, on `io`. The
     /// client and server functions of this crate call it; call it yourself
     /// after a handshake of your own.
@@ -114,19 +122,19 @@ impl<S> WebSocketStream<S> {
     }
 }
 
-impl<S: SocketAddrs> WebSocketStream<S> {
+impl<S, R: TransportAddrs<S>> WebSocketStream<S, R> {
     /// The local address of the transport.
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-        self.driver.io().local_addr()
+        R::local_addr(self.driver.io())
     }
 
     /// The peer's address.
     pub fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-        self.driver.io().peer_addr()
+        R::peer_addr(self.driver.io())
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
+impl<S, R: RuntimeIo<S>> WebSocketStream<S, R> {
     /// The next whole message; `None` once the connection closed cleanly,
     /// `Some(Err(..))` once if it ended otherwise (protocol violation, idle
     /// timeout, lost transport). Cancel-safe.
@@ -134,12 +142,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         poll_fn(|cx| self.driver.poll_message(cx, Side::Recv)).await
     }
 
-    /// The next message as an [`AsyncRead`] over its payload, delivered
+    /// The next message as a reader over its payload (`AsyncRead` of the
+    /// runtime), delivered
     /// piece by piece as it arrives when it reaches
     /// [`Config::stream_threshold`](tether_proto::Config::stream_threshold)
     /// (else from memory). Dropping the reader before its end skips the rest
     /// of the message. Pings and pongs are skipped. Cancel-safe.
-    pub async fn recv_reader(&mut self) -> Option<Result<MessageReader<'_, S>, Error>> {
+    pub async fn recv_reader(&mut self) -> Option<Result<MessageReader<'_, S, R>, Error>> {
         let first = poll_fn(|cx| crate::reader::poll_first(&mut self.driver, cx)).await;
         match first {
             Ok(Some((kind, piece, last))) => Some(Ok(MessageReader::owned(&mut self.driver, kind, piece, last))),
@@ -165,12 +174,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     /// answers with `feed` therefore answers everything one read delivered in
     /// one write, instead of one write per message:
     ///
-    /// ```no_run
-    /// # async fn echo(mut ws: tether_tokio::WebSocketStream<tokio::net::TcpStream>) -> Result<(), tether_tokio::Error> {
+    /// ```text
     /// while let Some(message) = ws.recv().await {
     ///     ws.feed(message?).await?;
     /// }
-    /// # Ok(()) }
     /// ```
     ///
     /// Cancel safety as for [`send`](Self::send).
@@ -226,16 +233,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     /// Splits the connection into a reader and a writer for two tasks.
     /// Automatic pongs and the close reply are still sent by whichever half
     /// is polled. [`ReadHalf::reunite`] puts them back together.
-    pub fn split(self) -> (ReadHalf<S>, WriteHalf<S>) {
+    pub fn split(self) -> (ReadHalf<S, R>, WriteHalf<S, R>) {
         crate::split::split(self.driver)
     }
 
-    pub(crate) fn from_driver(driver: Driver<S>) -> Self {
-        Self { driver }
-    }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocketStream<S> {
+impl<S, R: RuntimeIo<S>> Stream for WebSocketStream<S, R> {
     type Item = Result<Message, Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
@@ -243,7 +247,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocketStream<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocketStream<S> {
+impl<S, R: RuntimeIo<S>> Sink<Message> for WebSocketStream<S, R> {
     type Error = Error;
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
@@ -279,7 +283,7 @@ pub enum Received {
     Pong(Bytes),
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
+impl<S, R: RuntimeIo<S>> WebSocketStream<S, R> {
     /// Like [`recv`](Self::recv), but also hands over pings and pongs (to
     /// measure round trips, or to answer pings yourself with `auto_pong`
     /// off). Streamed messages are reassembled. Cancel-safe.
@@ -288,8 +292,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     }
 }
 
-pub(crate) fn poll_received<S: AsyncRead + AsyncWrite + Unpin>(
-    driver: &mut Driver<S>,
+pub(crate) fn poll_received<S, R: RuntimeIo<S>>(
+    driver: &mut Driver<S, R>,
     cx: &mut Context<'_>,
     side: Side,
 ) -> Poll<Option<Result<Received, Error>>> {

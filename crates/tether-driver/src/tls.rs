@@ -1,10 +1,10 @@
-//! TLS through rustls (ring provider): `wss://` clients and TLS servers.
+//! TLS through rustls (ring provider): the configurations every shell
+//! uses for `wss://` clients and TLS servers. The shells add the runtime's
+//! TLS stream (tokio-rustls, futures-rustls, rustls `StreamOwned`).
 
 use std::sync::Arc;
 
 pub use rustls;
-pub use tokio_rustls::{client::TlsStream as ClientTlsStream, server::TlsStream as ServerTlsStream};
-pub use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
@@ -45,8 +45,8 @@ pub fn client_config(roots: RootCertStore) -> Result<Arc<ClientConfig>, Error> {
 }
 
 /// A server configuration for a certificate chain and its private key, with
-/// this crate's provider; wrap it in a [`TlsAcceptor`] and pass the accepted
-/// streams to [`accept`](crate::accept).
+/// this crate's provider; wrap it in the shell's TLS acceptor and pass the
+/// accepted streams to its `accept`.
 pub fn server_config(
     cert_chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,

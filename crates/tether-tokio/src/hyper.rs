@@ -34,7 +34,7 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tether_proto::handshake::{accept_response, server_connection, Accept, HandshakeConfig, Request};
 
-use crate::driver::now;
+use tether_driver::runtime::Runtime;
 use crate::{Error, WebSocketConfig, WebSocketStream};
 
 /// A connection accepted through hyper.
@@ -78,7 +78,7 @@ where
     let response = accept_response(&head, handshake, &options)?;
     // Built before answering 101, so that a negotiation the core cannot run
     // is refused while the request can still be answered otherwise.
-    let connection = server_connection(&response, &options, config.connection.clone(), now())?;
+    let connection = server_connection(&response, &options, config.connection.clone(), crate::Tokio::now())?;
     let on_upgrade = hyper::upgrade::on(request);
     let future = async move {
         let upgraded = on_upgrade.await.map_err(|e| Error::Io(std::io::Error::other(e)))?;

@@ -9,9 +9,11 @@
 //!
 //! # The driving loop
 //!
-//! This crate holds no protocol logic: each connection is the core's
-//! [`Connection`](tether_proto::Connection) and a loop around it, run by
-//! whoever polls the connection (no background task):
+//! This crate holds no protocol logic and no driving loop: each connection
+//! is the core's [`Connection`](tether_proto::Connection) and the loop of
+//! [`tether_driver`] around it, run by whoever polls the connection (no
+//! background task). This crate is the tokio glue ([`Tokio`]: the clock, a
+//! timer, `AsyncRead`/`AsyncWrite`, TCP and TLS connect):
 //!
 //! ```text
 //!  socket --read--> recv_buffer / handle_received ---+
@@ -62,89 +64,107 @@
 //! answers it caused (pongs) are stuck behind a peer that does not read:
 //! memory stays bounded by the limit plus one message.
 #![warn(missing_docs)]
-// `Error` is large (a rejection carries its headers and body) so that a
-// program can match on `Error::Handshake(HandshakeError::Rejected { .. })`
-// directly; errors are the cold path, and boxing would cost that.
 #![allow(clippy::result_large_err)]
 
-mod client;
-mod driver;
-mod error;
 #[cfg(feature = "hyper")]
 pub mod hyper;
-mod random;
-mod reader;
-mod server;
-mod split;
-mod stream;
+mod runtime;
 #[cfg(feature = "tls")]
 pub mod tls;
 mod transport;
 
-use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 
-pub use client::{client_over, connect, ClientBuilder, ClientStream, DEFAULT_CONNECT_TIMEOUT};
-pub use error::Error;
-pub use reader::MessageReader;
-pub use server::{accept, accept_with, HttpResponse, Server};
-pub use split::{ReadHalf, ReuniteError, WriteHalf};
-pub use stream::{Received, WebSocketStream};
+pub use runtime::{Tokio, TokioTimer};
 pub use transport::{MaybeTlsStream, SocketAddrs};
 
-pub use tether_proto;
+pub use tether_driver::{
+    Error, HttpResponse, Received, WebSocketConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PING_INTERVAL,
+    DEFAULT_READ_BUFFER_SIZE, DEFAULT_WRITE_BUFFER_LIMIT,
+};
+pub use tether_driver::{tether_proto, Accept, ClientRequest, HandshakeConfig, HandshakeError, Request};
 #[cfg(feature = "deflate")]
 pub use tether_proto::deflate::DeflateConfig;
-pub use tether_proto::handshake::{Accept, ClientRequest, HandshakeConfig, HandshakeError, Request};
 pub use tether_proto::{
-    CloseCause, CloseCode, Closed, Config, DataKind, Message, ProtocolError, Role, State, Utf8Bytes,
+    CloseCause, CloseCode, Closed, Config, DataKind, Message, ProtocolError, Role, SendOptions, State, Utf8Bytes,
 };
 
-/// The keepalive interval this adapter uses by default: 2 minutes, as
-/// ASP.NET Core does.
-pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(120);
+/// An open WebSocket connection on a tokio transport `S`: a
+/// [`Stream`](futures_core::Stream) and [`Sink`](futures_sink::Sink) of
+/// messages, with plain async methods beside. See
+/// [`tether_driver::WebSocketStream`] for every method.
+pub type WebSocketStream<S> = tether_driver::WebSocketStream<S, Tokio>;
+/// The receiving half of a split [`WebSocketStream`].
+pub type ReadHalf<S> = tether_driver::ReadHalf<S, Tokio>;
+/// The sending half of a split [`WebSocketStream`].
+pub type WriteHalf<S> = tether_driver::WriteHalf<S, Tokio>;
+/// The halves given to `reunite` came from different connections.
+pub type ReuniteError<S> = tether_driver::ReuniteError<S, Tokio>;
+/// One received message as a [`tokio::io::AsyncRead`], piece by piece.
+pub type MessageReader<'a, S> = tether_driver::MessageReader<'a, S, Tokio>;
+/// Settings of accepted connections; see [`tether_driver::Server`].
+pub type Server = tether_driver::Server<Tokio>;
+/// Settings of a client connection; see [`tether_driver::ClientBuilder`].
+pub type ClientBuilder = tether_driver::ClientBuilder<Tokio>;
+/// A client connection opened with [`connect`].
+pub type ClientStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// Default [`WebSocketConfig::write_buffer_limit`]: 128 KiB.
-pub const DEFAULT_WRITE_BUFFER_LIMIT: usize = 128 * 1024;
-
-/// Default [`WebSocketConfig::read_buffer_size`]: 64 KiB.
-pub const DEFAULT_READ_BUFFER_SIZE: usize = 64 * 1024;
-
-/// Settings of a connection: the core's [`Config`] (limits, timers) and the
-/// adapter's buffers.
+/// Opens a WebSocket connection to a `ws://` or `wss://` URL with the
+/// default settings. See [`ClientBuilder`] for the others.
 ///
-/// The default is the core's, with a keepalive ping every
-/// [`DEFAULT_PING_INTERVAL`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct WebSocketConfig {
-    /// The core's settings: message and frame limits, streaming threshold,
-    /// keepalive, idle and close timeouts.
-    pub connection: Config,
-    /// Bytes queued for the transport past which sending waits (and
-    /// receiving stops reading until the queue drains).
-    pub write_buffer_limit: usize,
-    /// How much room each read asks for.
-    pub read_buffer_size: usize,
+/// ```no_run
+/// # async fn run() -> Result<(), tether_tokio::Error> {
+/// let mut ws = tether_tokio::connect("ws://127.0.0.1:8080/ws").await?;
+/// ws.send("hello").await?;
+/// let reply = ws.recv().await;
+/// # Ok(()) }
+/// ```
+pub async fn connect(url: &str) -> Result<ClientStream, Error> {
+    ClientBuilder::new(url).connect().await
 }
 
-impl Default for WebSocketConfig {
-    fn default() -> Self {
-        let mut connection = Config::default();
-        connection.ping_interval = Some(DEFAULT_PING_INTERVAL);
-        Self {
-            connection,
-            write_buffer_limit: DEFAULT_WRITE_BUFFER_LIMIT,
-            read_buffer_size: DEFAULT_READ_BUFFER_SIZE,
-        }
-    }
+/// Runs the client handshake for `request` over a transport the caller
+/// opened (a Unix socket, a proxy tunnel, an in-memory pipe...), with the
+/// default settings.
+pub async fn client_over<S>(stream: S, request: ClientRequest) -> Result<WebSocketStream<S>, Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    ClientBuilder::from_request(request).connect_over(stream).await
 }
 
-impl WebSocketConfig {
-    /// The default settings with the core's `connection` settings.
-    pub fn with_connection(connection: Config) -> Self {
-        Self {
-            connection,
-            ..Self::default()
-        }
-    }
+/// Accepts a WebSocket on `stream` with the default settings, whatever the
+/// path. A request that is not a valid WebSocket handshake (a plain GET, a
+/// wrong version) is answered with the right status (400, 426...) and
+/// fails with [`Error::Handshake`].
+pub async fn accept<S>(stream: S) -> Result<WebSocketStream<S>, Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    tether_driver::accept(stream).await
+}
+
+/// Accepts on `stream` as `callback` decides: it sees the request (path,
+/// query, headers, `Origin`, offered subprotocols with
+/// [`Request::protocols`]) and returns either the options to accept with (a
+/// subprotocol, response headers) or an [`HttpResponse`] to send instead.
+///
+/// ```no_run
+/// use tether_tokio::{Accept, HttpResponse};
+/// # async fn run(tcp: tokio::net::TcpStream) -> Result<(), tether_tokio::Error> {
+/// let ws = tether_tokio::accept_with(tcp, |request| match request.path() {
+///     "/chat" if request.protocols().contains(&"chat.v1") => Ok(Accept::new().subprotocol("chat.v1")),
+///     "/chat" => Ok(Accept::new()),
+///     _ => Err(HttpResponse::new(http::StatusCode::NOT_FOUND)),
+/// })
+/// .await?;
+/// # Ok(()) }
+/// ```
+pub async fn accept_with<S, F>(stream: S, callback: F) -> Result<WebSocketStream<S>, Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: FnOnce(&Request) -> Result<Accept, HttpResponse>,
+{
+    tether_driver::accept_with(stream, callback).await
 }

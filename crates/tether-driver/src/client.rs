@@ -1,0 +1,322 @@
+//! Opening client connections, on any runtime that implements [`Connect`].
+
+use std::io;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use http::{HeaderName, HeaderValue};
+use tether_proto::handshake::{ClientHandshake, ClientRequest, HandshakeError};
+
+use crate::io::{read_until, with_deadline, write_all};
+use crate::random::OsRandom;
+use crate::runtime::{share_of_deadline, Connect, Runtime, RuntimeIo};
+use crate::{Error, WebSocketConfig, WebSocketStream};
+
+/// Default connect timeout: 60 seconds, covering DNS, TCP, TLS and the
+/// opening handshake.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Size of the reads during the opening handshake.
+const HANDSHAKE_READ: usize = 4 * 1024;
+
+/// Settings of a client connection, and the connect that uses them. Each
+/// shell names it for its runtime (`tether_tokio::ClientBuilder`).
+///
+/// ```ignore
+/// # async fn run() -> Result<(), tether_tokio::Error> {
+/// use std::time::Duration;
+/// let ws = tether_tokio::ClientBuilder::new("wss://example.com/feed")
+///     .protocols(["v2.feed"])
+///     .origin("https://example.com")
+///     .header(http::header::AUTHORIZATION, http::HeaderValue::from_static("Bearer abc"))
+///     .max_message_size(1 << 20)
+///     .ping_interval(Some(Duration::from_secs(30)))
+///     .connect_timeout(Some(Duration::from_secs(10)))
+///     .connect()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[must_use]
+pub struct ClientBuilder<R> {
+    request: Result<ClientRequest, HandshakeError>,
+    config: WebSocketConfig,
+    connect_timeout: Option<Duration>,
+    nodelay: bool,
+    #[cfg(feature = "tls")]
+    roots: crate::tls::TlsRoots,
+    runtime: PhantomData<fn() -> R>,
+}
+
+impl<R> std::fmt::Debug for ClientBuilder<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("request", &self.request)
+            .field("config", &self.config)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("nodelay", &self.nodelay)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R> Clone for ClientBuilder<R> {
+    fn clone(&self) -> Self {
+        Self {
+            request: self.request.clone(),
+            config: self.config.clone(),
+            connect_timeout: self.connect_timeout,
+            nodelay: self.nodelay,
+            #[cfg(feature = "tls")]
+            roots: self.roots.clone(),
+            runtime: PhantomData,
+        }
+    }
+}
+
+impl<R: Runtime> ClientBuilder<R> {
+    /// Settings for `url` (`ws://` or `wss://`). An invalid URL is reported
+    /// by [`connect`](Self::connect).
+    pub fn new(url: &str) -> Self {
+        Self::with_request(ClientRequest::new(url))
+    }
+
+    /// Settings for a request built with the core's [`ClientRequest`].
+    pub fn from_request(request: ClientRequest) -> Self {
+        Self::with_request(Ok(request))
+    }
+
+    fn with_request(request: Result<ClientRequest, HandshakeError>) -> Self {
+        Self {
+            request,
+            config: WebSocketConfig::default(),
+            connect_timeout: Some(DEFAULT_CONNECT_TIMEOUT),
+            nodelay: true,
+            #[cfg(feature = "tls")]
+            roots: crate::tls::TlsRoots::default(),
+            runtime: PhantomData,
+        }
+    }
+
+    fn map_request(mut self, f: impl FnOnce(ClientRequest) -> ClientRequest) -> Self {
+        self.request = self.request.map(f);
+        self
+    }
+
+    /// Adds a header to the opening handshake (cookies, authorization...).
+    pub fn header(self, name: HeaderName, value: HeaderValue) -> Self {
+        self.map_request(|r| r.header(name, value))
+    }
+
+    /// The subprotocols to offer, in order of preference.
+    pub fn protocols<I, P>(self, protocols: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<String>,
+    {
+        self.map_request(|r| r.protocols(protocols))
+    }
+
+    /// The `Origin` header.
+    pub fn origin(self, origin: impl Into<String>) -> Self {
+        self.map_request(|r| r.origin(origin))
+    }
+
+    /// Offers permessage-deflate (RFC 7692) with `config`; call again to
+    /// offer several configurations in order of preference. The server
+    /// picks one or none; [`WebSocketStream::extensions`] tells which.
+    #[cfg(feature = "deflate")]
+    pub fn permessage_deflate(self, config: tether_proto::deflate::DeflateConfig) -> Self {
+        self.map_request(|r| r.permessage_deflate(config))
+    }
+
+    /// All connection settings at once.
+    pub fn config(mut self, config: WebSocketConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The largest message accepted (default 64 MiB).
+    pub fn max_message_size(mut self, size: u64) -> Self {
+        self.config.connection.max_message_size = size;
+        self
+    }
+
+    /// The largest frame accepted (default 16 MiB).
+    pub fn max_frame_size(mut self, size: u64) -> Self {
+        self.config.connection.max_frame_size = size;
+        self
+    }
+
+    /// Keepalive: a ping after this long without receiving (default 2
+    /// minutes; `None` turns it off).
+    pub fn ping_interval(mut self, interval: Option<Duration>) -> Self {
+        self.config.connection.ping_interval = interval;
+        self
+    }
+
+    /// Fail the connection when nothing was received for this long (default
+    /// `None`).
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.config.connection.idle_timeout = timeout;
+        self
+    }
+
+    /// The limit of the write buffer, past which sending waits.
+    pub fn write_buffer_limit(mut self, limit: usize) -> Self {
+        self.config.write_buffer_limit = limit;
+        self
+    }
+
+    /// How long DNS, TCP, TLS and the opening handshake may take together
+    /// (default 60 seconds; `None`: no limit).
+    pub fn connect_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// `TCP_NODELAY` (default on: frames leave at once; off turns Nagle's
+    /// algorithm back on).
+    pub fn nodelay(mut self, nodelay: bool) -> Self {
+        self.nodelay = nodelay;
+        self
+    }
+
+    /// Which certificates a `wss://` connection trusts (default: the
+    /// compiled-in webpki roots).
+    #[cfg(feature = "tls")]
+    pub fn tls_roots(mut self, roots: crate::tls::TlsRoots) -> Self {
+        self.roots = roots;
+        self
+    }
+
+    /// A rustls client configuration of the caller's.
+    #[cfg(feature = "tls")]
+    pub fn tls_config(self, config: std::sync::Arc<rustls::ClientConfig>) -> Self {
+        self.tls_roots(crate::tls::TlsRoots::Custom(config))
+    }
+
+    /// Resolves the host, connects to each resolved address in turn until
+    /// one answers, runs TLS for `wss://`, then the opening handshake, all
+    /// within the connect timeout.
+    pub async fn connect(self) -> Result<WebSocketStream<R::Stream, R>, Error>
+    where
+        R: Connect + RuntimeIo<<R as Connect>::Stream>,
+    {
+        let request = self.request.clone()?;
+        let deadline = self.connect_timeout.map(|t| R::now() + t);
+        let open = async {
+            let stream = self.open(&request, deadline).await?;
+            handshake::<R::Stream, R>(stream, request, &self.config, deadline).await
+        };
+        // The core's handshake timer ends the handshake at the deadline; the
+        // runtime's timer ends the steps before it (DNS, TCP, TLS). Either
+        // way it is the connect timeout that passed.
+        match with_deadline::<R, _>(deadline, open).await {
+            None | Some(Err(Error::Handshake(HandshakeError::Timeout))) => Err(Error::ConnectTimeout),
+            Some(result) => result,
+        }
+    }
+
+    /// Runs the opening handshake over a transport the caller opened; the
+    /// connect timeout bounds the handshake.
+    pub async fn connect_over<S>(self, stream: S) -> Result<WebSocketStream<S, R>, Error>
+    where
+        R: RuntimeIo<S>,
+    {
+        let request = self.request?;
+        let deadline = self.connect_timeout.map(|t| R::now() + t);
+        handshake::<S, R>(stream, request, &self.config, deadline).await
+    }
+
+    /// TCP to the first resolved address that answers, then TLS for `wss://`.
+    async fn open(&self, request: &ClientRequest, deadline: Option<Instant>) -> Result<R::Stream, Error>
+    where
+        R: Connect,
+    {
+        let addrs = R::resolve(request.host(), request.port()).await?;
+        let tcp = connect_addrs::<R>(request.host(), &addrs, self.nodelay, deadline).await?;
+        if !request.is_secure() {
+            return Ok(R::plain(tcp));
+        }
+        #[cfg(feature = "tls")]
+        {
+            let config = self.roots.client_config()?;
+            R::tls(tcp, request.host(), config, deadline).await
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            drop(tcp);
+            Err(Error::Handshake(HandshakeError::InvalidUri(
+                "wss:// needs the `tls` feature of the adapter",
+            )))
+        }
+    }
+}
+
+/// Tries every address in `addrs`, in order, sharing what is left of the
+/// deadline between the addresses not tried yet, so that one unreachable
+/// address cannot use it all up. Public so that shells and tests can run it
+/// on an address list of their own.
+pub async fn connect_addrs<R: Connect>(
+    host: &str,
+    addrs: &[SocketAddr],
+    nodelay: bool,
+    deadline: Option<Instant>,
+) -> Result<R::Tcp, Error> {
+    let mut last_error = io::Error::new(io::ErrorKind::NotFound, format!("{host} resolved to no address"));
+    for (i, addr) in addrs.iter().enumerate() {
+        let share = deadline.map(|d| share_of_deadline(d, R::now(), addrs.len() - i));
+        let attempt = R::connect_tcp(*addr, nodelay, share);
+        let result = match share {
+            Some(share) => with_deadline::<R, _>(Some(R::now() + share), attempt)
+                .await
+                .unwrap_or_else(|| {
+                    Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("connect to {addr} timed out"),
+                    ))
+                }),
+            None => attempt.await,
+        };
+        match result {
+            Ok(stream) => return Ok(stream),
+            Err(e) => {
+                tracing::debug!(%addr, "connect failed: {e}");
+                last_error = e;
+            }
+        }
+    }
+    Err(Error::Io(last_error))
+}
+
+/// The client side of the opening handshake on `io`, bounded by `deadline`
+/// through the core's handshake timer.
+pub(crate) async fn handshake<S, R: RuntimeIo<S>>(
+    mut io: S,
+    request: ClientRequest,
+    config: &WebSocketConfig,
+    deadline: Option<Instant>,
+) -> Result<WebSocketStream<S, R>, Error> {
+    let mut random = OsRandom::new();
+    let now = R::now();
+    let timeout = deadline.map(|d| d.saturating_duration_since(now));
+    let (mut handshake, bytes) = ClientHandshake::new(request, &mut random, now, timeout)?;
+    write_all::<S, R>(&mut io, &bytes).await.map_err(Error::from_io)?;
+    let mut buf = BytesMut::with_capacity(HANDSHAKE_READ);
+    loop {
+        let response = match read_until::<S, R>(&mut io, &mut buf, handshake.poll_timeout()).await {
+            None => {
+                handshake.handle_timeout(R::now())?;
+                continue;
+            }
+            Some(Ok(0)) => return Err(handshake.handle_eof().into()),
+            Some(Ok(_)) => handshake.handle_read(&buf)?,
+            Some(Err(e)) => return Err(Error::from_io(e)),
+        };
+        if let Some(response) = response {
+            let connection = response.into_connection(config.connection.clone(), Box::new(random), R::now())?;
+            return Ok(WebSocketStream::from_connection(io, connection, config));
+        }
+    }
+}

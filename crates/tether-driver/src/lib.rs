@@ -1,0 +1,143 @@
+//! tether-driver: the driving loop of tether, written once for every
+//! runtime.
+//!
+//! The sans-IO core [`tether_proto`] knows the protocol; this crate moves
+//! bytes, time and events between it and a transport, through the small
+//! traits of [`runtime`]: a clock and a timer ([`Runtime`], [`Timer`]),
+//! poll-based I/O on a transport ([`RuntimeIo`]), and opening client
+//! transports ([`Connect`]). The shells implement them and add only what
+//! needs their runtime:
+//!
+//! - `tether-tokio`: tokio I/O and `tokio::time`, TLS through tokio-rustls,
+//!   hyper upgrades;
+//! - `tether-futures`: `futures-io` and async-io timers (smol, async-std),
+//!   TLS through futures-rustls;
+//! - `tether-blocking`: `std::net` (any `Read + Write`), the deadlines as
+//!   socket timeouts, TLS through rustls' `StreamOwned`.
+//!
+//! Everything above the traits is here: [`WebSocketStream`] (a `Stream` and
+//! `Sink` of messages, plain methods beside), [`split`](WebSocketStream::split)
+//! halves, the piece-by-piece [`MessageReader`], the errors, the settings,
+//! the server's opening handshake ([`Server`], [`HttpResponse`]) and the
+//! client's ([`ClientBuilder`]).
+//!
+//! # The driving loop
+//!
+//! Each connection is the core's [`Connection`](tether_proto::Connection)
+//! and [`Driver`], a loop run by whoever polls the connection (no
+//! background task):
+//!
+//! ```text
+//!  transport --read--> recv_buffer / handle_received ---+
+//!  EOF       --------> handle_eof                       |
+//!  timer     --fires-> handle_timeout                   v
+//!                                          +--- Connection (core) ---+
+//!  app <--Message-- poll_event (until None) <----------+             |
+//!  app  --send----> send / ping / close  -------------->+             |
+//!  transport <-write-- poll_transmit (all, one write) --+             |
+//!  transport <-shutdown- should_close_transport --------+             |
+//!  timer     <-arm---- poll_timeout (one timer) --------+-------------+
+//! ```
+//!
+//! # Writing a shell
+//!
+//! Implement [`Runtime`] and [`RuntimeIo`] on a marker type for your
+//! runtime (and [`Connect`] for clients that open their own transports),
+//! then name the types for your users: `type WebSocketStream<S> =
+//! tether_driver::WebSocketStream<S, MyRuntime>`. `ARCHITECTURE.md` at the
+//! root of the repository walks through the three shells.
+#![warn(missing_docs)]
+#![allow(clippy::result_large_err)]
+
+mod client;
+mod driver;
+mod error;
+mod io;
+mod random;
+mod reader;
+pub mod runtime;
+mod server;
+mod split;
+mod stream;
+#[cfg(feature = "tls")]
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub use client::{connect_addrs, ClientBuilder, DEFAULT_CONNECT_TIMEOUT};
+pub use driver::{Driver, Incoming, Side};
+pub use error::Error;
+pub use random::OsRandom;
+pub use reader::MessageReader;
+pub use runtime::{Connect, Runtime, RuntimeIo, Timer};
+pub use server::{accept, accept_with, HttpResponse, Server};
+pub use split::{ReadHalf, ReuniteError, WriteHalf};
+pub use stream::{Received, WebSocketStream};
+
+pub use tether_proto;
+#[cfg(feature = "deflate")]
+pub use tether_proto::deflate::DeflateConfig;
+pub use tether_proto::handshake::{Accept, ClientRequest, HandshakeConfig, HandshakeError, Request};
+pub use tether_proto::{
+    CloseCause, CloseCode, Closed, Config, DataKind, Message, ProtocolError, Role, SendOptions, State, Utf8Bytes,
+};
+
+/// The local and peer addresses of a runtime's transports, for
+/// [`WebSocketStream::local_addr`] and [`WebSocketStream::peer_addr`].
+pub trait TransportAddrs<S>: Runtime {
+    /// The local address of `io`.
+    fn local_addr(io: &S) -> std::io::Result<SocketAddr>;
+    /// The peer's address of `io`.
+    fn peer_addr(io: &S) -> std::io::Result<SocketAddr>;
+}
+
+/// The keepalive interval the adapters use by default: 2 minutes, as
+/// ASP.NET Core does.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(120);
+
+/// Default [`WebSocketConfig::write_buffer_limit`]: 128 KiB.
+pub const DEFAULT_WRITE_BUFFER_LIMIT: usize = 128 * 1024;
+
+/// Default [`WebSocketConfig::read_buffer_size`]: 64 KiB.
+pub const DEFAULT_READ_BUFFER_SIZE: usize = 64 * 1024;
+
+/// Settings of a connection: the core's [`Config`] (limits, timers) and the
+/// adapter's buffers.
+///
+/// The default is the core's, with a keepalive ping every
+/// [`DEFAULT_PING_INTERVAL`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WebSocketConfig {
+    /// The core's settings: message and frame limits, streaming threshold,
+    /// keepalive, idle and close timeouts.
+    pub connection: Config,
+    /// Bytes queued for the transport past which sending waits (and
+    /// receiving stops reading until the queue drains).
+    pub write_buffer_limit: usize,
+    /// How much room each read asks for.
+    pub read_buffer_size: usize,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        let mut connection = Config::default();
+        connection.ping_interval = Some(DEFAULT_PING_INTERVAL);
+        Self {
+            connection,
+            write_buffer_limit: DEFAULT_WRITE_BUFFER_LIMIT,
+            read_buffer_size: DEFAULT_READ_BUFFER_SIZE,
+        }
+    }
+}
+
+impl WebSocketConfig {
+    /// The default settings with the core's `connection` settings.
+    pub fn with_connection(connection: Config) -> Self {
+        Self {
+            connection,
+            ..Self::default()
+        }
+    }
+}

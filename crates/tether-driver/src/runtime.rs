@@ -1,0 +1,116 @@
+//! What a runtime gives the driving loop: a clock, a timer, and poll-based
+//! I/O on a transport. A shell implements these for its runtime on a marker
+//! type (`tether_tokio::Tokio`, `tether_futures::Smol`, ...); everything else
+//! is written once in this crate.
+
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::task::{Context, Poll};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+
+/// A runtime's clock and timer. Implemented on a marker type of the shell.
+pub trait Runtime: 'static {
+    /// A timer armed at a deadline.
+    type Timer: Timer;
+
+    /// The time now, from the runtime's clock (tokio's paused clock in
+    /// tests, for example), so that the core's deadlines follow it.
+    fn now() -> Instant;
+
+    /// A timer that fires at `deadline`.
+    fn timer(deadline: Instant) -> Self::Timer;
+}
+
+/// One timer, re-armed in place.
+pub trait Timer: Unpin + Send {
+    /// The instant it fires at.
+    fn deadline(&self) -> Instant;
+    /// Moves the deadline (earlier or later).
+    fn reset(&mut self, deadline: Instant);
+    /// `Ready` once the deadline has passed; otherwise registers `cx`'s
+    /// waker to be woken then. A blocking runtime returns `Pending` without
+    /// a waker and bounds its next read or write by the deadline instead
+    /// (see [`RuntimeIo::set_deadline`]).
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()>;
+}
+
+/// Poll-based I/O on a transport `S` under runtime `Self`: the handful of
+/// calls the driving loop makes. For async runtimes these forward to the
+/// runtime's `AsyncRead`/`AsyncWrite`; a blocking runtime performs the call
+/// and returns `Ready`, or `Pending` when the deadline given to
+/// [`set_deadline`](Self::set_deadline) passed first.
+pub trait RuntimeIo<S>: Runtime {
+    /// Reads into the spare capacity of `buf` (appending, never touching
+    /// what it holds); `Ok(0)` is the end of the stream.
+    fn poll_read(io: &mut S, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>>;
+
+    /// Writes some of `buf`.
+    fn poll_write(io: &mut S, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>>;
+
+    /// Writes some of `bufs`, in order.
+    fn poll_write_vectored(io: &mut S, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>>;
+
+    /// Whether [`poll_write_vectored`](Self::poll_write_vectored) writes more
+    /// than the first slice.
+    fn is_write_vectored(io: &S) -> bool;
+
+    /// Flushes what the transport buffers (TLS records, for example).
+    fn poll_flush(io: &mut S, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+
+    /// Closes the write side (TCP FIN, TLS close_notify).
+    fn poll_shutdown(io: &mut S, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+
+    /// The instant by which the next read or write must return control to
+    /// the loop (the next timer deadline), or `None` for no bound. Called
+    /// before every read and write. Async runtimes ignore it (the timer wakes
+    /// the task); blocking ones turn it into a socket timeout.
+    fn set_deadline(io: &mut S, deadline: Option<Instant>) {
+        let _ = (io, deadline);
+    }
+}
+
+/// Opening client transports: DNS, TCP, TLS, as primitives. The driving
+/// crate's [`ClientBuilder`](crate::ClientBuilder) strings them together the
+/// same way on every runtime: every resolved address in turn, each with its
+/// share of the connect timeout, then TLS for `wss://`, then the opening
+/// handshake.
+pub trait Connect: Runtime {
+    /// A connected TCP stream.
+    type Tcp: Send;
+    /// The transport of a connected client: plain for `ws://`, TLS for `wss://`.
+    type Stream: Send;
+
+    /// Resolves `host` (a name or an address literal).
+    fn resolve(host: &str, port: u16) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send;
+
+    /// Connects to `addr` and sets `TCP_NODELAY` as asked. `limit` is the
+    /// time this attempt may take; async runtimes may ignore it (the caller
+    /// also races the attempt against the runtime's timer), blocking ones
+    /// must honour it (`TcpStream::connect_timeout`).
+    fn connect_tcp(addr: SocketAddr, nodelay: bool, limit: Option<Duration>)
+        -> impl Future<Output = io::Result<Self::Tcp>> + Send;
+
+    /// The transport of a `ws://` connection.
+    fn plain(tcp: Self::Tcp) -> Self::Stream;
+
+    /// Runs the TLS handshake for `host` over `tcp` (`wss://`), by
+    /// `deadline` when given.
+    #[cfg(feature = "tls")]
+    fn tls(
+        tcp: Self::Tcp,
+        host: &str,
+        config: std::sync::Arc<rustls::ClientConfig>,
+        deadline: Option<Instant>,
+    ) -> impl Future<Output = Result<Self::Stream, crate::Error>> + Send;
+}
+
+/// The time one connection attempt may take when `remaining` addresses
+/// (this one included) are still to be tried before `deadline`: an equal
+/// share of what is left, so one unreachable address cannot use it all up.
+pub fn share_of_deadline(deadline: Instant, now: Instant, remaining: usize) -> Duration {
+    let left = deadline.saturating_duration_since(now);
+    left / u32::try_from(remaining.max(1)).unwrap_or(u32::MAX)
+}

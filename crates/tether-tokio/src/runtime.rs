@@ -1,0 +1,132 @@
+//! The glue between tokio and the driving loop: the clock, one timer, I/O
+//! on `AsyncRead + AsyncWrite`, and opening TCP and TLS.
+
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tether_driver::runtime::{Connect, Runtime, RuntimeIo, Timer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::time::Sleep;
+
+use crate::{Error, MaybeTlsStream, SocketAddrs};
+
+/// The tokio runtime, as the driving loop sees it. Its clock is tokio's, so
+/// `tokio::time::pause` drives the core's timers in tests.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tokio;
+
+/// A tokio `Sleep`, boxed once per connection and re-armed in place.
+#[derive(Debug)]
+pub struct TokioTimer(Pin<Box<Sleep>>);
+
+impl Timer for TokioTimer {
+    fn deadline(&self) -> Instant {
+        self.0.deadline().into_std()
+    }
+
+    fn reset(&mut self, deadline: Instant) {
+        self.0.as_mut().reset(deadline.into());
+    }
+
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl Runtime for Tokio {
+    type Timer = TokioTimer;
+
+    fn now() -> Instant {
+        tokio::time::Instant::now().into_std()
+    }
+
+    fn timer(deadline: Instant) -> TokioTimer {
+        TokioTimer(Box::pin(tokio::time::sleep_until(deadline.into())))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> RuntimeIo<S> for Tokio {
+    fn poll_read(io: &mut S, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
+        tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
+    }
+
+    fn poll_write(io: &mut S, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(io: &mut S, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        Pin::new(io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(io: &S) -> bool {
+        io.is_write_vectored()
+    }
+
+    fn poll_flush(io: &mut S, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(io: &mut S, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(io).poll_shutdown(cx)
+    }
+}
+
+impl<S: SocketAddrs> tether_driver::TransportAddrs<S> for Tokio {
+    fn local_addr(io: &S) -> io::Result<SocketAddr> {
+        io.local_addr()
+    }
+
+    fn peer_addr(io: &S) -> io::Result<SocketAddr> {
+        io.peer_addr()
+    }
+}
+
+impl Connect for Tokio {
+    type Tcp = TcpStream;
+    type Stream = MaybeTlsStream<TcpStream>;
+
+    fn resolve(host: &str, port: u16) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send {
+        async move { Ok(tokio::net::lookup_host((host, port)).await?.collect()) }
+    }
+
+    fn connect_tcp(
+        addr: SocketAddr,
+        nodelay: bool,
+        _limit: Option<Duration>,
+    ) -> impl Future<Output = io::Result<TcpStream>> + Send {
+        // The driving crate races the attempt against tokio's timer.
+        async move {
+            let tcp = TcpStream::connect(addr).await?;
+            tcp.set_nodelay(nodelay)?;
+            Ok(tcp)
+        }
+    }
+
+    fn plain(tcp: TcpStream) -> Self::Stream {
+        MaybeTlsStream::Plain(tcp)
+    }
+
+    #[cfg(feature = "tls")]
+    fn tls(
+        tcp: TcpStream,
+        host: &str,
+        config: std::sync::Arc<rustls::ClientConfig>,
+        _deadline: Option<Instant>,
+    ) -> impl Future<Output = Result<Self::Stream, Error>> + Send {
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+            .map_err(|_| Error::InvalidServerName(host.to_owned()));
+        async move {
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect(name?, tcp)
+                .await
+                .map_err(Error::from_io)?;
+            Ok(MaybeTlsStream::Tls(Box::new(tls)))
+        }
+    }
+}
