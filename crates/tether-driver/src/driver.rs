@@ -163,6 +163,22 @@ impl<S, R: Runtime> Driver<S, R> {
         self.out_len + self.conn.pending_transmit()
     }
 
+    /// Bytes that a shell read from the transport itself, outside
+    /// [`poll_incoming`](Self::poll_incoming) (for example a blocking reader
+    /// thread reading a cloned socket without holding the connection's
+    /// lock). They are parsed by the next `poll_incoming`.
+    pub fn handle_read(&mut self, data: &[u8]) {
+        self.conn.handle_read(data, R::now());
+    }
+
+    /// The end of the stream (or a read error), seen by a shell that reads
+    /// the transport itself; see [`handle_read`](Self::handle_read).
+    pub fn handle_read_end(&mut self, error: Option<io::Error>) {
+        self.read_done = true;
+        self.read_error = error;
+        self.conn.handle_eof(R::now());
+    }
+
     /// Drops the rest of the message being streamed (its reader is gone).
     pub fn skip_message(&mut self) {
         self.skip = true;
