@@ -309,3 +309,137 @@ mod limits {
         assert!(pair.is_shut_down());
     }
 }
+
+/// Output stays in the core until written: partial writes, batching, and
+/// the linger of output a peer does not read once the transport is to be
+/// closed.
+mod output {
+    use super::*;
+
+    #[test]
+    fn partial_writes_deliver_every_message() {
+        let mut pair = Pair::new();
+        pair.client.write_size = 7;
+        pair.server.write_size = 1000;
+        pair.client.conn.send_text("hello").unwrap();
+        pair.client.conn.send_binary(&[3; 70_000]).unwrap();
+        pair.server.conn.send(Message::Binary(vec![1; 100_000].into())).unwrap();
+        pair.server.conn.send_text("after").unwrap();
+        pair.drive();
+        assert_eq!(
+            pair.server.messages(),
+            vec![Message::Text("hello".into()), Message::Binary(vec![3; 70_000].into())]
+        );
+        assert_eq!(
+            pair.client.messages(),
+            vec![Message::Binary(vec![1; 100_000].into()), Message::Text("after".into())]
+        );
+    }
+
+    #[test]
+    fn replies_to_one_read_leave_in_one_write() {
+        let mut pair = Pair::new();
+        for i in 0..20u8 {
+            pair.client.conn.ping(&[i]).unwrap();
+        }
+        pair.client.poll();
+        let writes = pair.server.writes;
+        pair.drive();
+        // Twenty pongs, one write.
+        assert_eq!(pair.server.writes, writes + 1);
+        assert_eq!(
+            pair.client.events.iter().filter(|e| matches!(e, Event::Pong(_))).count(),
+            20
+        );
+    }
+
+    #[test]
+    fn a_peer_that_stops_reading_loses_the_output_after_the_close_timeout() {
+        let mut pair = Pair::new();
+        // The client stops reading: nothing the server writes is taken.
+        pair.server.stalled = true;
+        pair.server.conn.send_binary(&[7; 1000]).unwrap();
+        pair.client.conn.close(CloseCode::NORMAL, "", pair.now).unwrap();
+        pair.drive();
+        // The server answered and must close, but its output is unwritten.
+        assert_eq!(pair.server.conn.state(), State::Closed);
+        assert!(pair.server.conn.should_close_transport());
+        assert!(pair.server.conn.pending_transmit() > 1000);
+        assert!(!pair.server.transport_closed);
+        let start = pair.now;
+        // The client's own close timeout and the server's linger are the
+        // same length: both fire in the same step.
+        assert!(pair.step(Duration::from_secs(60)));
+        assert_eq!(pair.now - start, Config::default().close_timeout);
+        assert!(pair.server.conn.output_abandoned());
+        assert_eq!(pair.server.conn.pending_transmit(), 0);
+        assert!(pair.server.transport_closed);
+        assert!(pair.server.conn.closed().is_some_and(Closed::is_clean));
+        pair.run_for(Duration::from_secs(60));
+        assert!(pair.is_shut_down());
+        assert_eq!(pair.next_deadline(), None);
+    }
+
+    #[test]
+    fn output_taken_before_the_deadline_is_delivered() {
+        let mut pair = Pair::new();
+        pair.server.stalled = true;
+        pair.server.conn.send_text("late but whole").unwrap();
+        pair.client.conn.close(CloseCode::NORMAL, "", pair.now).unwrap();
+        pair.drive();
+        pair.now += Config::default().close_timeout / 2;
+        pair.server.stalled = false;
+        pair.drive();
+        assert!(!pair.server.conn.output_abandoned());
+        assert_eq!(pair.client.messages(), vec![Message::Text("late but whole".into())]);
+        assert!(pair.is_shut_down());
+        assert_eq!(
+            pair.client.conn.closed(),
+            Some(&closed(CloseCode::NORMAL, "", CloseCause::Local))
+        );
+    }
+
+    #[test]
+    fn after_an_idle_timeout_output_is_given_up_without_waiting() {
+        let mut config = Config::default();
+        config.idle_timeout = Some(Duration::from_secs(30));
+        let mut pair = Pair::with_configs(Config::default(), config);
+        // The client vanished: the server hears nothing and cannot write.
+        pair.client.blackhole = true;
+        pair.server.stalled = true;
+        pair.server.conn.send_binary(&[1; 500]).unwrap();
+        let start = pair.now;
+        assert!(pair.step(Duration::from_secs(60)));
+        assert_eq!(pair.now - start, Duration::from_secs(30));
+        assert_eq!(
+            pair.server.conn.closed().map(|c| c.cause.clone()),
+            Some(CloseCause::IdleTimeout)
+        );
+        // The deadline is the timeout's own time: the next step gives the
+        // output up without time passing.
+        assert_eq!(pair.server.conn.poll_timeout(), Some(pair.now));
+        assert!(pair.step(Duration::ZERO));
+        assert_eq!(pair.now - start, Duration::from_secs(30));
+        assert!(pair.server.conn.output_abandoned());
+        assert!(pair.server.transport_closed);
+    }
+
+    #[test]
+    fn after_a_close_timeout_output_is_given_up_without_waiting() {
+        let mut pair = Pair::new();
+        // The server went silent and the client's socket is full.
+        pair.client.stalled = true;
+        pair.client.conn.close(CloseCode::NORMAL, "", pair.now).unwrap();
+        let start = pair.now;
+        assert!(pair.step(Duration::from_secs(60)));
+        assert_eq!(pair.now - start, Config::default().close_timeout);
+        assert_eq!(
+            pair.client.conn.closed(),
+            Some(&closed(CloseCode::ABNORMAL, "", CloseCause::CloseTimeout))
+        );
+        assert!(pair.step(Duration::ZERO));
+        assert_eq!(pair.now - start, Config::default().close_timeout);
+        assert!(pair.client.conn.output_abandoned());
+        assert!(pair.client.transport_closed);
+    }
+}

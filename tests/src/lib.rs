@@ -6,6 +6,7 @@
 //! without sleeping (in the spirit of quinn-proto's `tests/util.rs`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::result_large_err)]
 
+use std::io::IoSlice;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -33,6 +34,16 @@ pub struct End {
     /// Drop what this end writes instead of delivering it (a peer that
     /// vanished, or a network that lost the route).
     pub blackhole: bool,
+    /// The transport takes nothing this end writes (the peer stopped
+    /// reading and the socket buffers are full): the output stays in the
+    /// connection, unwritten.
+    pub stalled: bool,
+    /// The most bytes one write takes (`usize::MAX`: all that is offered),
+    /// to exercise partial writes.
+    pub write_size: usize,
+    /// How many writes this end made (each one vectored write of the
+    /// slices the connection offered).
+    pub writes: usize,
 }
 
 impl End {
@@ -45,11 +56,16 @@ impl End {
             transport_closed: false,
             eof_received: false,
             blackhole: false,
+            stalled: false,
+            write_size: usize::MAX,
+            writes: 0,
         }
     }
 
-    /// Drains events and transmits, and closes the transport when the
-    /// connection says so.
+    /// Drains events, writes what the connection offers (as an adapter
+    /// does: vectored writes of its slices, then an advance), and closes
+    /// the transport when the connection says so and nothing is left to
+    /// write.
     pub fn poll(&mut self) {
         while let Some(event) = self.conn.poll_event() {
             self.events.push(event);
@@ -61,14 +77,35 @@ impl End {
         } else {
             assert_eq!(self.conn.closed(), None, "Connection::closed set before the state is Closed");
         }
-        while let Some(chunk) = self.conn.poll_transmit() {
-            self.written += chunk.len();
-            if !self.transport_closed && !self.blackhole {
-                self.in_flight.extend_from_slice(&chunk);
-            }
-        }
-        if self.conn.should_close_transport() {
+        self.write();
+        if self.conn.should_close_transport() && self.conn.pending_transmit() == 0 {
             self.transport_closed = true;
+        }
+    }
+
+    /// Writes until the connection has nothing more or the transport takes
+    /// nothing (`stalled`).
+    fn write(&mut self) {
+        while !self.stalled && self.conn.pending_transmit() > 0 {
+            let mut slices = [IoSlice::new(&[]); 4];
+            let count = self.conn.transmit_slices(&mut slices);
+            assert!(count > 0, "bytes pending but no slice offered");
+            let mut taken = 0;
+            for slice in &slices[..count] {
+                let n = slice.len().min(self.write_size - taken);
+                if !self.transport_closed && !self.blackhole {
+                    self.in_flight.extend_from_slice(&slice[..n]);
+                }
+                taken += n;
+                if taken == self.write_size {
+                    break;
+                }
+            }
+            self.writes += 1;
+            self.written += taken;
+            let before = self.conn.pending_transmit();
+            self.conn.advance_transmit(taken);
+            assert_eq!(self.conn.pending_transmit(), before - taken);
         }
     }
 

@@ -152,8 +152,16 @@ fn drive(stream: &mut TcpStream, conn: &mut Connection, echo: bool) -> io::Resul
                 let _ = conn.send(message);
             }
         }
-        while let Some(chunk) = conn.poll_transmit() {
-            stream.write_all(&chunk)?;
+        // The output stays in the connection until written: offer it as
+        // slices, one vectored write, then advance past what was taken.
+        while conn.pending_transmit() > 0 {
+            let mut slices = [io::IoSlice::new(&[]); 8];
+            let count = conn.transmit_slices(&mut slices);
+            let written = stream.write_vectored(&slices[..count])?;
+            if written == 0 {
+                return Err(ErrorKind::WriteZero.into());
+            }
+            conn.advance_transmit(written);
         }
         if conn.should_close_transport() {
             let _ = stream.shutdown(Shutdown::Both);

@@ -1,6 +1,7 @@
 //! The connection state machine: RFC 6455 after the opening handshake.
 
 use std::collections::VecDeque;
+use std::io::IoSlice;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -165,6 +166,11 @@ pub struct Connection {
     /// How the connection ended, once it did (boxed: every open connection
     /// would carry its room).
     closed: Option<Box<Closed>>,
+    /// Once the transport is to be closed: when output still unwritten is
+    /// given up (see [`Connection::output_abandoned`]).
+    linger: Option<Instant>,
+    /// Unwritten output was dropped because the peer did not take it.
+    abandoned: bool,
 }
 
 /// An unfragmented, untransformed data frame whose payload accumulates in
@@ -283,6 +289,8 @@ impl Connection {
             eof_received: false,
             transport_done: false,
             closed: None,
+            linger: None,
+            abandoned: false,
         }
     }
 
@@ -343,12 +351,18 @@ impl Connection {
         if self.recv.is_empty() {
             self.finish_eof();
         }
+        self.arm_linger(now);
     }
 
     /// Time passed: handles every deadline at or before `now` (keepalive
-    /// ping, idle timeout, close timeout).
+    /// ping, idle timeout, close timeout, and the linger of unwritten output
+    /// once the transport is to be closed: see
+    /// [`output_abandoned`](Self::output_abandoned)).
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.should_close_transport() {
+            if self.linger_deadline().is_some_and(|d| d <= now) {
+                self.abandon_output();
+            }
             return;
         }
         if self.close_deadline.is_some_and(|d| d <= now) {
@@ -357,6 +371,7 @@ impl Connection {
                 self.set_closed(CloseCode::ABNORMAL, String::new(), CloseCause::CloseTimeout);
             }
             self.transport_done = true;
+            self.arm_linger(now);
             return;
         }
         if self.state != State::Open {
@@ -368,6 +383,7 @@ impl Connection {
             self.write_close(CloseCode::INTERNAL_ERROR, b"idle timeout");
             self.set_closed(CloseCode::ABNORMAL, String::new(), CloseCause::IdleTimeout);
             self.transport_done = true;
+            self.arm_linger(now);
             return;
         }
         if self.ping_deadline().is_some_and(|d| d <= now) {
@@ -512,13 +528,92 @@ impl Connection {
             } else if self.eof_received {
                 self.finish_eof();
             }
+            // The time of the input that delivered what was just parsed.
+            self.arm_linger(self.last_received);
         }
         self.events.pop_front()
     }
 
-    /// The next bytes to write to the transport, in order. Everything queued
-    /// since the last call comes out in as few chunks as possible, so a
-    /// burst of replies leaves in one write.
+    /// The bytes to write to the transport, offered in place: fills `dst`
+    /// with up to `dst.len()` slices, in order, and returns how many it
+    /// filled (0 when nothing is pending). Write them (one vectored write
+    /// carries them all), then call
+    /// [`advance_transmit`](Self::advance_transmit) with the number of bytes
+    /// the transport took; whatever it did not take is offered again next
+    /// time. The output stays in the connection until then, so an adapter
+    /// keeps no queue of its own, and the connection knows what is still
+    /// unwritten (see [`output_abandoned`](Self::output_abandoned)).
+    ///
+    /// Output is batched: the frames queued since the last write sit
+    /// together in as few slices as possible (usually one), and a large
+    /// payload a server sends is offered as its own slice, never copied.
+    /// A transport without vectored writes passes a one-element `dst` and
+    /// writes the first slice.
+    pub fn transmit_slices<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        let mut filled = 0;
+        for (slot, chunk) in dst.iter_mut().zip(self.transmit_chunks()) {
+            *slot = IoSlice::new(chunk);
+            filled += 1;
+        }
+        filled
+    }
+
+    /// The bytes to write to the transport, as the chunks that
+    /// [`transmit_slices`](Self::transmit_slices) offers: for transports
+    /// that write one buffer at a time, or to copy the output somewhere.
+    /// Nothing is consumed until [`advance_transmit`](Self::advance_transmit).
+    pub fn transmit_chunks(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        let t = &self.transmit;
+        let buf = (!t.buf.is_empty()).then_some(&t.buf[..]);
+        t.queue.iter().map(|chunk| &chunk[..]).chain(buf)
+    }
+
+    /// The transport took the first `n` bytes that
+    /// [`transmit_slices`](Self::transmit_slices) offered (a partial write
+    /// takes fewer than were offered); they are dropped from the output.
+    /// `n` larger than [`pending_transmit`](Self::pending_transmit) is
+    /// taken as all of it.
+    pub fn advance_transmit(&mut self, n: usize) {
+        let t = &mut self.transmit;
+        let mut n = n.min(t.len);
+        t.len -= n;
+        while n > 0 {
+            if let Some(front) = t.queue.front_mut() {
+                if n < front.len() {
+                    front.advance(n);
+                    return;
+                }
+                n -= front.len();
+                t.queue.pop_front();
+            } else {
+                let take = n.min(t.buf.len());
+                t.buf.advance(take);
+                n -= take;
+                if take == 0 {
+                    break;
+                }
+            }
+        }
+        if t.len == 0 {
+            // Written out: the buffer is reused from its start, or given
+            // back if a burst made it large.
+            t.buf.clear();
+            if t.buf.capacity() > IDLE_BUFFER_MAX {
+                t.buf = BytesMut::new();
+            }
+        }
+    }
+
+    /// The next bytes to write to the transport, in order, taken out of the
+    /// connection. Everything queued since the last call comes out in as
+    /// few chunks as possible, so a burst of replies leaves in one write.
+    ///
+    /// Prefer [`transmit_slices`](Self::transmit_slices) and
+    /// [`advance_transmit`](Self::advance_transmit): with this method the
+    /// adapter holds what it took until it is written, and the connection
+    /// cannot tell unwritten output from written (no linger deadline).
+    // Kept until the driver switches over to transmit_slices.
+    #[doc(hidden)]
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
         let chunk = match self.transmit.queue.pop_front() {
             Some(chunk) => chunk,
@@ -535,10 +630,13 @@ impl Connection {
     }
 
     /// The earliest instant at which [`handle_timeout`](Self::handle_timeout)
-    /// has something to do, if any.
+    /// has something to do, if any. Once the transport is to be closed, that
+    /// is only the linger deadline while output is still unwritten (see
+    /// [`output_abandoned`](Self::output_abandoned)); it may be `now` itself
+    /// right after an idle or close timeout.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.should_close_transport() {
-            return None;
+            return self.linger_deadline();
         }
         if self.state != State::Open {
             return self.close_deadline;
@@ -550,7 +648,8 @@ impl Connection {
     }
 
     /// Whether the adapter should close the transport once it has written
-    /// everything [`poll_transmit`](Self::poll_transmit) gave it.
+    /// everything [`transmit_slices`](Self::transmit_slices) offers
+    /// (`pending_transmit() == 0`).
     ///
     /// A server closes the transport as soon as the connection is closed
     /// (RFC 6455 section 7.1.1); a client waits for the server to do it, for
@@ -626,11 +725,38 @@ impl Connection {
         }
     }
 
-    /// Bytes queued for the transport and not yet taken by
-    /// [`poll_transmit`](Self::poll_transmit). Adapters use it to apply
+    /// Bytes queued for the transport and not yet written (consumed by
+    /// [`advance_transmit`](Self::advance_transmit) or taken by
+    /// [`poll_transmit`](Self::poll_transmit)). Adapters use it to apply
     /// backpressure before queueing more.
     pub fn pending_transmit(&self) -> usize {
         self.transmit.len
+    }
+
+    /// Whether output that was never written was given up: the transport
+    /// was to be closed, but the peer did not take what was still queued
+    /// (it stopped reading, or is gone). The send side should report the
+    /// loss (nothing the application sent may vanish silently), and the
+    /// adapter closes the transport at once.
+    ///
+    /// The rule, run by [`handle_timeout`](Self::handle_timeout) on the
+    /// deadline [`poll_timeout`](Self::poll_timeout) announces: once
+    /// [`should_close_transport`](Self::should_close_transport) turns true
+    /// with output still pending,
+    /// - after an idle timeout or a close timeout ([`CloseCause::IdleTimeout`],
+    ///   [`CloseCause::CloseTimeout`]) the output is given up at once: the
+    ///   deadline is the time of the timeout, so the adapter makes one
+    ///   attempt to write (the peer may still read the close frame) and
+    ///   gives up what is left;
+    /// - otherwise after [`Config::close_timeout`], counted from the input
+    ///   that closed the connection (for received bytes, the time they
+    ///   were handed in).
+    ///
+    /// Only output from [`transmit_slices`](Self::transmit_slices) counts:
+    /// bytes already taken with [`poll_transmit`](Self::poll_transmit) are
+    /// the adapter's own.
+    pub fn output_abandoned(&self) -> bool {
+        self.abandoned
     }
 
     // ---- Receiving ----------------------------------------------------
@@ -1000,6 +1126,30 @@ impl Connection {
         let closed = Closed { code, reason, cause };
         self.closed = Some(Box::new(closed.clone()));
         self.events.push_back(Event::Closed(closed));
+    }
+
+    /// Starts the linger of unwritten output the first time the transport
+    /// is to be closed (see [`Connection::output_abandoned`]).
+    fn arm_linger(&mut self, now: Instant) {
+        if self.linger.is_some() || !self.should_close_transport() {
+            return;
+        }
+        let timed_out = matches!(
+            self.closed.as_deref().map(|c| &c.cause),
+            Some(CloseCause::IdleTimeout | CloseCause::CloseTimeout)
+        );
+        self.linger = Some(if timed_out { now } else { now + self.config.close_timeout });
+    }
+
+    /// The linger deadline, while there is output it would give up.
+    fn linger_deadline(&self) -> Option<Instant> {
+        self.linger.filter(|_| self.transmit.len > 0 && !self.abandoned)
+    }
+
+    /// Gives up the unwritten output (the peer does not read it).
+    fn abandon_output(&mut self) {
+        self.transmit = Transmit::default();
+        self.abandoned = true;
     }
 
     fn idle_deadline(&self) -> Option<Instant> {

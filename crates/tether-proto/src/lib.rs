@@ -16,8 +16,9 @@
 //!  app    ---> | send(..)  send_fragment(..)  ping(..)  close(code, reason, now)| commands
 //!              |                                                               |
 //!  app    <--- | poll_event() -> Message | Fragment | Ping | Pong | Closed     | outputs, drained
-//!  socket <--- | poll_transmit() -> bytes    should_close_transport()          | after every input
-//!  timer  <--- | poll_timeout() -> next deadline                               | or command
+//!  socket <--- | transmit_slices(..) + advance_transmit(n)                     | after every input
+//!              | should_close_transport()  output_abandoned()                  | or command
+//!  timer  <--- | poll_timeout() -> next deadline                               |
 //!              +---------------------------------------------------------------+
 //! ```
 //!
@@ -26,11 +27,22 @@
 //!    application (which may send in reply). Received bytes are parsed here, one
 //!    event at a time, so a reply to a message is queued before the close
 //!    frame that a later, invalid frame of the same read causes;
-//! 2. [`Connection::poll_transmit`] until `None`, writing each chunk in order
-//!    (replies to everything one read delivered come out together);
-//! 3. [`Connection::should_close_transport`]: once written, close the transport;
+//! 2. [`Connection::transmit_slices`]: write the slices it offers (one
+//!    vectored write carries the replies to everything one read delivered),
+//!    then [`Connection::advance_transmit`] by what the transport took. The
+//!    output stays in the connection until it is written, so the adapter
+//!    keeps no queue of its own and the connection knows what is unwritten;
+//! 3. when [`Connection::should_close_transport`] says so and
+//!    [`pending_transmit`](Connection::pending_transmit) is 0, close the
+//!    transport. If the peer stops reading, the connection gives up the
+//!    unwritten output on a deadline of its own and says so with
+//!    [`Connection::output_abandoned`];
 //! 4. [`Connection::poll_timeout`]: arm one timer; when it fires, call
 //!    [`Connection::handle_timeout`].
+//!
+//! The end of the connection is kept: [`Connection::closed`] returns the
+//! same [`Closed`] as [`Event::Closed`], and [`Closed::is_clean`] tells a
+//! completed close handshake from an error.
 //!
 //! The opening handshake runs before a [`Connection`] exists, with the push
 //! parsers of the [`handshake`] module, which hand over any bytes that
@@ -51,9 +63,12 @@
 //!
 //! /// Moves everything `from` wants to send into `to`.
 //! fn pump(from: &mut Connection, to: &mut Connection, now: Instant) {
-//!     while let Some(bytes) = from.poll_transmit() {
-//!         to.handle_read(&bytes, now);
+//!     let mut written = 0;
+//!     for chunk in from.transmit_chunks() {
+//!         to.handle_read(chunk, now);
+//!         written += chunk.len();
 //!     }
+//!     from.advance_transmit(written);
 //! }
 //!
 //! let now = Instant::now();

@@ -65,6 +65,13 @@ fn transmitted(conn: &mut Connection) -> Vec<u8> {
     out
 }
 
+/// Everything `transmit_slices` offers, concatenated; nothing is consumed.
+fn offered(conn: &Connection) -> Vec<u8> {
+    let mut slices = [IoSlice::new(&[]); 16];
+    let n = conn.transmit_slices(&mut slices);
+    slices[..n].iter().flat_map(|s| s.iter().copied()).collect()
+}
+
 /// Feeds `bytes` to a server and returns the close code it failed with.
 fn server_fails_with(config: Config, bytes: &[u8]) -> (CloseCode, ProtocolError) {
     let mut conn = server_with(config);
@@ -471,6 +478,7 @@ mod rfc6455_5_5_1_close {
     fn close_timeout_when_peer_never_answers() {
         let mut conn = server();
         conn.close(CloseCode::NORMAL, "", now()).unwrap();
+        assert!(!transmitted(&mut conn).is_empty());
         let deadline = conn.poll_timeout().unwrap();
         assert_eq!(deadline, now() + Config::default().close_timeout);
         conn.handle_timeout(deadline - Duration::from_millis(1));
@@ -1022,6 +1030,263 @@ mod transmit {
         let chunk = conn.poll_transmit().unwrap();
         assert_eq!(chunk.as_ptr(), payload.as_ptr());
         assert_eq!(conn.pending_transmit(), 0);
+    }
+
+    /// A server with a small frame, a large payload and another small frame
+    /// queued.
+    fn server_with_mixed_output() -> (Connection, Bytes) {
+        let mut conn = server();
+        let payload = Bytes::from(vec![9u8; ZERO_COPY_MIN]);
+        conn.send_text("small").unwrap();
+        conn.send(payload.clone()).unwrap();
+        conn.send_text("after").unwrap();
+        (conn, payload)
+    }
+
+    #[test]
+    fn slices_are_batched_and_large_payloads_offered_in_place() {
+        let (conn, payload) = server_with_mixed_output();
+        let mut slices = [IoSlice::new(&[]); 8];
+        assert_eq!(conn.transmit_slices(&mut slices), 3);
+        // Two frames and the big header in one slice, the payload in place,
+        // the last frame.
+        assert_eq!(
+            &slices[0][..],
+            &[0x81, 5, b's', b'm', b'a', b'l', b'l', 0x82, 126, 0x40, 0x00]
+        );
+        assert_eq!(slices[1].as_ptr(), payload.as_ptr());
+        assert_eq!(slices[1].len(), ZERO_COPY_MIN);
+        assert_eq!(&slices[2][..], &[0x81, 5, b'a', b'f', b't', b'e', b'r']);
+        let total: usize = slices[..3].iter().map(|s| s.len()).sum();
+        assert_eq!(total, conn.pending_transmit());
+        assert_eq!(conn.transmit_chunks().count(), 3);
+    }
+
+    #[test]
+    fn offering_consumes_nothing_and_advance_does() {
+        let (mut conn, _) = server_with_mixed_output();
+        let all = offered(&conn);
+        assert_eq!(offered(&conn), all, "offering twice offers the same bytes");
+        conn.advance_transmit(all.len());
+        assert_eq!(conn.pending_transmit(), 0);
+        let mut slices = [IoSlice::new(&[]); 4];
+        assert_eq!(conn.transmit_slices(&mut slices), 0);
+        assert_eq!(conn.transmit_chunks().count(), 0);
+    }
+
+    #[test]
+    fn partial_writes_at_every_split_give_the_same_bytes() {
+        let (mut reference, _) = server_with_mixed_output();
+        let expected = transmitted(&mut reference);
+        for step in [1, 3, 7, 11, 12, 1000, ZERO_COPY_MIN + 5] {
+            let (mut conn, _) = server_with_mixed_output();
+            let mut out = Vec::new();
+            while conn.pending_transmit() > 0 {
+                let before = conn.pending_transmit();
+                let next = offered(&conn);
+                let n = step.min(next.len());
+                out.extend_from_slice(&next[..n]);
+                conn.advance_transmit(n);
+                assert_eq!(conn.pending_transmit(), before - n);
+            }
+            assert_eq!(out, expected, "writes of {step} bytes");
+        }
+    }
+
+    #[test]
+    fn a_short_slice_array_gets_the_front_of_the_output() {
+        let (mut conn, _) = server_with_mixed_output();
+        let mut one = [IoSlice::new(&[]); 1];
+        assert_eq!(conn.transmit_slices(&mut one), 1);
+        assert_eq!(one[0].len(), 11);
+        assert_eq!(conn.transmit_slices(&mut []), 0);
+        conn.advance_transmit(11);
+        let mut one = [IoSlice::new(&[]); 1];
+        assert_eq!(conn.transmit_slices(&mut one), 1);
+        assert_eq!(one[0].len(), ZERO_COPY_MIN);
+    }
+
+    #[test]
+    fn advance_past_the_end_takes_everything() {
+        let (mut conn, _) = server_with_mixed_output();
+        conn.advance_transmit(usize::MAX);
+        assert_eq!(conn.pending_transmit(), 0);
+        assert!(offered(&conn).is_empty());
+        conn.advance_transmit(1);
+        // Output queued afterwards is offered whole.
+        conn.send_text("again").unwrap();
+        assert_eq!(offered(&conn), [0x81, 5, b'a', b'g', b'a', b'i', b'n']);
+    }
+
+    #[test]
+    fn output_queued_behind_a_partial_write_follows_it() {
+        let mut conn = server();
+        conn.send_text("first").unwrap();
+        conn.advance_transmit(3);
+        conn.send_text("second").unwrap();
+        let mut expected = b"irst".to_vec();
+        expected.extend([0x81, 6]);
+        expected.extend(b"second");
+        assert_eq!(offered(&conn), expected);
+        // The old and the new output API read the same queue.
+        assert_eq!(transmitted(&mut conn), expected);
+    }
+
+    #[test]
+    fn replies_to_a_burst_are_offered_as_one_slice() {
+        let mut conn = server();
+        let mut bytes = Vec::new();
+        for _ in 0..10 {
+            bytes.extend(cf(9, true, b"p"));
+        }
+        conn.handle_read(&bytes, now());
+        assert_eq!(events(&mut conn).len(), 10);
+        let mut slices = [IoSlice::new(&[]); 4];
+        assert_eq!(conn.transmit_slices(&mut slices), 1);
+        assert_eq!(slices[0].len(), 30);
+    }
+}
+
+/// The linger of unwritten output once the transport is to be closed: the
+/// rule the tokio adapter applied (given up at once after an idle or close
+/// timeout, otherwise after the close timeout), now a core deadline.
+mod linger {
+    use super::*;
+
+    fn idle_server() -> Connection {
+        let mut config = Config::default();
+        config.idle_timeout = Some(Duration::from_secs(20));
+        server_with(config)
+    }
+
+    #[test]
+    fn output_left_after_the_close_handshake_is_given_up_after_the_close_timeout() {
+        let mut conn = server();
+        conn.send_binary(&[1; 100]).unwrap();
+        conn.handle_read(&cf(8, true, &[0x03, 0xe8]), now());
+        assert_eq!(events(&mut conn).len(), 1);
+        assert!(conn.should_close_transport());
+        let pending = conn.pending_transmit();
+        assert!(pending > 100);
+        let deadline = now() + Config::default().close_timeout;
+        assert_eq!(conn.poll_timeout(), Some(deadline));
+        conn.handle_timeout(deadline - Duration::from_millis(1));
+        assert_eq!(conn.pending_transmit(), pending);
+        assert!(!conn.output_abandoned());
+        conn.handle_timeout(deadline);
+        assert!(conn.output_abandoned());
+        assert_eq!(conn.pending_transmit(), 0);
+        assert!(offered(&conn).is_empty());
+        assert_eq!(conn.poll_timeout(), None);
+        // The end stays as it was: a clean close whose output was lost.
+        assert!(conn.closed().is_some_and(Closed::is_clean));
+    }
+
+    #[test]
+    fn output_written_in_time_is_not_given_up() {
+        let mut conn = server();
+        conn.handle_read(&cf(8, true, &[0x03, 0xe8]), now());
+        events(&mut conn);
+        assert!(conn.poll_timeout().is_some());
+        // A partial write does not move the deadline.
+        conn.advance_transmit(1);
+        assert_eq!(conn.poll_timeout(), Some(now() + Config::default().close_timeout));
+        conn.advance_transmit(usize::MAX);
+        assert_eq!(conn.poll_timeout(), None);
+        conn.handle_timeout(now() + Duration::from_secs(3600));
+        assert!(!conn.output_abandoned());
+    }
+
+    #[test]
+    fn nothing_pending_means_no_deadline() {
+        let mut conn = server();
+        conn.handle_read(&cf(8, true, &[0x03, 0xe8]), now());
+        events(&mut conn);
+        transmitted(&mut conn);
+        assert!(conn.should_close_transport());
+        assert_eq!(conn.poll_timeout(), None);
+        assert!(!conn.output_abandoned());
+    }
+
+    #[test]
+    fn after_an_idle_timeout_the_output_is_given_up_at_once() {
+        let mut conn = idle_server();
+        conn.send_binary(&[1; 100]).unwrap();
+        let t = now() + Duration::from_secs(20);
+        conn.handle_timeout(t);
+        assert!(conn.should_close_transport());
+        // One attempt to write (the peer may still read the close frame):
+        // the deadline is the timeout's own time.
+        assert_eq!(conn.poll_timeout(), Some(t));
+        assert!(!conn.output_abandoned());
+        conn.handle_timeout(t);
+        assert!(conn.output_abandoned());
+        assert_eq!(conn.pending_transmit(), 0);
+        assert_eq!(conn.poll_timeout(), None);
+    }
+
+    #[test]
+    fn after_a_close_timeout_the_output_is_given_up_at_once() {
+        let mut conn = server();
+        conn.close(CloseCode::NORMAL, "", now()).unwrap();
+        let t = conn.poll_timeout().unwrap();
+        conn.handle_timeout(t);
+        assert_eq!(conn.closed().map(|c| &c.cause), Some(&CloseCause::CloseTimeout));
+        assert_eq!(conn.poll_timeout(), Some(t));
+        conn.handle_timeout(t);
+        assert!(conn.output_abandoned());
+    }
+
+    #[test]
+    fn a_client_waiting_for_the_servers_eof_lingers_for_the_close_timeout() {
+        // The client answered the server's close (cause Remote); the server
+        // never closes the transport, and the client's answer is unwritten.
+        let mut conn = client();
+        conn.handle_read(&frame(8, true, 0, None, &[0x03, 0xe8]), now());
+        events(&mut conn);
+        assert!(!conn.should_close_transport());
+        let wait = conn.poll_timeout().unwrap();
+        conn.handle_timeout(wait);
+        assert!(conn.should_close_transport());
+        assert_eq!(conn.closed().map(|c| &c.cause), Some(&CloseCause::Remote));
+        // Not a timeout cause: the output gets the whole close timeout.
+        let linger = wait + Config::default().close_timeout;
+        assert_eq!(conn.poll_timeout(), Some(linger));
+        conn.handle_timeout(linger);
+        assert!(conn.output_abandoned());
+    }
+
+    #[test]
+    fn eof_counts_from_its_own_time() {
+        let mut conn = client();
+        conn.handle_read(&frame(8, true, 0, None, &[0x03, 0xe8]), now());
+        events(&mut conn);
+        let later = now() + Duration::from_secs(3);
+        conn.handle_eof(later);
+        assert!(conn.should_close_transport());
+        assert_eq!(conn.poll_timeout(), Some(later + Config::default().close_timeout));
+    }
+
+    #[test]
+    fn a_failed_connection_lingers_from_the_read_that_failed_it() {
+        let mut conn = server();
+        let read_at = now() + Duration::from_secs(7);
+        conn.handle_read(&frame(1, true, 0, None, b"unmasked"), read_at);
+        events(&mut conn);
+        assert!(conn.should_close_transport());
+        assert_eq!(conn.poll_timeout(), Some(read_at + Config::default().close_timeout));
+    }
+
+    #[test]
+    fn the_old_output_api_never_lingers() {
+        // Bytes taken with poll_transmit are the adapter's: the core has
+        // nothing unwritten and sets no deadline for them.
+        let mut conn = idle_server();
+        conn.send_binary(&[1; 100]).unwrap();
+        conn.handle_timeout(now() + Duration::from_secs(20));
+        assert!(!transmitted(&mut conn).is_empty());
+        assert_eq!(conn.poll_timeout(), None);
+        assert!(!conn.output_abandoned());
     }
 }
 
