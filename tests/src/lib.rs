@@ -9,7 +9,7 @@
 use std::io::IoSlice;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes};
 use tether_proto::handshake::{
     Accept, ClientHandshake, ClientRequest, HandshakeConfig, HandshakeError, ServerHandshake,
 };
@@ -251,7 +251,9 @@ fn deliver(from: &mut End, to: &mut End, now: Instant, chunk: usize) -> bool {
         let n = from.in_flight.len().min(chunk);
         let bytes: Vec<u8> = from.in_flight.drain(..n).collect();
         if !to.transport_closed {
-            to.conn.handle_read(&bytes, now);
+            // As an adapter reads: straight into the append-only buffer.
+            to.conn.recv_buffer_mut().put_slice(&bytes);
+            to.conn.handle_received(now);
         }
         return true;
     }

@@ -4,7 +4,8 @@ use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::buf::UninitSlice;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::close::{CloseCode, CloseFrame, MAX_REASON_LEN};
 use crate::config::Config;
@@ -324,15 +325,32 @@ impl Connection {
         self.handle_received(now);
     }
 
+    /// The receive buffer, for the transport to read into: an append-only
+    /// handle (a [`BufMut`]) that can add bytes at the end and reserve room,
+    /// but cannot clear, advance or rewrite what the connection holds (a
+    /// frame arriving in pieces is unmasked and validated in place there).
+    /// Read from the socket straight into it (for example with tokio's
+    /// `poll_read_buf`, which takes any `BufMut`), then call
+    /// [`handle_received`](Self::handle_received); this skips the copy that
+    /// [`handle_read`](Self::handle_read) makes.
+    pub fn recv_buffer_mut(&mut self) -> RecvBuf<'_> {
+        RecvBuf { buf: &mut self.recv }
+    }
+
     /// The buffer that [`handle_received`](Self::handle_received) reads from.
-    /// An adapter can read from its socket straight into it (for example with
-    /// `read_buf`) and skip the copy that [`handle_read`](Self::handle_read)
-    /// makes.
+    ///
+    /// Prefer [`recv_buffer_mut`](Self::recv_buffer_mut): this hands out the
+    /// buffer itself, which a caller could clear or advance past bytes the
+    /// connection already unmasked in place.
+    // Kept until the driver switches over to recv_buffer_mut.
+    #[doc(hidden)]
     pub fn recv_buffer(&mut self) -> &mut BytesMut {
         &mut self.recv
     }
 
-    /// Takes note of what was appended to [`recv_buffer`](Self::recv_buffer).
+    /// Takes note of what was appended to
+    /// [`recv_buffer_mut`](Self::recv_buffer_mut); `now` is the time of the
+    /// read.
     pub fn handle_received(&mut self, now: Instant) {
         if self.state == State::Closed {
             self.recv = BytesMut::new();
@@ -1243,6 +1261,66 @@ impl Connection {
         t.buf.reserve(n + copied);
         t.buf.extend_from_slice(&bytes[..n]);
         t.len += n;
+    }
+}
+
+/// The receive buffer of a [`Connection`], lent for appending: see
+/// [`Connection::recv_buffer_mut`]. It implements [`BufMut`] (write with
+/// `put_slice`, or read a socket into [`chunk_mut`](BufMut::chunk_mut) and
+/// [`advance_mut`](BufMut::advance_mut)); nothing already in the buffer
+/// can be changed through it.
+#[derive(Debug)]
+pub struct RecvBuf<'a> {
+    buf: &'a mut BytesMut,
+}
+
+impl RecvBuf<'_> {
+    /// Makes room for at least `additional` more bytes without another
+    /// allocation.
+    pub fn reserve(&mut self, additional: usize) {
+        self.buf.reserve(additional);
+    }
+
+    /// The room left before the buffer must grow: what one read can fill
+    /// without an allocation.
+    pub fn spare_capacity(&self) -> usize {
+        self.buf.capacity() - self.buf.len()
+    }
+
+    /// Bytes in the buffer, received and not yet consumed.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether the buffer holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+}
+
+// SAFETY: every method forwards to `BytesMut`'s own `BufMut`
+// implementation, whose contract it therefore keeps: `chunk_mut` is the
+// uninitialised room after the bytes already held, and `advance_mut(cnt)`
+// (whose caller promises that `cnt` bytes of that room were initialised)
+// extends the buffer by them. Nothing here reaches the bytes before the
+// end, which is the point of the type.
+unsafe impl BufMut for RecvBuf<'_> {
+    fn remaining_mut(&self) -> usize {
+        self.buf.remaining_mut()
+    }
+
+    unsafe fn advance_mut(&mut self, cnt: usize) {
+        // SAFETY: the caller's promise (`cnt` bytes of `chunk_mut`
+        // initialised) is passed on unchanged.
+        unsafe { self.buf.advance_mut(cnt) }
+    }
+
+    fn chunk_mut(&mut self) -> &mut UninitSlice {
+        self.buf.chunk_mut()
+    }
+
+    fn put_slice(&mut self, src: &[u8]) {
+        self.buf.extend_from_slice(src);
     }
 }
 

@@ -40,6 +40,11 @@
 //! 4. [`Connection::poll_timeout`]: arm one timer; when it fires, call
 //!    [`Connection::handle_timeout`].
 //!
+//! To read without a copy, read the transport straight into
+//! [`Connection::recv_buffer_mut`] (an append-only [`RecvBuf`]) and call
+//! [`Connection::handle_received`] instead of
+//! [`handle_read`](Connection::handle_read).
+//!
 //! The end of the connection is kept: [`Connection::closed`] returns the
 //! same [`Closed`] as [`Event::Closed`], and [`Closed::is_clean`] tells a
 //! completed close handshake from an error.
@@ -117,7 +122,7 @@ pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame, InvalidClose, MAX_REASON_LEN};
 pub use config::Config;
-pub use connection::{CloseCause, Closed, Connection, Event, Role, SendOptions, State};
+pub use connection::{CloseCause, Closed, Connection, Event, RecvBuf, Role, SendOptions, State};
 pub use error::{ProtocolError, SendError};
 pub use extension::Extension;
 pub use message::{DataKind, Fragment, Message, Utf8Bytes};

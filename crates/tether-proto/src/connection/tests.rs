@@ -1403,10 +1403,21 @@ mod idle_memory {
 mod in_place {
     use super::*;
 
-    /// Appends `bytes` to the receive buffer the way an adapter reading
-    /// straight into it does.
-    fn receive(conn: &mut Connection, bytes: &[u8]) {
-        conn.recv_buffer().extend_from_slice(bytes);
+    /// Appends `bytes` to the receive buffer the way a socket read into it
+    /// does: into the room `chunk_mut` offers, then `advance_mut`.
+    fn receive(conn: &mut Connection, mut bytes: &[u8]) {
+        let mut buf = conn.recv_buffer_mut();
+        while !bytes.is_empty() {
+            if buf.spare_capacity() == 0 {
+                buf.reserve(4096);
+            }
+            let room = buf.chunk_mut();
+            let n = room.len().min(bytes.len());
+            room[..n].copy_from_slice(&bytes[..n]);
+            // SAFETY: the first `n` bytes of the room were just written.
+            unsafe { buf.advance_mut(n) };
+            bytes = &bytes[n..];
+        }
         conn.handle_received(now());
     }
 
@@ -1415,8 +1426,10 @@ mod in_place {
         for (opcode, payload) in [(0x2, vec![7u8; 100_000]), (0x1, "h€llo ".repeat(10_000).into_bytes())] {
             let mut conn = server();
             let bytes = cf(opcode, true, &payload);
-            conn.recv_buffer().reserve(bytes.len());
-            let base = conn.recv_buffer().as_ptr() as usize;
+            let mut buf = conn.recv_buffer_mut();
+            buf.reserve(bytes.len());
+            assert!(buf.spare_capacity() >= bytes.len());
+            let base = buf.chunk_mut().as_mut_ptr() as usize;
             let pieces: Vec<&[u8]> = bytes.chunks(7_001).collect();
             for (i, piece) in pieces.iter().enumerate() {
                 receive(&mut conn, piece);
@@ -1431,6 +1444,64 @@ mod in_place {
             // The payload is where the frame arrived, after its 14-byte header.
             assert_eq!(message.as_bytes().as_ptr() as usize, base + 14);
         }
+    }
+
+    #[test]
+    fn the_handle_appends_the_same_as_handle_read() {
+        let mut bytes = cf(1, true, "ελληνικά".as_bytes());
+        bytes.extend(cf(9, true, b"ping"));
+        bytes.extend(cf(2, false, b"ab"));
+        bytes.extend(cf(0, true, b"cd"));
+        bytes.extend(cf(8, true, &[0x03, 0xe8]));
+        let mut reference = server();
+        reference.handle_read(&bytes, now());
+        let expected = events(&mut reference);
+        for split in [1, 2, 5, 13, bytes.len()] {
+            let mut conn = server();
+            let mut got = Vec::new();
+            for piece in bytes.chunks(split) {
+                let mut buf = conn.recv_buffer_mut();
+                let before = buf.len();
+                buf.put_slice(piece);
+                assert_eq!(buf.len(), before + piece.len());
+                conn.handle_received(now());
+                got.extend(events(&mut conn));
+            }
+            assert_eq!(got, expected, "pieces of {split} bytes");
+        }
+    }
+
+    #[test]
+    fn the_handle_sees_only_what_is_not_consumed() {
+        let mut conn = server();
+        let mut buf = conn.recv_buffer_mut();
+        assert!(buf.is_empty());
+        buf.put_slice(&cf(1, true, b"one"));
+        buf.put_slice(&cf(1, true, b"two")[..4]);
+        conn.handle_received(now());
+        assert_eq!(conn.poll_event(), Some(text("one")));
+        assert_eq!(conn.poll_event(), None);
+        // The first frame is gone; the start of the second waits.
+        assert_eq!(conn.recv_buffer_mut().len(), 4);
+    }
+
+    #[test]
+    fn bytes_appended_after_the_close_are_dropped() {
+        let mut conn = server();
+        conn.handle_read(&cf(8, true, &[0x03, 0xe8]), now());
+        events(&mut conn);
+        conn.recv_buffer_mut().put_slice(&cf(1, true, b"too late"));
+        conn.handle_received(now());
+        assert_eq!(conn.poll_event(), None);
+        assert!(conn.recv_buffer_mut().is_empty());
+    }
+
+    #[test]
+    fn the_old_buffer_accessor_still_works() {
+        let mut conn = server();
+        conn.recv_buffer().extend_from_slice(&cf(1, true, b"old"));
+        conn.handle_received(now());
+        assert_eq!(conn.poll_event(), Some(text("old")));
     }
 
     #[test]

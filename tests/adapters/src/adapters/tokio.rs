@@ -1,0 +1,73 @@
+//! tether-tokio.
+
+use std::future::Future;
+use std::sync::mpsc;
+
+use tether_tokio::tls::TlsAcceptor;
+use tether_tokio::ClientBuilder;
+
+use super::{accept_options, config, echo, server, AsyncWs, Executor};
+use crate::{EchoServer, Options, Ws};
+
+/// A current-thread tokio runtime.
+pub struct TokioExecutor(tokio::runtime::Runtime);
+
+impl TokioExecutor {
+    fn new() -> Self {
+        Self(tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap())
+    }
+}
+
+impl Executor for TokioExecutor {
+    fn block_on<F: Future>(&self, future: F) -> F::Output {
+        self.0.block_on(future)
+    }
+}
+
+/// The echo server, on its own thread and runtime.
+pub fn start_server(options: Options) -> EchoServer {
+    let (ends_tx, ends) = mpsc::channel();
+    let (addr_tx, addr_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = TokioExecutor::new();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            addr_tx.send(listener.local_addr().unwrap()).unwrap();
+            let acceptor = TlsAcceptor::from(crate::tls::server_config());
+            while let Ok((tcp, _)) = listener.accept().await {
+                let ends = ends_tx.clone();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let server = server::<tether_tokio::Tokio>();
+                    let accept = accept_options(options.deflate);
+                    if options.tls {
+                        let Ok(tls) = acceptor.accept(tcp).await else { return };
+                        if let Ok(ws) = server.accept_with(tls, |_| Ok(accept)).await {
+                            echo(ws, ends).await;
+                        }
+                    } else if let Ok(ws) = server.accept_with(tcp, |_| Ok(accept)).await {
+                        echo(ws, ends).await;
+                    }
+                });
+            }
+        });
+    });
+    EchoServer {
+        addr: addr_rx.recv().unwrap(),
+        ends,
+    }
+}
+
+/// The client.
+pub fn connect(url: &str, options: Options) -> Box<dyn Ws> {
+    let executor = TokioExecutor::new();
+    let mut builder = ClientBuilder::new(url).config(config());
+    if options.deflate {
+        builder = builder.permessage_deflate(tether_tokio::DeflateConfig::default());
+    }
+    if options.tls {
+        builder = builder.tls_config(crate::tls::client_config());
+    }
+    let ws = executor.block_on(builder.connect()).unwrap();
+    Box::new(AsyncWs { ws, executor })
+}

@@ -1,0 +1,123 @@
+//! The adapter matrix: each adapter's client against each adapter's server
+//! over loopback, proving the shells equal.
+//!
+//! A client is driven through [`Ws`], one synchronous interface over every
+//! adapter (the async ones run each call on their executor), so that each
+//! scenario is written once. A server is an echo server of one adapter on
+//! its own thread, which reports how each connection ended.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::result_large_err)]
+
+pub mod adapters;
+pub mod scenario;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use tether_driver::{CloseCode, Closed, DataKind, Error, Message, Received};
+
+/// The bound on any one step of a scenario.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The adapters under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adapter {
+    /// `tether-tokio`.
+    Tokio,
+}
+
+impl Adapter {
+    /// Every adapter, each runtime of `tether-futures` counted apart.
+    pub const ALL: &'static [Self] = &[Self::Tokio];
+}
+
+/// How a server accepts and a client connects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Options {
+    /// permessage-deflate offered by the client and accepted by the server.
+    pub deflate: bool,
+    /// `wss://` with a certificate made for the test.
+    pub tls: bool,
+}
+
+/// One WebSocket client connection, whatever its adapter.
+pub trait Ws {
+    /// Sends a whole message.
+    fn send(&mut self, message: Message) -> Result<(), Error>;
+    /// Sends one frame of a fragmented message.
+    fn send_fragment(&mut self, kind: DataKind, data: &[u8], fin: bool) -> Result<(), Error>;
+    /// Sends a ping.
+    fn ping(&mut self, payload: &[u8]) -> Result<(), Error>;
+    /// The next message, ping or pong; `None` after a clean close.
+    fn recv_event(&mut self) -> Option<Result<Received, Error>>;
+    /// Closes with `code` and `reason` and waits for the end.
+    fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error>;
+    /// How the connection ended.
+    fn close_info(&self) -> Option<Closed>;
+    /// The negotiated extensions.
+    fn extensions(&self) -> Vec<String>;
+}
+
+/// A running echo server of one adapter. Each connection's end is sent on
+/// `ends`. Stopped when dropped (its thread is detached; it holds only its
+/// listener).
+pub struct EchoServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// How each connection ended, as the server saw it.
+    pub ends: mpsc::Receiver<ServerEnd>,
+}
+
+/// How a server connection ended.
+#[derive(Debug, Clone)]
+pub struct ServerEnd {
+    /// The close information of the connection.
+    pub closed: Option<Closed>,
+    /// The error that ended it, if not a clean close.
+    pub error: Option<String>,
+}
+
+impl EchoServer {
+    /// The URL of its echo endpoint.
+    pub fn url(&self, options: Options) -> String {
+        let scheme = if options.tls { "wss" } else { "ws" };
+        // The test certificate is made for "localhost".
+        let host = if options.tls { "localhost".to_owned() } else { self.addr.ip().to_string() };
+        format!("{scheme}://{host}:{}/echo", self.addr.port())
+    }
+
+    /// The end of the next connection, within [`STEP_TIMEOUT`].
+    pub fn next_end(&self) -> ServerEnd {
+        self.ends.recv_timeout(STEP_TIMEOUT).expect("the server reports every connection's end")
+    }
+}
+
+/// The text message that asks the echo server to close with this code and
+/// reason instead of echoing.
+pub fn close_request(code: u16, reason: &str) -> Message {
+    Message::Text(format!("close-me {code} {reason}").into())
+}
+
+/// Parses a [`close_request`].
+pub fn parse_close_request(message: &Message) -> Option<(CloseCode, String)> {
+    let Message::Text(text) = message else { return None };
+    let rest = text.as_str().strip_prefix("close-me ")?;
+    let (code, reason) = rest.split_once(' ')?;
+    Some((CloseCode::from(code.parse::<u16>().ok()?), reason.to_owned()))
+}
+
+/// Starts `adapter`'s echo server.
+pub fn start_server(adapter: Adapter, options: Options) -> EchoServer {
+    match adapter {
+        Adapter::Tokio => adapters::tokio::start_server(options),
+    }
+}
+
+/// Connects `adapter`'s client to `server`.
+pub fn connect(adapter: Adapter, server: &EchoServer, options: Options) -> Box<dyn Ws> {
+    let url = server.url(options);
+    match adapter {
+        Adapter::Tokio => adapters::tokio::connect(&url, options),
+    }
+}
