@@ -1,0 +1,42 @@
+//! Each adapter's client against each adapter's server, plain and over TLS,
+//! with and without permessage-deflate: the same scenario, the same results.
+#![allow(clippy::unwrap_used)]
+
+use tether_adapter_tests::{scenario, Adapter, Options};
+
+/// The four option sets for one client/server pair.
+fn all_options(client: Adapter, server: Adapter) {
+    for tls in [false, true] {
+        for deflate in [false, true] {
+            eprintln!("{client:?} client -> {server:?} server, tls {tls}, deflate {deflate}");
+            scenario::run(client, server, Options { deflate, tls });
+        }
+    }
+}
+
+macro_rules! matrix {
+    ($($name:ident: $client:ident -> $server:ident;)*) => {
+        $(
+            #[test]
+            fn $name() {
+                all_options(Adapter::$client, Adapter::$server);
+            }
+        )*
+
+        /// The pairs listed.
+        const PAIRS: &[(Adapter, Adapter)] = &[$((Adapter::$client, Adapter::$server)),*];
+    };
+}
+
+matrix! {
+    tokio_client_tokio_server: Tokio -> Tokio;
+}
+
+#[test]
+fn every_pair_of_adapters_is_listed() {
+    for &client in Adapter::ALL {
+        for &server in Adapter::ALL {
+            assert!(PAIRS.contains(&(client, server)), "{client:?} -> {server:?} is missing");
+        }
+    }
+}
