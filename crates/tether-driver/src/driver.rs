@@ -4,13 +4,12 @@
 //! Everything here is poll-based and keeps its state in [`Driver`], never in
 //! a future, which is what makes the async methods built on it cancel-safe.
 
-use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::io::{self, IoSlice};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll, Wake, Waker};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use futures_util::task::AtomicWaker;
 use tether_proto::{CloseCause, CloseCode, Closed, Connection, DataKind, Event, Fragment, Message, SendError, State};
 
@@ -72,9 +71,6 @@ impl Wake for Wakers {
 pub struct Driver<S, R: Runtime> {
     io: S,
     conn: Connection,
-    /// Bytes taken from the core and not yet written.
-    out: VecDeque<Bytes>,
-    out_len: usize,
     /// Bytes were written since the last flush of `io`.
     unflushed: bool,
     write_limit: usize,
@@ -86,10 +82,6 @@ pub struct Driver<S, R: Runtime> {
     write_error: Option<Box<(io::ErrorKind, String)>>,
     /// The transport was shut down.
     shutdown: bool,
-    /// When the queued output is given up if the peer still does not read.
-    linger_deadline: Option<std::time::Instant>,
-    /// The connection's `Closed` event.
-    closed: Option<Box<Closed>>,
     /// The error that ended the read side, reported with the end.
     read_error: Option<io::Error>,
     /// The end was reported to the receiving side.
@@ -110,8 +102,6 @@ impl<S, R: Runtime> Driver<S, R> {
         Self {
             io,
             conn,
-            out: VecDeque::new(),
-            out_len: 0,
             unflushed: false,
             write_limit: config.write_buffer_limit,
             read_buffer_size: config.read_buffer_size.max(MIN_READ_ROOM),
@@ -119,8 +109,6 @@ impl<S, R: Runtime> Driver<S, R> {
             read_done: false,
             write_error: None,
             shutdown: false,
-            linger_deadline: None,
-            closed: None,
             read_error: None,
             end_reported: false,
             partial: None,
@@ -155,12 +143,13 @@ impl<S, R: Runtime> Driver<S, R> {
 
     /// How the connection ended, once it has.
     pub fn closed(&self) -> Option<&Closed> {
-        self.closed.as_deref()
+        self.conn.closed()
     }
 
-    /// Bytes queued for the transport, in the core and here.
+    /// Bytes queued for the transport and not yet written (the core keeps
+    /// them until the transport takes them).
     pub fn buffered(&self) -> usize {
-        self.out_len + self.conn.pending_transmit()
+        self.conn.pending_transmit()
     }
 
     /// Bytes that a shell read from the transport itself, outside
@@ -200,7 +189,7 @@ impl<S, R: Runtime> Driver<S, R> {
             return None;
         }
         self.end_reported = true;
-        let closed = self.closed.as_deref()?;
+        let closed = self.conn.closed()?;
         match &closed.cause {
             CloseCause::Remote | CloseCause::Local => None,
             CloseCause::Protocol(e) => Some(Error::Protocol(e.clone())),
@@ -215,7 +204,7 @@ impl<S, R: Runtime> Driver<S, R> {
 
     /// Why nothing more can be sent.
     fn closed_error(&self) -> Error {
-        match self.closed.as_deref() {
+        match self.conn.closed() {
             Some(Closed {
                 cause: CloseCause::Remote,
                 code,
@@ -309,8 +298,7 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
     pub fn poll_incoming(&mut self, cx: &mut Context<'_>, side: Side) -> Poll<Option<Incoming>> {
         // An event from bytes already read needs no waker: the common case
         // when one read delivered several messages.
-        while self.closed.is_none() {
-            let Some(event) = self.conn.poll_event() else { break };
+        while let Some(event) = self.conn.poll_event() {
             if let Some(incoming) = self.on_event(event) {
                 return Poll::Ready(Some(incoming));
             }
@@ -319,21 +307,18 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
         let mut cx = Context::from_waker(&waker);
         loop {
             // 1. Events: received bytes are parsed here, one event at a time.
-            if self.closed.is_none() {
-                if let Some(event) = self.conn.poll_event() {
-                    if let Some(incoming) = self.on_event(event) {
-                        return Poll::Ready(Some(incoming));
-                    }
-                    continue;
+            if let Some(event) = self.conn.poll_event() {
+                if let Some(incoming) = self.on_event(event) {
+                    return Poll::Ready(Some(incoming));
                 }
+                continue;
             }
             // 2. Transmit what everything the last read delivered caused,
             // in one write, then close the transport if it is time.
-            self.pull_transmit();
             if let Poll::Ready(Err(e)) = self.poll_write_out(&mut cx) {
                 tracing::debug!("write failed: {e}");
             }
-            if self.output_abandoned() {
+            if self.conn.output_abandoned() && !self.shutdown && self.write_error.is_none() {
                 self.abandon_output(&mut cx);
             }
             if self.is_finished() {
@@ -344,7 +329,7 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
                 continue;
             }
             // 4. Read, unless the peer does not read what we send.
-            if self.read_done || self.out_len > self.write_limit {
+            if self.read_done || self.conn.pending_transmit() > self.write_limit {
                 return Poll::Pending;
             }
             ready!(self.poll_read_in(&mut cx));
@@ -412,7 +397,6 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
             Event::Pong(payload) => Some(Incoming::Pong(payload)),
             Event::Closed(closed) => {
                 tracing::debug!(code = closed.code.as_u16(), cause = ?closed.cause, "connection closed");
-                self.closed = Some(Box::new(closed));
                 None
             }
             _ => None,
@@ -421,41 +405,18 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
 
     /// The connection is closed and the transport done with.
     fn is_finished(&self) -> bool {
-        self.closed.is_some()
+        self.conn.closed().is_some()
             && self.conn.should_close_transport()
-            && self.out.is_empty()
+            && self.conn.pending_transmit() == 0
             && (self.shutdown || self.write_error.is_some())
     }
 
-    /// The transport is to be closed, but the peer does not take what is
-    /// still queued: after a timeout (it is gone, or ignored our close) the
-    /// output is given up at once; otherwise after the close timeout.
-    fn output_abandoned(&mut self) -> bool {
-        if self.out.is_empty() || self.shutdown || self.write_error.is_some() || !self.conn.should_close_transport() {
-            return false;
-        }
-        let timed_out = matches!(
-            self.closed.as_deref().map(|c| &c.cause),
-            Some(CloseCause::IdleTimeout | CloseCause::CloseTimeout)
-        );
-        if timed_out {
-            return true;
-        }
-        let deadline = *self
-            .linger_deadline
-            .get_or_insert_with(|| R::now() + self.conn.config().close_timeout);
-        R::now() >= deadline
-    }
-
-    /// Drops the queued output and closes the transport. The send side
-    /// reports the loss: nothing the application sent vanishes silently.
+    /// The core gave up output the peer would not take (see
+    /// [`Connection::output_abandoned`]): close the transport, and let the
+    /// send side report the loss; nothing the application sent vanishes
+    /// silently.
     fn abandon_output(&mut self, cx: &mut Context<'_>) {
-        tracing::debug!(
-            bytes = self.out_len,
-            "the peer does not read: output dropped, transport closed"
-        );
-        self.out.clear();
-        self.out_len = 0;
+        tracing::debug!("the peer does not read: output dropped, transport closed");
         self.unflushed = false;
         self.write_error = Some(Box::new((
             io::ErrorKind::TimedOut,
@@ -506,27 +467,23 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
         true
     }
 
-    /// The next instant the loop must wake at: the core's next deadline, or
-    /// the one for output still queued at the end. A blocking shell bounds
-    /// its reads and writes by it.
+    /// The next instant the loop must wake at: the core's next deadline
+    /// (keepalive, idle, close, or the linger of unwritten output). A
+    /// blocking shell bounds its reads and writes by it.
     pub fn deadline(&self) -> Option<std::time::Instant> {
-        self.conn.poll_timeout().or(self.linger_deadline)
+        self.conn.poll_timeout()
     }
 
     fn poll_read_in(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let buf = self.conn.recv_buffer();
-        if buf.capacity() - buf.len() < MIN_READ_ROOM {
+        R::set_deadline(&mut self.io, self.conn.poll_timeout());
+        let mut buf = self.conn.recv_buffer_mut();
+        if buf.spare_capacity() < MIN_READ_ROOM {
             buf.reserve(self.read_buffer_size);
         }
-        let deadline = self.conn.poll_timeout().or(self.linger_deadline);
-        R::set_deadline(&mut self.io, deadline);
-        let Poll::Ready(result) = R::poll_read(&mut self.io, cx, self.conn.recv_buffer()) else {
+        let Poll::Ready(result) = R::poll_read(&mut self.io, cx, &mut buf) else {
             // Waiting for the peer: buffers that hold nothing go back to the
             // allocator, so that idle connections hold none.
             self.conn.shrink_buffers();
-            if self.out.is_empty() {
-                self.out = VecDeque::new();
-            }
             return Poll::Pending;
         };
         match result {
@@ -565,7 +522,6 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
             if self.buffered() <= self.write_limit {
                 return Poll::Ready(Ok(()));
             }
-            self.pull_transmit();
             ready!(self.poll_write_out(&mut cx)).map_err(Error::from_io)?;
         }
     }
@@ -574,7 +530,6 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
     pub fn poll_flush(&mut self, cx: &mut Context<'_>, side: Side) -> Poll<Result<(), Error>> {
         let waker = self.register(side, cx.waker());
         let mut cx = Context::from_waker(&waker);
-        self.pull_transmit();
         match ready!(self.poll_write_out(&mut cx)) {
             Ok(()) => Poll::Ready(match self.write_failure() {
                 Some(e) => Err(e),
@@ -584,25 +539,15 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
         }
     }
 
-    fn pull_transmit(&mut self) {
-        while let Some(chunk) = self.conn.poll_transmit() {
-            if self.write_error.is_none() && !chunk.is_empty() {
-                self.out_len += chunk.len();
-                self.out.push_back(chunk);
-            }
-        }
-    }
-
-    /// Writes all of `out` (several chunks in one vectored write where the
-    /// transport supports it), flushes, and shuts the transport down once
-    /// the core says so. A write error is recorded: the output is dropped
-    /// from then on and the send side reports it.
+    /// Writes what the core offers (several frames in one vectored write
+    /// where the transport supports it), flushes, and shuts the transport
+    /// down once the core says so. A write error is recorded: the output is
+    /// dropped from then on and the send side reports it.
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.poll_write_inner(cx) {
             Poll::Ready(Err(e)) => {
                 self.write_error = Some(Box::new((e.kind(), e.to_string())));
-                self.out.clear();
-                self.out_len = 0;
+                self.conn.advance_transmit(usize::MAX);
                 Poll::Ready(Err(e))
             }
             other => other,
@@ -611,28 +556,25 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
 
     fn poll_write_inner(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.write_error.is_some() {
+            // Output queued after a failed write goes nowhere.
+            self.conn.advance_transmit(usize::MAX);
             return Poll::Ready(Ok(()));
         }
-        if !self.out.is_empty() {
-            let deadline = self.deadline();
-            R::set_deadline(&mut self.io, deadline);
+        if self.conn.pending_transmit() > 0 {
+            R::set_deadline(&mut self.io, self.conn.poll_timeout());
         }
-        while !self.out.is_empty() {
-            let n = if self.out.len() > 1 && R::is_write_vectored(&self.io) {
-                let mut slices = [IoSlice::new(&[]); MAX_IOV];
-                let count = self.out.len().min(MAX_IOV);
-                for (slice, chunk) in slices.iter_mut().zip(self.out.iter()) {
-                    *slice = IoSlice::new(chunk);
-                }
+        while self.conn.pending_transmit() > 0 {
+            let mut slices = [IoSlice::new(&[]); MAX_IOV];
+            let count = self.conn.transmit_slices(&mut slices);
+            let n = if count > 1 && R::is_write_vectored(&self.io) {
                 ready!(R::poll_write_vectored(&mut self.io, cx, &slices[..count]))?
             } else {
-                let Some(chunk) = self.out.front() else { break };
-                ready!(R::poll_write(&mut self.io, cx, chunk))?
+                ready!(R::poll_write(&mut self.io, cx, &slices[0]))?
             };
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            self.consume(n);
+            self.conn.advance_transmit(n);
             self.unflushed = true;
         }
         if self.unflushed && !self.shutdown {
@@ -647,18 +589,5 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
             self.shutdown = true;
         }
         Poll::Ready(Ok(()))
-    }
-
-    fn consume(&mut self, mut n: usize) {
-        self.out_len -= n;
-        while n > 0 {
-            let Some(front) = self.out.front_mut() else { return };
-            if n < front.len() {
-                front.advance(n);
-                return;
-            }
-            n -= front.len();
-            self.out.pop_front();
-        }
     }
 }

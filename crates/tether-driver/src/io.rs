@@ -8,6 +8,7 @@ use std::task::Poll;
 use std::time::Instant;
 
 use bytes::BytesMut;
+use tether_proto::RecvBuf;
 
 use crate::runtime::{Runtime, RuntimeIo, Timer};
 
@@ -46,7 +47,7 @@ pub(crate) async fn read_until<S, R: RuntimeIo<S>>(
             }
         }
         R::set_deadline(io, deadline);
-        R::poll_read(io, cx, buf).map(Some)
+        R::poll_read(io, cx, &mut RecvBuf::from(&mut *buf)).map(Some)
     })
     .await
 }

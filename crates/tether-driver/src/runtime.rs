@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use tether_proto::RecvBuf;
 
 /// A runtime's clock and timer. Implemented on a marker type of the shell.
 pub trait Runtime: 'static {
@@ -43,9 +43,11 @@ pub trait Timer: Unpin + Send {
 /// and returns `Ready`, or `Pending` when the deadline given to
 /// [`set_deadline`](Self::set_deadline) passed first.
 pub trait RuntimeIo<S>: Runtime {
-    /// Reads into the spare capacity of `buf` (appending, never touching
-    /// what it holds); `Ok(0)` is the end of the stream.
-    fn poll_read(io: &mut S, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>>;
+    /// Reads into the core's receive buffer, which only appends (it is a
+    /// [`bytes::BufMut`]: read into its `chunk_mut`, or `put_slice`);
+    /// `Ok(0)` is the end of the stream. The loop has reserved room for a
+    /// read (at least 4 KiB).
+    fn poll_read(io: &mut S, cx: &mut Context<'_>, buf: &mut RecvBuf<'_>) -> Poll<io::Result<usize>>;
 
     /// Writes some of `buf`.
     fn poll_write(io: &mut S, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>>;

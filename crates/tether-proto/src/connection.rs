@@ -1274,6 +1274,15 @@ pub struct RecvBuf<'a> {
     buf: &'a mut BytesMut,
 }
 
+impl<'a> From<&'a mut BytesMut> for RecvBuf<'a> {
+    /// An append-only view of a buffer of the caller's: for reads that go
+    /// through the same runtime call before a connection exists (the
+    /// opening handshake).
+    fn from(buf: &'a mut BytesMut) -> Self {
+        Self { buf }
+    }
+}
+
 impl RecvBuf<'_> {
     /// Makes room for at least `additional` more bytes without another
     /// allocation.

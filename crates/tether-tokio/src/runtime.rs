@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use tether_proto::RecvBuf;
 use tether_driver::runtime::{Connect, Runtime, RuntimeIo, Timer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -52,7 +52,7 @@ impl Runtime for Tokio {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> RuntimeIo<S> for Tokio {
-    fn poll_read(io: &mut S, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
+    fn poll_read(io: &mut S, cx: &mut Context<'_>, buf: &mut RecvBuf<'_>) -> Poll<io::Result<usize>> {
         tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
     }
 
