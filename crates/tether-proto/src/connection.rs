@@ -1054,12 +1054,8 @@ impl Connection {
                 let data = msg.buf.split_to(ready).freeze();
                 let first = !msg.started;
                 msg.started = true;
-                self.events.push_back(Event::Fragment(Fragment {
-                    kind: msg.kind,
-                    data,
-                    first,
-                    last: message_done,
-                }));
+                self.events
+                    .push_back(Event::Fragment(Fragment::from_connection(msg.kind, data, first, message_done)));
             }
         }
         if message_done {

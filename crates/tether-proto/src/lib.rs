@@ -45,6 +45,9 @@
 //! [`Connection::handle_received`] instead of
 //! [`handle_read`](Connection::handle_read).
 //!
+//! Messages streamed as [`Event::Fragment`]s can be put back together with
+//! a [`Reassembler`], which does not validate text a second time.
+//!
 //! The end of the connection is kept: [`Connection::closed`] returns the
 //! same [`Closed`] as [`Event::Closed`], and [`Closed::is_clean`] tells a
 //! completed close handshake from an error.
@@ -118,6 +121,7 @@ pub mod handshake;
 pub mod mask;
 mod message;
 mod random;
+mod reassemble;
 pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame, InvalidClose, MAX_REASON_LEN};
@@ -127,3 +131,4 @@ pub use error::{ProtocolError, SendError};
 pub use extension::Extension;
 pub use message::{DataKind, Fragment, Message, Utf8Bytes};
 pub use random::{RandomSource, SeededRandom};
+pub use reassemble::Reassembler;

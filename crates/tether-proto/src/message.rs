@@ -177,7 +177,9 @@ impl From<Bytes> for Message {
 /// The pieces of one message arrive in order, the first with `first` set and
 /// the last with `last` set; no other message's pieces come in between. A text
 /// piece never splits a code point, so each piece is valid UTF-8 by itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// [`Reassembler`](crate::Reassembler) puts them back together without
+/// validating the text again.
+#[derive(Clone)]
 pub struct Fragment {
     /// The message's kind.
     pub kind: DataKind,
@@ -187,16 +189,82 @@ pub struct Fragment {
     pub first: bool,
     /// The last piece of the message.
     pub last: bool,
+    /// For a text piece made by a connection: the bytes `data` was made
+    /// with, validated. `data` is a public field that can be replaced, so
+    /// the proof holds only while `data` still views these very bytes (see
+    /// [`Fragment::validated_text`]). Holding them keeps that memory alive
+    /// and unchanged (`Bytes` is immutable), so equal pointers and lengths
+    /// mean equal bytes.
+    validated: Option<Utf8Bytes>,
 }
 
 impl Fragment {
-    /// The piece as text, for a text message.
+    /// A fragment built by hand (for tests, or a reassembly of your own).
+    /// Its text is not known to be valid: [`Reassembler`](crate::Reassembler)
+    /// validates it.
+    pub fn new(kind: DataKind, data: Bytes, first: bool, last: bool) -> Self {
+        Self {
+            kind,
+            data,
+            first,
+            last,
+            validated: None,
+        }
+    }
+
+    /// A piece the connection made: text pieces were validated and never
+    /// split a code point.
+    pub(crate) fn from_connection(kind: DataKind, data: Bytes, first: bool, last: bool) -> Self {
+        let validated = (kind == DataKind::Text).then(|| Utf8Bytes::from_validated(data.clone()));
+        Self {
+            kind,
+            data,
+            first,
+            last,
+            validated,
+        }
+    }
+
+    /// The piece as text, for a text message: without validating again when
+    /// the connection made this piece, checked otherwise (`None` if the
+    /// bytes are not UTF-8).
     pub fn text(&self) -> Option<&str> {
         match self.kind {
-            // The receive path validated the piece and never splits a code
-            // point; `from_utf8` here is a cheap re-check without `unsafe`.
-            DataKind::Text => core::str::from_utf8(&self.data).ok(),
+            DataKind::Text => match self.validated_text() {
+                Some(text) => Some(text.as_str()),
+                None => core::str::from_utf8(&self.data).ok(),
+            },
             DataKind::Binary => None,
         }
+    }
+
+    /// The piece as validated text, when the connection made it and `data`
+    /// was not replaced since.
+    pub(crate) fn validated_text(&self) -> Option<&Utf8Bytes> {
+        self.validated.as_ref().filter(|v| {
+            let v = v.as_bytes();
+            v.as_ptr() == self.data.as_ptr() && v.len() == self.data.len()
+        })
+    }
+}
+
+impl PartialEq for Fragment {
+    /// Fragments are equal when their public fields are: the same piece,
+    /// whether made by a connection or by hand.
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.data == other.data && self.first == other.first && self.last == other.last
+    }
+}
+
+impl Eq for Fragment {}
+
+impl fmt::Debug for Fragment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fragment")
+            .field("kind", &self.kind)
+            .field("data", &self.data)
+            .field("first", &self.first)
+            .field("last", &self.last)
+            .finish()
     }
 }

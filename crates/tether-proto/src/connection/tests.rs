@@ -828,22 +828,22 @@ mod streaming {
         let ev = events(&mut conn);
         assert_eq!(
             ev,
-            vec![Event::Fragment(Fragment {
-                kind: DataKind::Binary,
-                data: Bytes::from_static(b"012345"),
-                first: true,
-                last: false
-            })]
+            vec![Event::Fragment(Fragment::new(
+                DataKind::Binary,
+                Bytes::from_static(b"012345"),
+                true,
+                false
+            ))]
         );
         conn.handle_read(&bytes[12..], now());
         assert_eq!(
             events(&mut conn),
-            vec![Event::Fragment(Fragment {
-                kind: DataKind::Binary,
-                data: Bytes::from_static(b"6789"),
-                first: false,
-                last: true
-            })]
+            vec![Event::Fragment(Fragment::new(
+                DataKind::Binary,
+                Bytes::from_static(b"6789"),
+                false,
+                true
+            ))]
         );
     }
 
