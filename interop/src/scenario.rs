@@ -3,8 +3,7 @@
 //! each side checks what it receives.
 
 use bytes::Bytes;
-use tether_tokio::{CloseCause, CloseCode, DataKind, Message, Received, WebSocketStream};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tether_driver::{CloseCause, CloseCode, DataKind, Message, Received, Runtime, RuntimeIo, WebSocketStream};
 
 use crate::data;
 use crate::wire::Counters;
@@ -92,10 +91,11 @@ impl Scenario {
     }
 
     /// tether's side of the scenario on an open connection.
-    pub async fn run<S>(self, ws: &mut WebSocketStream<S>, counters: &Counters) -> Result<Outcome, String>
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
+    pub async fn run<S, R: RuntimeIo<S>>(
+        self,
+        ws: &mut WebSocketStream<S, R>,
+        counters: &Counters,
+    ) -> Result<Outcome, String> {
         let mut outcome = Outcome::default();
         match self {
             Self::Text => exchange(ws, &data::texts()).await?,
@@ -168,8 +168,8 @@ impl Scenario {
 }
 
 /// tether sends, the peer echoes; then the peer sends, tether echoes.
-async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
-    ws: &mut WebSocketStream<S>,
+async fn exchange<S, R: RuntimeIo<S>>(
+    ws: &mut WebSocketStream<S, R>,
     messages: &[Message],
 ) -> Result<(), String> {
     tether_sends(ws, messages).await?;
@@ -177,8 +177,8 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// tether sends each message and checks the peer's echo.
-async fn tether_sends<S: AsyncRead + AsyncWrite + Unpin>(
-    ws: &mut WebSocketStream<S>,
+async fn tether_sends<S, R: RuntimeIo<S>>(
+    ws: &mut WebSocketStream<S, R>,
     messages: &[Message],
 ) -> Result<(), String> {
     for (i, message) in messages.iter().enumerate() {
@@ -189,8 +189,8 @@ async fn tether_sends<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// The peer sends each message; tether checks it and echoes it.
-async fn tether_echoes<S: AsyncRead + AsyncWrite + Unpin>(
-    ws: &mut WebSocketStream<S>,
+async fn tether_echoes<S, R: RuntimeIo<S>>(
+    ws: &mut WebSocketStream<S, R>,
     messages: &[Message],
 ) -> Result<(), String> {
     for (i, message) in messages.iter().enumerate() {
@@ -200,13 +200,13 @@ async fn tether_echoes<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(())
 }
 
-async fn send<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>, message: Message) -> Result<(), String> {
+async fn send<S, R: RuntimeIo<S>>(ws: &mut WebSocketStream<S, R>, message: Message) -> Result<(), String> {
     let what = describe(&message);
     ws.send(message).await.map_err(|e| format!("sending {what}: {e}"))
 }
 
-async fn send_fragments<S: AsyncRead + AsyncWrite + Unpin>(
-    ws: &mut WebSocketStream<S>,
+async fn send_fragments<S, R: RuntimeIo<S>>(
+    ws: &mut WebSocketStream<S, R>,
     kind: DataKind,
     pieces: &[&[u8]],
 ) -> Result<(), String> {
@@ -218,8 +218,8 @@ async fn send_fragments<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(())
 }
 
-async fn expect<S: AsyncRead + AsyncWrite + Unpin>(
-    ws: &mut WebSocketStream<S>,
+async fn expect<S, R: RuntimeIo<S>>(
+    ws: &mut WebSocketStream<S, R>,
     expected: &Message,
     what: &str,
 ) -> Result<(), String> {
@@ -239,7 +239,7 @@ async fn expect<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-async fn ping<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>) -> Result<(), String> {
+async fn ping<S, R: RuntimeIo<S>>(ws: &mut WebSocketStream<S, R>) -> Result<(), String> {
     ws.ping(Bytes::from_static(b"tether-ping"))
         .await
         .map_err(|e| format!("ping: {e}"))?;
@@ -258,7 +258,7 @@ async fn ping<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>) ->
     }
 }
 
-fn check_closed<S>(ws: &WebSocketStream<S>, code: u16, reason: Option<&str>, cause: CloseCause) -> Result<(), String> {
+fn check_closed<S, R: Runtime>(ws: &WebSocketStream<S, R>, code: u16, reason: Option<&str>, cause: CloseCause) -> Result<(), String> {
     let Some(closed) = ws.close_info() else {
         return Err("the connection is not closed".to_owned());
     };
