@@ -120,6 +120,13 @@ impl<S, R: Runtime> WebSocketStream<S, R> {
     pub fn into_parts(self) -> (S, Connection) {
         self.driver.into_parts()
     }
+
+    /// The driving loop itself, nothing lost: for a shell that drives it
+    /// its own way (the blocking shell's reader thread feeds it with
+    /// [`Driver::handle_read`] while a writer shares it behind a lock).
+    pub fn into_driver(self) -> Driver<S, R> {
+        self.driver
+    }
 }
 
 impl<S, R: TransportAddrs<S>> WebSocketStream<S, R> {
