@@ -9,9 +9,11 @@ use std::io::{self, IoSlice};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll, Wake, Waker};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::task::AtomicWaker;
-use tether_proto::{CloseCause, CloseCode, Closed, Connection, DataKind, Event, Fragment, Message, SendError, State};
+use tether_proto::{
+    CloseCause, CloseCode, Closed, Connection, DataKind, Event, Fragment, Message, Reassembler, SendError, State,
+};
 
 use crate::runtime::{Runtime, RuntimeIo, Timer};
 use crate::{Error, WebSocketConfig};
@@ -87,7 +89,7 @@ pub struct Driver<S, R: Runtime> {
     /// The end was reported to the receiving side.
     end_reported: bool,
     /// A streamed message being reassembled for whole-message receive.
-    partial: Option<Box<(DataKind, BytesMut)>>,
+    partial: Reassembler,
     /// Drop the fragments of the current message (its reader was dropped).
     skip: bool,
     wakers: Arc<Wakers>,
@@ -111,7 +113,7 @@ impl<S, R: Runtime> Driver<S, R> {
             shutdown: false,
             read_error: None,
             end_reported: false,
-            partial: None,
+            partial: Reassembler::new(),
             skip: false,
             proxy: Waker::from(wakers.clone()),
             wakers,
@@ -176,10 +178,7 @@ impl<S, R: Runtime> Driver<S, R> {
     /// A message partly reassembled by the whole-message receive, for a
     /// reader that takes over.
     pub fn take_partial(&mut self) -> Option<(DataKind, Bytes)> {
-        self.partial.take().map(|partial| {
-            let (kind, buf) = *partial;
-            (kind, buf.freeze())
-        })
+        self.partial.take_partial()
     }
 
     /// The error to report at the end of the receive side, once: `None`
@@ -355,22 +354,9 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
     /// Adds a piece of a streamed message to the one being reassembled;
     /// returns the message once whole.
     pub fn absorb_fragment(&mut self, fragment: Fragment) -> Option<Result<Message, Error>> {
-        let (kind, buf) = &mut **self
-            .partial
-            .get_or_insert_with(|| Box::new((fragment.kind, BytesMut::new())));
-        buf.extend_from_slice(&fragment.data);
-        let kind = *kind;
-        if !fragment.last {
-            return None;
-        }
-        let payload = self.partial.take().map(|p| p.1.freeze()).unwrap_or_default();
-        Some(match kind {
-            // Each piece was validated by the core: this check cannot fail.
-            DataKind::Text => tether_proto::Utf8Bytes::try_from_bytes(payload)
-                .map(Message::Text)
-                .map_err(|_| Error::Protocol(tether_proto::ProtocolError::InvalidUtf8)),
-            DataKind::Binary => Ok(Message::Binary(payload)),
-        })
+        // The core's reassembler: text pieces the connection validated are
+        // not validated again.
+        self.partial.push(fragment).map_err(Error::Protocol).transpose()
     }
 
     /// Drives the connection to its end, dropping what arrives: the second
