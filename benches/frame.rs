@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use tether_proto::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
+use tether_proto::__internal::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
 use tether_proto::{Config, Connection, Message, SeededRandom};
 
 fn header(payload_len: u64, mask: Option<[u8; 4]>) -> Vec<u8> {

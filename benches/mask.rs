@@ -5,7 +5,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use tether_proto::mask::{apply_mask, apply_mask_bytewise};
+use tether_proto::__internal::mask::{apply_mask, apply_mask_bytewise};
 
 #[path = "common.rs"]
 mod common;

@@ -7,8 +7,8 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use tether_proto::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
-use tether_proto::mask::apply_mask;
+use tether_proto::__internal::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
+use tether_proto::__internal::mask::apply_mask;
 use tether_proto::{Config, Connection, Event};
 
 /// Appends one masked frame, as a client sends it.

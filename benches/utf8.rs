@@ -7,7 +7,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use tether_proto::utf8::{self, Utf8Validator};
+use tether_proto::__internal::utf8::{self, Utf8Validator};
 
 #[path = "common.rs"]
 mod common;

@@ -12,6 +12,7 @@
 
 use bytes::BytesMut;
 
+pub use crate::frame::{RSV1, RSV2, RSV3};
 use crate::message::DataKind;
 
 /// Why an extension could not decode a message.
@@ -30,7 +31,7 @@ pub trait Extension: Send {
     /// The extension's token as negotiated, for example `permessage-deflate`.
     fn name(&self) -> &str;
 
-    /// The RSV bits (`frame::RSV1`, `RSV2`, `RSV3`) this extension may set on
+    /// The RSV bits ([`RSV1`], [`RSV2`], [`RSV3`]) this extension may set on
     /// the first frame of a message. Frames with other RSV bits set fail the
     /// connection.
     fn rsv_bits(&self) -> u8;

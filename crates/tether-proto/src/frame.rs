@@ -14,6 +14,9 @@
 //! |                               |Masking-key, if MASK set to 1  |
 //! +-------------------------------+-------------------------------+
 //! ```
+// `pub` for tether_proto::__internal (the `unstable-internals` feature of
+// the benches and fuzz targets); crate-private otherwise.
+#![cfg_attr(not(feature = "unstable-internals"), allow(unreachable_pub, dead_code))]
 
 use crate::error::ProtocolError;
 

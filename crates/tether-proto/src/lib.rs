@@ -116,13 +116,34 @@ mod connection;
 pub mod deflate;
 mod error;
 pub mod extension;
-pub mod frame;
+mod frame;
 pub mod handshake;
-pub mod mask;
+mod mask;
 mod message;
 mod random;
 mod reassemble;
-pub mod utf8;
+mod utf8;
+
+/// Framing, masking and UTF-8 validation, for tether's own benches and fuzz
+/// targets: **not** part of the public API and not covered by semver. They
+/// exist only with the `unstable-internals` cargo feature, which nothing but
+/// those crates should enable.
+#[cfg(feature = "unstable-internals")]
+#[doc(hidden)]
+pub mod __internal {
+    /// Frame headers (RFC 6455 section 5.2).
+    pub mod frame {
+        pub use crate::frame::*;
+    }
+    /// Masking (RFC 6455 section 5.3).
+    pub mod mask {
+        pub use crate::mask::*;
+    }
+    /// UTF-8 validation (RFC 6455 section 8.1).
+    pub mod utf8 {
+        pub use crate::utf8::*;
+    }
+}
 
 pub use close::{CloseCode, CloseFrame, InvalidClose, MAX_REASON_LEN};
 pub use config::Config;

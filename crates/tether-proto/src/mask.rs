@@ -3,6 +3,9 @@
 //! `transformed[i] = original[i] ^ key[i % 4]`. Masking is its own inverse.
 //! This implementation works a machine word at a time on the aligned middle of
 //! the buffer, which the compiler vectorises (SSE2/AVX2/NEON) without `unsafe`.
+// `pub` for tether_proto::__internal (the `unstable-internals` feature of
+// the benches and fuzz targets); crate-private otherwise.
+#![cfg_attr(not(feature = "unstable-internals"), allow(unreachable_pub, dead_code))]
 
 /// Masks or unmasks `data` in place with `key`, as if `data` started `offset`
 /// bytes into the payload (so a payload can be processed in pieces).

@@ -4,6 +4,9 @@
 //! between pieces. [`Utf8Validator`] keeps at most three bytes of an incomplete
 //! code point and reports invalid input as soon as the bytes seen so far
 //! cannot start any valid sequence ("fail fast", as Autobahn 6.x checks).
+// `pub` for tether_proto::__internal (the `unstable-internals` feature of
+// the benches and fuzz targets); crate-private otherwise.
+#![cfg_attr(not(feature = "unstable-internals"), allow(unreachable_pub, dead_code))]
 
 /// Invalid UTF-8 was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
