@@ -380,6 +380,21 @@ impl ClientHandshake {
         now: Instant,
         timeout: Option<Duration>,
     ) -> Result<(Self, Vec<u8>), HandshakeError> {
+        Self::with_deadline(request, random, timeout.and_then(|timeout| now.checked_add(timeout)))
+    }
+
+    /// Starts a handshake that fails with [`HandshakeError::Timeout`] if it
+    /// has not completed by `deadline`: for an adapter with one deadline
+    /// for the whole connect (DNS, TCP, TLS and this handshake), which
+    /// passes what is left of it as it is, with no `now` and no duration to
+    /// recompute. A deadline already past fails at the first
+    /// [`handle_timeout`](Self::handle_timeout). Otherwise the same as
+    /// [`new`](Self::new).
+    pub fn with_deadline(
+        request: ClientRequest,
+        random: &mut dyn RandomSource,
+        deadline: Option<Instant>,
+    ) -> Result<(Self, Vec<u8>), HandshakeError> {
         request.validate()?;
         let mut nonce = [0; KEY_LEN];
         random.fill_bytes(&mut nonce);
@@ -393,7 +408,7 @@ impl ClientHandshake {
             head: HeadBuffer::new(DEFAULT_MAX_HEADER_BYTES),
             max_headers: DEFAULT_MAX_HEADERS,
             state: State::Head,
-            deadline: timeout.and_then(|timeout| now.checked_add(timeout)),
+            deadline,
         };
         Ok((handshake, bytes))
     }
@@ -1270,6 +1285,30 @@ mod tests {
         // No timeout: no deadline; an overflowing one is no deadline either.
         let request = ClientRequest::new("ws://a/").unwrap();
         let (hs, _) = ClientHandshake::new(request, &mut SeededRandom::new(1), now, Some(Duration::MAX)).unwrap();
+        assert_eq!(hs.poll_timeout(), None);
+    }
+
+    #[test]
+    fn rfc6455_4_1_handshake_overall_deadline() {
+        let now = Instant::now();
+        let deadline = now + Duration::from_secs(3);
+        let request = ClientRequest::new("ws://a/").unwrap();
+        let (mut hs, bytes) =
+            ClientHandshake::with_deadline(request.clone(), &mut SeededRandom::new(1), Some(deadline)).unwrap();
+        // The same request as `new` sends.
+        let (_, same) = ClientHandshake::new(request, &mut SeededRandom::new(1), now, None).unwrap();
+        assert_eq!(bytes, same);
+        assert_eq!(hs.poll_timeout(), Some(deadline));
+        assert_eq!(hs.handle_timeout(deadline - Duration::from_millis(1)), Ok(()));
+        assert_eq!(hs.handle_timeout(deadline), Err(HandshakeError::Timeout));
+
+        // What is left of a deadline already spent on DNS, TCP and TLS.
+        let request = ClientRequest::new("ws://a/").unwrap();
+        let (mut hs, _) = ClientHandshake::with_deadline(request, &mut SeededRandom::new(1), Some(now)).unwrap();
+        assert_eq!(hs.handle_timeout(now + Duration::from_millis(1)), Err(HandshakeError::Timeout));
+
+        let request = ClientRequest::new("ws://a/").unwrap();
+        let (hs, _) = ClientHandshake::with_deadline(request, &mut SeededRandom::new(1), None).unwrap();
         assert_eq!(hs.poll_timeout(), None);
     }
 
