@@ -1,7 +1,7 @@
 //! Checks on the events one connection emits, and a normal form of them that
 //! does not depend on how the input was split.
 
-use tether_proto::{CloseCause, Closed, Config, DataKind, Event, Message, MAX_REASON_LEN};
+use tether_proto::{CloseCause, Closed, Config, DataKind, Event, Message, Reassembler, MAX_REASON_LEN};
 
 /// Largest control payload (RFC 6455 section 5.5).
 pub const MAX_CONTROL_PAYLOAD: usize = 125;
@@ -32,6 +32,8 @@ pub struct EventChecker {
     pub closed: Option<Closed>,
     /// The streamed message being delivered.
     streaming: Option<(DataKind, Vec<u8>)>,
+    /// The core's reassembly of the same fragments, checked against ours.
+    reassembler: Reassembler,
     /// Everything delivered, in order.
     pub log: Vec<Item>,
 }
@@ -43,6 +45,7 @@ impl EventChecker {
             stream_threshold: config.stream_threshold,
             closed: None,
             streaming: None,
+            reassembler: Reassembler::new(),
             log: Vec::new(),
         }
     }
@@ -101,10 +104,23 @@ impl EventChecker {
                         assert_eq!(*kind, fragment.kind, "fragment kind changed within a message");
                     }
                 }
+                let reassembled = self.reassembler.push(fragment.clone());
                 let Some((kind, data)) = &mut self.streaming else {
                     unreachable!()
                 };
                 data.extend_from_slice(&fragment.data);
+                match reassembled {
+                    Ok(Some(message)) => {
+                        assert!(fragment.last, "Reassembler finished early");
+                        assert_eq!(message.kind(), *kind);
+                        assert_eq!(message.as_bytes(), &data[..], "Reassembler differs");
+                        if let Message::Text(text) = &message {
+                            assert!(std::str::from_utf8(text.as_bytes()).is_ok(), "reassembled text is not UTF-8");
+                        }
+                    }
+                    Ok(None) => assert!(!fragment.last, "Reassembler did not finish"),
+                    Err(e) => panic!("Reassembler refused the connection's fragments: {e:?}"),
+                }
                 assert!(
                     data.len() as u64 <= self.max_message_size,
                     "streamed message of {} bytes over max_message_size {}",
@@ -140,6 +156,7 @@ impl EventChecker {
                 // A streamed message cut short by the close is not compared:
                 // how much of it was delivered depends on the split.
                 self.streaming = None;
+                self.reassembler.clear();
                 self.closed = Some(closed.clone());
                 self.log.push(Item::Closed(closed));
             }
