@@ -1,0 +1,314 @@
+//! Receiving on one thread while others send: [`Reader`] and [`Writer`].
+//!
+//! A blocking read cannot be polled: a thread that waits in `read` while
+//! holding the connection's lock would block every sender until the peer
+//! speaks. So the halves share the driver behind a `Mutex`, and the lock is
+//! never held across a wait for the peer:
+//!
+//! ```text
+//!  Reader thread                          shared: Mutex<Driver>           Writer threads
+//!  lock: poll_message (pongs, timers,     transport = the write handle;   lock: queue, write
+//!        queued output), deadline()       its reads return Pending        (bounded by the
+//!  unlock                                                                  write timeout),
+//!  read the read handle, timeout =                                         unlock
+//!        the deadline (capped at 250 ms)
+//!  lock: handle_read(bytes) / handle_read_end
+//! ```
+//!
+//! - The [`Reader`] reads a second handle on the socket
+//!   ([`SplitIo::read_side`]: a cloned `TcpStream`; for TLS the raw socket,
+//!   whose records the shared session decrypts under the lock) without the
+//!   lock, then locks to hand the bytes to the driver
+//!   ([`Driver::handle_read`]) and runs the loop once
+//!   ([`Driver::poll_message`]), which answers pings, runs the timers and
+//!   writes queued output, and unlocks.
+//! - A [`Writer`] locks, queues, writes, and unlocks; if a write waits for
+//!   a peer that does not read, it unlocks each time the write timeout
+//!   (the next deadline) passes, so the reader gets its turn.
+//! - The read timeout is the driver's next deadline, fetched under the
+//!   lock. A writer can move it earlier while the reader waits (a close
+//!   starts the close timeout), so the wait is capped at 250 ms: such a
+//!   timer fires at most that late.
+//! - Dropping the reader turns reads back on in the shared driver, so a
+//!   writer's [`close`](Writer::close) can then wait for the close
+//!   handshake itself.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tether_driver::{Driver, Side};
+use tether_proto::{CloseCode, Closed, DataKind, Message, State};
+
+use crate::runtime::{is_timeout, Blocking, Timeouts, Transport, MIN_TIMEOUT};
+use crate::transport::{BlockingIo, SplitIo};
+use crate::Error;
+
+/// The longest a reader waits in `read` before it looks at the deadline
+/// again (a writer may have moved it earlier).
+const MAX_WAIT: Duration = Duration::from_millis(250);
+
+/// What one read of the reader asks for.
+const READ_SIZE: usize = tether_driver::DEFAULT_READ_BUFFER_SIZE;
+
+struct Shared<S> {
+    driver: Mutex<Driver<Transport<S>, Blocking>>,
+    reader_alive: AtomicBool,
+}
+
+/// The receiving half of a split [`WebSocket`](crate::WebSocket), for one
+/// thread: [`recv`](Self::recv) and an iterator over messages. Receiving
+/// also answers pings, runs the timers and writes what the writers queued.
+pub struct Reader<S: SplitIo> {
+    shared: Arc<Shared<S>>,
+    side: S::ReadSide,
+    timeouts: Timeouts,
+    buf: Vec<u8>,
+    plain: Vec<u8>,
+    eof: bool,
+}
+
+/// The sending half of a split [`WebSocket`](crate::WebSocket): `Clone +
+/// Send`, for any number of threads.
+pub struct Writer<S> {
+    shared: Arc<Shared<S>>,
+}
+
+impl<S> Clone for Writer<S> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S: SplitIo> std::fmt::Debug for Reader<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader").field("eof", &self.eof).finish_non_exhaustive()
+    }
+}
+
+impl<S> std::fmt::Debug for Writer<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn split<S: SplitIo>(mut driver: Driver<Transport<S>, Blocking>) -> io::Result<(Reader<S>, Writer<S>)> {
+    let side = driver.io().get_ref().read_side()?;
+    driver.io_mut().set_reads(false);
+    let shared = Arc::new(Shared {
+        driver: Mutex::new(driver),
+        reader_alive: AtomicBool::new(true),
+    });
+    let reader = Reader {
+        shared: shared.clone(),
+        side,
+        timeouts: Timeouts::default(),
+        buf: Vec::new(),
+        plain: Vec::new(),
+        eof: false,
+    };
+    Ok((reader, Writer { shared }))
+}
+
+/// Locks the shared driver. Every poll leaves it consistent, so a panic
+/// while it was locked cannot leave it torn: poisoning is ignored.
+fn lock<S>(shared: &Shared<S>) -> MutexGuard<'_, Driver<Transport<S>, Blocking>> {
+    shared.driver.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl<S: SplitIo> Reader<S> {
+    /// The next whole message; `None` once the connection closed cleanly,
+    /// `Some(Err(..))` once if it ended otherwise. See
+    /// [`WebSocket::recv`](crate::WebSocket::recv).
+    pub fn recv(&mut self) -> Option<Result<Message, Error>> {
+        let mut cx = Context::from_waker(Waker::noop());
+        loop {
+            let deadline = {
+                let mut driver = lock(&self.shared);
+                if let Poll::Ready(item) = driver.poll_message(&mut cx, Side::Recv) {
+                    return item;
+                }
+                driver.deadline()
+            };
+            self.wait_for_peer(deadline);
+        }
+    }
+
+    /// The messages, until the connection ends.
+    pub fn incoming(&mut self) -> ReaderMessages<'_, S> {
+        ReaderMessages { reader: self }
+    }
+
+    /// How the connection ended, once it has.
+    pub fn close_info(&self) -> Option<Closed> {
+        lock(&self.shared).closed().cloned()
+    }
+
+    /// Reads the peer without the lock, until `deadline` at the latest,
+    /// then hands what arrived to the driver.
+    fn wait_for_peer(&mut self, deadline: Option<Instant>) {
+        if self.eof {
+            // Nothing more to read: only the loop's deadlines (the linger of
+            // unwritten output) are left to wait for.
+            let left = deadline.map_or(MAX_WAIT, |d| d.saturating_duration_since(Instant::now()));
+            std::thread::sleep(left.clamp(MIN_TIMEOUT, MAX_WAIT));
+            return;
+        }
+        if let Some(timeout) = self.timeouts.update(deadline, Some(MAX_WAIT)) {
+            if let Err(e) = self.side.set_read_timeout(timeout) {
+                tracing::debug!("setting the read timeout failed: {e}");
+                self.timeouts = Timeouts::default();
+            }
+        }
+        if self.buf.len() < READ_SIZE {
+            self.buf.resize(READ_SIZE, 0);
+        }
+        let result = std::io::Read::read(&mut self.side, &mut self.buf);
+        let mut driver = lock(&self.shared);
+        match result {
+            Ok(0) => {
+                self.eof = true;
+                driver.handle_read_end(None);
+            }
+            Ok(n) => match driver.io_mut().get_mut().decode(&self.buf[..n], &mut self.plain) {
+                Ok(bytes) => driver.handle_read(bytes),
+                Err(e) => {
+                    self.eof = true;
+                    driver.handle_read_end(Some(e));
+                }
+            },
+            Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                self.eof = true;
+                driver.handle_read_end(Some(e));
+            }
+        }
+    }
+}
+
+impl<S: SplitIo> Drop for Reader<S> {
+    fn drop(&mut self) {
+        // A writer's close now waits for the handshake itself, reading the
+        // shared transport.
+        self.shared.reader_alive.store(false, Ordering::Release);
+        lock(&self.shared).io_mut().set_reads(!self.eof);
+    }
+}
+
+/// An iterator over the messages of a [`Reader`].
+#[derive(Debug)]
+pub struct ReaderMessages<'a, S: SplitIo> {
+    reader: &'a mut Reader<S>,
+}
+
+impl<S: SplitIo> Iterator for ReaderMessages<'_, S> {
+    type Item = Result<Message, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.reader.recv()
+    }
+}
+
+impl<'a, S: SplitIo> IntoIterator for &'a mut Reader<S> {
+    type Item = Result<Message, Error>;
+    type IntoIter = ReaderMessages<'a, S>;
+
+    fn into_iter(self) -> ReaderMessages<'a, S> {
+        self.incoming()
+    }
+}
+
+impl<S> Writer<S> {
+    /// Open, closing or closed.
+    pub fn state(&self) -> State {
+        lock(&self.shared).conn().state()
+    }
+
+    /// Bytes queued for the transport and not yet written.
+    pub fn buffered_amount(&self) -> usize {
+        lock(&self.shared).buffered()
+    }
+}
+
+impl<S: BlockingIo> Writer<S> {
+    /// Sends a message: queues it and writes everything queued.
+    pub fn send(&self, message: impl Into<Message>) -> Result<(), Error> {
+        self.feed(message)?;
+        self.flush()
+    }
+
+    /// Queues a message without writing it (waiting only while the write
+    /// buffer is full). The next send or flush writes it, or the reader
+    /// once a read returns; call [`flush`](Self::flush) for it to leave now.
+    pub fn feed(&self, message: impl Into<Message>) -> Result<(), Error> {
+        let mut message = Some(message.into());
+        self.drive(|driver, cx| {
+            if let Err(e) = std::task::ready!(driver.poll_send_ready(cx)) {
+                return Poll::Ready(Err(e));
+            }
+            Poll::Ready(message.take().map_or(Ok(()), |m| driver.start_send(m)))
+        })
+    }
+
+    /// Writes everything queued.
+    pub fn flush(&self) -> Result<(), Error> {
+        self.drive(|driver, cx| driver.poll_flush(cx, Side::Send))
+    }
+
+    /// Sends one frame of a fragmented message; see
+    /// [`WebSocket::send_fragment`](crate::WebSocket::send_fragment).
+    pub fn send_fragment(&self, kind: DataKind, data: &[u8], fin: bool) -> Result<(), Error> {
+        self.queue(|driver| driver.start_fragment(kind, data, fin))
+    }
+
+    /// Sends a ping (at most 125 bytes).
+    pub fn ping(&self, payload: impl Into<Bytes>) -> Result<(), Error> {
+        let payload = payload.into();
+        self.queue(|driver| driver.start_ping(&payload))
+    }
+
+    /// Sends an unsolicited pong.
+    pub fn pong(&self, payload: impl Into<Bytes>) -> Result<(), Error> {
+        let payload = payload.into();
+        self.queue(|driver| driver.start_pong(&payload))
+    }
+
+    /// Sends a close frame with `code` and `reason`. The reader receives
+    /// what is still in flight, then the end of the connection. Without a
+    /// reader (dropped), this waits for the close handshake itself.
+    pub fn close(&self, code: CloseCode, reason: &str) -> Result<(), Error> {
+        lock(&self.shared).start_close(code, reason)?;
+        self.flush()?;
+        if !self.shared.reader_alive.load(Ordering::Acquire) {
+            self.drive(|driver, cx| driver.poll_until_closed(cx, Side::Send))?;
+        }
+        Ok(())
+    }
+
+    /// Waits for room, queues with `start`, writes.
+    fn queue(&self, mut start: impl FnMut(&mut Driver<Transport<S>, Blocking>) -> Result<(), Error>) -> Result<(), Error> {
+        let mut started = false;
+        self.drive(|driver, cx| {
+            if !started {
+                if let Err(e) = std::task::ready!(driver.poll_send_ready(cx)) {
+                    return Poll::Ready(Err(e));
+                }
+                start(driver)?;
+                started = true;
+            }
+            driver.poll_flush(cx, Side::Send)
+        })
+    }
+
+    /// Polls under the lock until `Ready`, unlocking between polls: a
+    /// `Pending` means a write waited for its timeout, and the reader may
+    /// need the lock to run the timers.
+    fn drive<T>(&self, mut poll: impl FnMut(&mut Driver<Transport<S>, Blocking>, &mut Context<'_>) -> Poll<T>) -> T {
+        crate::runtime::block_on_poll(|cx| poll(&mut lock(&self.shared), cx))
+    }
+}
