@@ -1,0 +1,205 @@
+//! The glue between futures-io runtimes and the driving loop: the clock,
+//! one async-io timer, I/O on `AsyncRead + AsyncWrite`, and opening TCP
+//! (async-net) and TLS (futures-rustls).
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use async_net::TcpStream;
+use bytes::BufMut;
+use futures_io::{AsyncRead, AsyncWrite};
+use tether_driver::runtime::{Connect, Runtime, RuntimeIo, Timer};
+use tether_driver::tether_proto::RecvBuf;
+
+use crate::{Error, MaybeTlsStream};
+
+/// Any futures-io runtime that runs the async-io reactor (smol,
+/// async-std), as the driving loop sees it. The clock is
+/// [`Instant::now`], the timer async-io's.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FuturesIo;
+
+/// An [`async_io::Timer`], created once per connection and re-armed in
+/// place.
+#[derive(Debug)]
+pub struct AsyncIoTimer {
+    timer: async_io::Timer,
+    deadline: Instant,
+    /// async-io's timer answers `Ready` once, then `Pending` for ever; the
+    /// driving loop asks again after expiry (before re-arming it later).
+    expired: bool,
+}
+
+impl Timer for AsyncIoTimer {
+    fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    fn reset(&mut self, deadline: Instant) {
+        self.timer.set_at(deadline);
+        self.deadline = deadline;
+        self.expired = false;
+    }
+
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.expired {
+            std::task::ready!(Pin::new(&mut self.timer).poll(cx));
+            self.expired = true;
+        }
+        Poll::Ready(())
+    }
+}
+
+impl Runtime for FuturesIo {
+    type Timer = AsyncIoTimer;
+
+    fn now() -> Instant {
+        Instant::now()
+    }
+
+    fn timer(deadline: Instant) -> AsyncIoTimer {
+        AsyncIoTimer {
+            timer: async_io::Timer::at(deadline),
+            deadline,
+            expired: false,
+        }
+    }
+}
+
+/// The most one read takes in: the driving crate's default read size.
+const SCRATCH_LEN: usize = tether_driver::DEFAULT_READ_BUFFER_SIZE;
+
+/// The most one read takes in when the scratch buffer is in use, and the
+/// room made when the buffer has none.
+const FALLBACK_LEN: usize = 4 * 1024;
+
+thread_local! {
+    /// Where reads land before they are copied into the core's receive
+    /// buffer: zeroed once per thread, then reused by every connection the
+    /// thread polls.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+// futures-io reads into initialised memory (`&mut [u8]`); the core lends
+// its receive buffer as uninitialised room ([`RecvBuf`]). Zeroing that room
+// before each read (64 KiB) would cost more than the rest of a small
+// message's trip, and which part of it is already initialised cannot be
+// known from here: the core splits, replaces and frees that buffer between
+// reads. So each read lands in a per-thread scratch buffer, zeroed once,
+// and only the bytes read are copied (`put_slice`): a copy as long as the
+// data (tens of nanoseconds for a small message) instead of a fill as long
+// as the room, and no `unsafe`.
+impl<S: AsyncRead + AsyncWrite + Unpin> RuntimeIo<S> for FuturesIo {
+    fn poll_read(io: &mut S, cx: &mut Context<'_>, buf: &mut RecvBuf<'_>) -> Poll<io::Result<usize>> {
+        if buf.spare_capacity() == 0 {
+            // An empty slice would read as the end of the stream.
+            buf.reserve(FALLBACK_LEN);
+        }
+        let room = buf.spare_capacity();
+        let scratch = SCRATCH.try_with(|scratch| {
+            let mut scratch = scratch.try_borrow_mut().ok()?;
+            if scratch.is_empty() {
+                scratch.resize(SCRATCH_LEN, 0);
+            }
+            let len = room.min(scratch.len());
+            Some(read_into(io, cx, &mut scratch[..len], buf))
+        });
+        match scratch {
+            Ok(Some(poll)) => poll,
+            // A transport that reads another tether connection inside its
+            // own read (the scratch is borrowed), or a thread being torn
+            // down: a small buffer on the stack instead.
+            Ok(None) | Err(_) => {
+                let mut stack = [0u8; FALLBACK_LEN];
+                read_into(io, cx, &mut stack[..room.min(FALLBACK_LEN)], buf)
+            }
+        }
+    }
+
+    fn poll_write(io: &mut S, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(io: &mut S, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        Pin::new(io).poll_write_vectored(cx, bufs)
+    }
+
+    /// futures-io cannot tell; its default `poll_write_vectored` writes the
+    /// first slice, as `poll_write` would, and async-net's TCP writes them
+    /// all in one `writev`.
+    fn is_write_vectored(_: &S) -> bool {
+        true
+    }
+
+    fn poll_flush(io: &mut S, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(io: &mut S, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(io).poll_close(cx)
+    }
+}
+
+/// Reads into `scratch`, then appends what was read to `buf`.
+fn read_into<S: AsyncRead + Unpin>(
+    io: &mut S,
+    cx: &mut Context<'_>,
+    scratch: &mut [u8],
+    buf: &mut RecvBuf<'_>,
+) -> Poll<io::Result<usize>> {
+    let n = std::task::ready!(Pin::new(io).poll_read(cx, scratch))?;
+    let read = scratch
+        .get(..n)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "the transport read more than it was given"))?;
+    buf.put_slice(read);
+    Poll::Ready(Ok(n))
+}
+
+/// DNS and TCP through async-net (async-io's reactor, the blocking
+/// resolver on async-io's thread pool), TLS through futures-rustls.
+impl Connect for FuturesIo {
+    type Tcp = TcpStream;
+    type Stream = MaybeTlsStream<TcpStream>;
+
+    fn resolve(host: &str, port: u16) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send {
+        async_net::resolve((host, port))
+    }
+
+    fn connect_tcp(
+        addr: SocketAddr,
+        nodelay: bool,
+        _limit: Option<Duration>,
+    ) -> impl Future<Output = io::Result<TcpStream>> + Send {
+        // The driving crate races the attempt against the async-io timer.
+        let connected = TcpStream::connect(addr);
+        async move { connected.await.and_then(|tcp| tcp.set_nodelay(nodelay).map(|()| tcp)) }
+    }
+
+    fn plain(tcp: TcpStream) -> Self::Stream {
+        MaybeTlsStream::Plain(tcp)
+    }
+
+    #[cfg(feature = "tls")]
+    fn tls(
+        tcp: TcpStream,
+        host: &str,
+        config: std::sync::Arc<rustls::ClientConfig>,
+        _deadline: Option<Instant>,
+    ) -> impl Future<Output = Result<Self::Stream, Error>> + Send {
+        let connector = futures_rustls::TlsConnector::from(config);
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned());
+        let host = host.to_owned();
+        async move {
+            let name = name.map_err(|_| Error::InvalidServerName(host))?;
+            match connector.connect(name, tcp).await {
+                Ok(tls) => Ok(MaybeTlsStream::Tls(Box::new(tls))),
+                Err(e) => Err(Error::from_io(e)),
+            }
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! Transports: plain or TLS, and their addresses.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_io::{AsyncRead, AsyncWrite};
+use tether_driver::TransportAddrs;
+
+use crate::FuturesIo;
+
+// Addresses of the transports this crate knows, for
+// `WebSocketStream::local_addr` and `peer_addr`: each one's TCP stream's.
+// For a transport of your own, implement `TransportAddrs<YourTransport>`
+// for `FuturesIo`.
+
+/// A TCP stream's own addresses.
+macro_rules! tcp_addrs {
+    ($(#[$attr:meta])* $tcp:ty) => {
+        $(#[$attr])*
+        impl TransportAddrs<$tcp> for FuturesIo {
+            fn local_addr(io: &$tcp) -> io::Result<SocketAddr> {
+                io.local_addr()
+            }
+
+            fn peer_addr(io: &$tcp) -> io::Result<SocketAddr> {
+                io.peer_addr()
+            }
+        }
+    };
+}
+
+/// A wrapper's addresses: those of the stream it wraps.
+macro_rules! wrapper_addrs {
+    ($(#[$attr:meta])* $($wrapper:ident)::+, |$io:ident| $inner:expr) => {
+        $(#[$attr])*
+        impl<S> TransportAddrs<$($wrapper)::+<S>> for FuturesIo
+        where
+            Self: TransportAddrs<S>,
+        {
+            fn local_addr($io: &$($wrapper)::+<S>) -> io::Result<SocketAddr> {
+                <Self as TransportAddrs<S>>::local_addr($inner)
+            }
+
+            fn peer_addr($io: &$($wrapper)::+<S>) -> io::Result<SocketAddr> {
+                <Self as TransportAddrs<S>>::peer_addr($inner)
+            }
+        }
+    };
+}
+
+// async-net's stream is also smol's (`smol::net::TcpStream`).
+tcp_addrs!(async_net::TcpStream);
+tcp_addrs!(#[cfg(feature = "async-std")] async_std::net::TcpStream);
+wrapper_addrs!(MaybeTlsStream, |io| io.tcp());
+wrapper_addrs!(#[cfg(feature = "tls")] futures_rustls::client::TlsStream, |io| io.get_ref().0);
+wrapper_addrs!(#[cfg(feature = "tls")] futures_rustls::server::TlsStream, |io| io.get_ref().0);
+
+/// The transport of a connection opened with [`connect`](crate::connect):
+/// plain TCP for `ws://`, TLS for `wss://`.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum MaybeTlsStream<S> {
+    /// `ws://`.
+    Plain(S),
+    /// `wss://`.
+    #[cfg(feature = "tls")]
+    Tls(Box<futures_rustls::client::TlsStream<S>>),
+}
+
+/// What both variants are, to forward each call through one `match`.
+trait Transport: AsyncRead + AsyncWrite + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Transport for T {}
+
+impl<S> MaybeTlsStream<S> {
+    /// The TCP stream underneath.
+    pub fn tcp(&self) -> &S {
+        match self {
+            Self::Plain(s) => s,
+            #[cfg(feature = "tls")]
+            Self::Tls(s) => s.get_ref().0,
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> MaybeTlsStream<S> {
+    /// The variant's stream; one dynamic call per read or write is nothing
+    /// beside the system call it makes.
+    fn io(self: Pin<&mut Self>) -> Pin<&mut (dyn Transport + '_)> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s),
+            #[cfg(feature = "tls")]
+            Self::Tls(s) => Pin::new(&mut **s),
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for MaybeTlsStream<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        self.io().poll_read(cx, buf)
+    }
+
+    fn poll_read_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &mut [io::IoSliceMut<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.io().poll_read_vectored(cx, bufs)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MaybeTlsStream<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.io().poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.io().poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.io().poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.io().poll_close(cx)
+    }
+}
