@@ -25,11 +25,15 @@ pub const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 pub enum Adapter {
     /// `tether-tokio`.
     Tokio,
+    /// `tether-futures` on smol.
+    Smol,
+    /// `tether-futures` on async-std.
+    AsyncStd,
 }
 
 impl Adapter {
     /// Every adapter, each runtime of `tether-futures` counted apart.
-    pub const ALL: &'static [Self] = &[Self::Tokio];
+    pub const ALL: &'static [Self] = &[Self::Tokio, Self::Smol, Self::AsyncStd];
 }
 
 /// How a server accepts and a client connects.
@@ -111,6 +115,8 @@ pub fn parse_close_request(message: &Message) -> Option<(CloseCode, String)> {
 pub fn start_server(adapter: Adapter, options: Options) -> EchoServer {
     match adapter {
         Adapter::Tokio => adapters::tokio::start_server(options),
+        Adapter::Smol => adapters::futures::start_server(adapters::futures::Exec::Smol, options),
+        Adapter::AsyncStd => adapters::futures::start_server(adapters::futures::Exec::AsyncStd, options),
     }
 }
 
@@ -119,5 +125,7 @@ pub fn connect(adapter: Adapter, server: &EchoServer, options: Options) -> Box<d
     let url = server.url(options);
     match adapter {
         Adapter::Tokio => adapters::tokio::connect(&url, options),
+        Adapter::Smol => adapters::futures::connect(adapters::futures::Exec::Smol, &url, options),
+        Adapter::AsyncStd => adapters::futures::connect(adapters::futures::Exec::AsyncStd, &url, options),
     }
 }

@@ -30,6 +30,14 @@ macro_rules! matrix {
 
 matrix! {
     tokio_client_tokio_server: Tokio -> Tokio;
+    tokio_client_smol_server: Tokio -> Smol;
+    tokio_client_async_std_server: Tokio -> AsyncStd;
+    smol_client_tokio_server: Smol -> Tokio;
+    smol_client_smol_server: Smol -> Smol;
+    smol_client_async_std_server: Smol -> AsyncStd;
+    async_std_client_tokio_server: AsyncStd -> Tokio;
+    async_std_client_smol_server: AsyncStd -> Smol;
+    async_std_client_async_std_server: AsyncStd -> AsyncStd;
 }
 
 #[test]
