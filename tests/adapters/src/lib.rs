@@ -29,11 +29,13 @@ pub enum Adapter {
     Smol,
     /// `tether-futures` on async-std.
     AsyncStd,
+    /// `tether-blocking`.
+    Blocking,
 }
 
 impl Adapter {
     /// Every adapter, each runtime of `tether-futures` counted apart.
-    pub const ALL: &'static [Self] = &[Self::Tokio, Self::Smol, Self::AsyncStd];
+    pub const ALL: &'static [Self] = &[Self::Tokio, Self::Smol, Self::AsyncStd, Self::Blocking];
 }
 
 /// How a server accepts and a client connects.
@@ -117,6 +119,7 @@ pub fn start_server(adapter: Adapter, options: Options) -> EchoServer {
         Adapter::Tokio => adapters::tokio::start_server(options),
         Adapter::Smol => adapters::futures::start_server(adapters::futures::Exec::Smol, options),
         Adapter::AsyncStd => adapters::futures::start_server(adapters::futures::Exec::AsyncStd, options),
+        Adapter::Blocking => adapters::blocking::start_server(options),
     }
 }
 
@@ -127,5 +130,6 @@ pub fn connect(adapter: Adapter, server: &EchoServer, options: Options) -> Box<d
         Adapter::Tokio => adapters::tokio::connect(&url, options),
         Adapter::Smol => adapters::futures::connect(adapters::futures::Exec::Smol, &url, options),
         Adapter::AsyncStd => adapters::futures::connect(adapters::futures::Exec::AsyncStd, &url, options),
+        Adapter::Blocking => adapters::blocking::connect(&url, options),
     }
 }

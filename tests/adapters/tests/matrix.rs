@@ -38,6 +38,13 @@ matrix! {
     async_std_client_tokio_server: AsyncStd -> Tokio;
     async_std_client_smol_server: AsyncStd -> Smol;
     async_std_client_async_std_server: AsyncStd -> AsyncStd;
+    tokio_client_blocking_server: Tokio -> Blocking;
+    smol_client_blocking_server: Smol -> Blocking;
+    async_std_client_blocking_server: AsyncStd -> Blocking;
+    blocking_client_tokio_server: Blocking -> Tokio;
+    blocking_client_smol_server: Blocking -> Smol;
+    blocking_client_async_std_server: Blocking -> AsyncStd;
+    blocking_client_blocking_server: Blocking -> Blocking;
 }
 
 #[test]

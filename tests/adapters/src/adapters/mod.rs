@@ -1,5 +1,6 @@
 //! Each adapter's echo server and client, and the echo loop they share.
 
+pub mod blocking;
 pub mod futures;
 pub mod tokio;
 

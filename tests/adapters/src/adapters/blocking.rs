@@ -1,0 +1,110 @@
+//! tether-blocking: a thread per connection.
+
+use std::net::TcpListener;
+use std::sync::mpsc;
+
+use tether_blocking::tls::{ServerConnection, StreamOwned};
+use tether_blocking::{BlockingIo, ClientBuilder, Message, Received, Server, WebSocket};
+use tether_driver::{CloseCode, Closed, DataKind, Error};
+
+use super::{accept_options, config};
+use crate::{parse_close_request, EchoServer, Options, ServerEnd, Ws};
+
+/// The echo server: a listener thread and a thread per connection.
+pub fn start_server(options: Options) -> EchoServer {
+    let (ends_tx, ends) = mpsc::channel();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming() {
+            let Ok(tcp) = tcp else { break };
+            let ends = ends_tx.clone();
+            std::thread::spawn(move || {
+                let server = Server::new().config(config());
+                let accept = accept_options(options.deflate);
+                if options.tls {
+                    let Ok(tls) = ServerConnection::new(crate::tls::server_config()) else { return };
+                    let stream = StreamOwned::new(tls, tcp);
+                    if let Ok(ws) = server.accept_with(stream, |_| Ok(accept)) {
+                        echo(ws, &ends);
+                    }
+                } else if let Ok(ws) = server.accept_with(tcp, |_| Ok(accept)) {
+                    echo(ws, &ends);
+                }
+            });
+        }
+    });
+    EchoServer { addr, ends }
+}
+
+/// The echo loop with the blocking API.
+fn echo<S: BlockingIo>(mut ws: WebSocket<S>, ends: &mpsc::Sender<ServerEnd>) {
+    let mut error = None;
+    while let Some(event) = ws.recv_event() {
+        match event {
+            Ok(Received::Message(message)) => {
+                if let Some((code, reason)) = parse_close_request(&message) {
+                    if let Err(e) = ws.close(code, &reason) {
+                        error = Some(e.to_string());
+                    }
+                    break;
+                }
+                if let Err(e) = ws.feed(message) {
+                    error = Some(e.to_string());
+                    break;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                error = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    let _ = ends.send(ServerEnd {
+        closed: ws.close_info().cloned(),
+        error,
+    });
+}
+
+/// The client.
+pub fn connect(url: &str, options: Options) -> Box<dyn Ws> {
+    let mut builder = ClientBuilder::new(url).config(config());
+    if options.deflate {
+        builder = builder.permessage_deflate(tether_blocking::DeflateConfig::default());
+    }
+    if options.tls {
+        builder = builder.tls_config(crate::tls::client_config());
+    }
+    Box::new(builder.connect().unwrap())
+}
+
+impl<S: BlockingIo> Ws for WebSocket<S> {
+    fn send(&mut self, message: Message) -> Result<(), Error> {
+        Self::send(self, message)
+    }
+
+    fn send_fragment(&mut self, kind: DataKind, data: &[u8], fin: bool) -> Result<(), Error> {
+        Self::send_fragment(self, kind, data, fin)
+    }
+
+    fn ping(&mut self, payload: &[u8]) -> Result<(), Error> {
+        Self::ping(self, payload.to_vec())
+    }
+
+    fn recv_event(&mut self) -> Option<Result<Received, Error>> {
+        Self::recv_event(self)
+    }
+
+    fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
+        Self::close(self, code, reason)
+    }
+
+    fn close_info(&self) -> Option<Closed> {
+        Self::close_info(self).cloned()
+    }
+
+    fn extensions(&self) -> Vec<String> {
+        Self::extensions(self).map(str::to_owned).collect()
+    }
+}
