@@ -337,17 +337,6 @@ impl Connection {
         RecvBuf { buf: &mut self.recv }
     }
 
-    /// The buffer that [`handle_received`](Self::handle_received) reads from.
-    ///
-    /// Prefer [`recv_buffer_mut`](Self::recv_buffer_mut): this hands out the
-    /// buffer itself, which a caller could clear or advance past bytes the
-    /// connection already unmasked in place.
-    // Kept until the driver switches over to recv_buffer_mut.
-    #[doc(hidden)]
-    pub fn recv_buffer(&mut self) -> &mut BytesMut {
-        &mut self.recv
-    }
-
     /// Takes note of what was appended to
     /// [`recv_buffer_mut`](Self::recv_buffer_mut); `now` is the time of the
     /// read.
@@ -630,8 +619,6 @@ impl Connection {
     /// [`advance_transmit`](Self::advance_transmit): with this method the
     /// adapter holds what it took until it is written, and the connection
     /// cannot tell unwritten output from written (no linger deadline).
-    // Kept until the driver switches over to transmit_slices.
-    #[doc(hidden)]
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
         let chunk = match self.transmit.queue.pop_front() {
             Some(chunk) => chunk,

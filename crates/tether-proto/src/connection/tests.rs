@@ -1497,14 +1497,6 @@ mod in_place {
     }
 
     #[test]
-    fn the_old_buffer_accessor_still_works() {
-        let mut conn = server();
-        conn.recv_buffer().extend_from_slice(&cf(1, true, b"old"));
-        conn.handle_received(now());
-        assert_eq!(conn.poll_event(), Some(text("old")));
-    }
-
-    #[test]
     fn invalid_utf8_still_fails_as_soon_as_it_arrives() {
         let mut conn = server();
         let mut payload = vec![b'a'; 50_000];
