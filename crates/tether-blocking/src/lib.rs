@@ -76,7 +76,7 @@ mod transport;
 mod websocket;
 
 pub use client::ClientBuilder;
-pub use runtime::{Blocking, BlockingTimer, Transport};
+pub use runtime::{block_on, Blocking, BlockingTimer, Transport};
 pub use server::Server;
 pub use split::{Reader, ReaderMessages, Writer};
 pub use transport::{BlockingIo, MaybeTlsStream, NoTimeouts, SplitIo};

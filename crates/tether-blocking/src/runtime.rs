@@ -278,19 +278,15 @@ impl Connect for Blocking {
         async move { result }
     }
 
-    fn connect_tcp(
-        addr: SocketAddr,
-        nodelay: bool,
-        limit: Option<Duration>,
-    ) -> impl Future<Output = io::Result<TcpStream>> + Send {
-        async move {
-            let tcp = match limit {
-                Some(limit) => TcpStream::connect_timeout(&addr, limit.max(MIN_TIMEOUT))?,
-                None => TcpStream::connect(addr)?,
-            };
-            tcp.set_nodelay(nodelay)?;
-            Ok(tcp)
-        }
+    /// `TcpStream::connect_timeout` with this attempt's share of the
+    /// connect timeout.
+    async fn connect_tcp(addr: SocketAddr, nodelay: bool, limit: Option<Duration>) -> io::Result<TcpStream> {
+        let tcp = match limit {
+            Some(limit) => TcpStream::connect_timeout(&addr, limit.max(MIN_TIMEOUT))?,
+            None => TcpStream::connect(addr)?,
+        };
+        tcp.set_nodelay(nodelay)?;
+        Ok(tcp)
     }
 
     fn plain(tcp: TcpStream) -> Self::Stream {
@@ -331,17 +327,22 @@ impl Connect for Blocking {
 }
 
 /// Runs `future` to completion on this thread: polls it with a no-op waker
-/// until it is `Ready`.
+/// until it is `Ready`. Any future of the driving crate on a
+/// [`Blocking`] transport runs here (the async API of
+/// `tether_driver::WebSocketStream<Transport<S>, Blocking>`, which
+/// [`WebSocket::into_inner`](crate::WebSocket::into_inner) gives), so code
+/// written once against the driving crate's async API also runs on a
+/// blocking socket.
 ///
 /// It cannot spin hot. The driver's futures return `Pending` in two ways:
-/// a blocking call timed out, after waiting (at least [`MIN_TIMEOUT`],
+/// a blocking call timed out, after waiting (at least 1 ms,
 /// until the loop's next deadline); or the loop has nothing to do until a
 /// deadline without a call to wait in (a read side that is off, a
 /// transport that is not in blocking mode). The second kind comes back in
 /// microseconds, so a `Pending` that came back faster than `MIN_TIMEOUT`
 /// is followed by a sleep of `MIN_TIMEOUT`: at most a thousand polls a
 /// second in the worst case, and a timer late by at most a millisecond.
-pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
+pub fn block_on<F: Future>(future: F) -> F::Output {
     let mut future = pin!(future);
     let mut cx = Context::from_waker(Waker::noop());
     loop {

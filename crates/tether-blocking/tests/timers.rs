@@ -131,3 +131,28 @@ fn connect_timeout_covers_the_opening_handshake() {
         drop(server.join().unwrap());
     });
 }
+
+#[test]
+fn close_timeout_when_the_peer_never_answers() {
+    bounded(|| {
+        let (listener, url) = listener();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let server = std::thread::spawn(move || {
+            let (tcp, _) = listener.accept().unwrap();
+            let ws = tether_blocking::accept(tcp).unwrap();
+            // Never reads: our close frame stays unanswered.
+            let _ = done_rx.recv();
+            drop(ws);
+        });
+        let mut config = tether_blocking::WebSocketConfig::default();
+        config.connection.close_timeout = Duration::from_millis(300);
+        let mut ws = ClientBuilder::new(&url).config(config).connect().unwrap();
+        let start = Instant::now();
+        let result = ws.close(tether_blocking::CloseCode::NORMAL, "");
+        let waited = start.elapsed();
+        assert!(matches!(result, Err(Error::CloseTimeout)), "{result:?}");
+        assert!(waited >= Duration::from_millis(295) && waited < Duration::from_secs(3), "{waited:?}");
+        done_tx.send(()).unwrap();
+        server.join().unwrap();
+    });
+}
