@@ -3,7 +3,7 @@
 //!
 //! Clients ([`connect`], [`ClientBuilder`], `wss://` through rustls'
 //! `StreamOwned`), servers ([`accept`], [`accept_with`], [`Server`], TLS
-//! with a [`rustls::ServerConnection`](tls::rustls::ServerConnection) in a
+//! with a [`rustls::ServerConnection`] in a
 //! `StreamOwned`), and one connection type, [`WebSocket`], with plain
 //! methods that block: [`recv`](WebSocket::recv), an iterator over
 //! messages, [`send`](WebSocket::send), [`feed`](WebSocket::feed),
@@ -63,6 +63,74 @@
 //! ```
 //!
 //! A client that only listens iterates: `for message in &mut ws { ... }`.
+//!
+//! # Sending from other threads
+//!
+//! A blocking read cannot be polled: a thread that waits in `read` while
+//! holding the connection's lock would block every sender until the peer
+//! speaks. So the halves share the driver behind a `Mutex`, and the lock is
+//! never held across a wait for the peer:
+//!
+//! ```text
+//!  Reader thread                          shared: Mutex<Driver>           Writer threads
+//!  lock: poll_message (pongs, timers,     transport = the write handle;   lock: queue, write
+//!        queued output), deadline()       its reads return Pending        (bounded by the
+//!  unlock                                                                  write timeout),
+//!  read the read handle, timeout =                                         unlock
+//!        the deadline (capped at 250 ms)
+//!  lock: handle_read(bytes) / handle_read_end
+//! ```
+//!
+//! - The [`Reader`] reads a second handle on the socket
+//!   ([`SplitIo::read_side`]: a cloned `TcpStream`; for TLS the raw socket,
+//!   whose records the shared session decrypts under the lock) without the
+//!   lock, then locks to hand the bytes to the driver
+//!   ([`Driver::handle_read`](tether_driver::Driver::handle_read)) and runs the loop once
+//!   ([`Driver::poll_message`](tether_driver::Driver::poll_message)), which answers pings, runs the timers and
+//!   writes queued output, and unlocks.
+//! - A [`Writer`] locks, queues, writes, and unlocks; if a write waits for
+//!   a peer that does not read, it unlocks each time the write timeout
+//!   (the next deadline) passes, so the reader gets its turn.
+//! - The read timeout is the driver's next deadline, fetched under the
+//!   lock. A writer can move it earlier while the reader waits (a close
+//!   starts the close timeout), so the wait is capped at 250 ms: such a
+//!   timer fires at most that late.
+//! - Dropping the reader turns reads back on in the shared driver, so a
+//!   writer's [`close`](Writer::close) can then wait for the close
+//!   handshake itself.
+//!
+//! ```no_run
+//! use tether_blocking::CloseCode;
+//! # fn main() -> Result<(), tether_blocking::Error> {
+//! let ws = tether_blocking::connect("ws://127.0.0.1:9001/")?;
+//! let (mut reader, writer) = ws.split()?;
+//! let sender = std::thread::spawn(move || -> Result<(), tether_blocking::Error> {
+//!     for i in 0..10 {
+//!         writer.send(format!("tick {i}"))?;
+//!     }
+//!     writer.close(CloseCode::NORMAL, "done")
+//! });
+//! // Ends once the close handshake the writer began is complete.
+//! for message in &mut reader {
+//!     println!("{:?}", message?);
+//! }
+//! sender.join().expect("the sender panicked")?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Timers through socket timeouts
+//!
+//! Nothing wakes a blocked thread but its socket. Before every read and
+//! write the loop hands its next deadline (keepalive ping, idle timeout,
+//! close timeout, linger of unwritten output) to the transport, which sets
+//! it as `SO_RCVTIMEO`/`SO_SNDTIMEO` (at least 1 ms). A read or write that
+//! times out returns `Pending` to the loop, which comes round, finds the
+//! timer expired and hands the time to the core. A timeout that ends
+//! before the deadline is always correct (one more round), so the one set
+//! is kept while it ends no later than the deadline and no earlier than
+//! halfway to it: a busy connection makes no `setsockopt` call per read.
+//! Timeouts are the transport's own: [`NoTimeouts`] wraps any `Read +
+//! Write` without them, and then timers only fire when data arrives.
 #![warn(missing_docs)]
 #![allow(clippy::result_large_err)]
 

@@ -1,37 +1,5 @@
 //! Receiving on one thread while others send: [`Reader`] and [`Writer`].
-//!
-//! A blocking read cannot be polled: a thread that waits in `read` while
-//! holding the connection's lock would block every sender until the peer
-//! speaks. So the halves share the driver behind a `Mutex`, and the lock is
-//! never held across a wait for the peer:
-//!
-//! ```text
-//!  Reader thread                          shared: Mutex<Driver>           Writer threads
-//!  lock: poll_message (pongs, timers,     transport = the write handle;   lock: queue, write
-//!        queued output), deadline()       its reads return Pending        (bounded by the
-//!  unlock                                                                  write timeout),
-//!  read the read handle, timeout =                                         unlock
-//!        the deadline (capped at 250 ms)
-//!  lock: handle_read(bytes) / handle_read_end
-//! ```
-//!
-//! - The [`Reader`] reads a second handle on the socket
-//!   ([`SplitIo::read_side`]: a cloned `TcpStream`; for TLS the raw socket,
-//!   whose records the shared session decrypts under the lock) without the
-//!   lock, then locks to hand the bytes to the driver
-//!   ([`Driver::handle_read`]) and runs the loop once
-//!   ([`Driver::poll_message`]), which answers pings, runs the timers and
-//!   writes queued output, and unlocks.
-//! - A [`Writer`] locks, queues, writes, and unlocks; if a write waits for
-//!   a peer that does not read, it unlocks each time the write timeout
-//!   (the next deadline) passes, so the reader gets its turn.
-//! - The read timeout is the driver's next deadline, fetched under the
-//!   lock. A writer can move it earlier while the reader waits (a close
-//!   starts the close timeout), so the wait is capped at 250 ms: such a
-//!   timer fires at most that late.
-//! - Dropping the reader turns reads back on in the shared driver, so a
-//!   writer's [`close`](Writer::close) can then wait for the close
-//!   handshake itself.
+//! The design is in the crate docs ("Sending from other threads").
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -192,7 +192,7 @@ impl<S: BlockingIo> WebSocket<S> {
 impl<S: crate::SplitIo> WebSocket<S> {
     /// Splits the connection into a [`Reader`](crate::Reader) for one
     /// thread and a [`Writer`](crate::Writer) (`Clone + Send`) for others;
-    /// see [`split`](crate::split) for how they share it. Fails if the
+    /// see [Sending from other threads](crate#sending-from-other-threads) for how they share it. Fails if the
     /// transport cannot open a second read handle.
     pub fn split(self) -> io::Result<(crate::Reader<S>, crate::Writer<S>)> {
         crate::split::split(self.inner.into_driver())
