@@ -90,7 +90,8 @@
 //!   writes queued output, and unlocks.
 //! - A [`Writer`] locks, queues, writes, and unlocks; if a write waits for
 //!   a peer that does not read, it unlocks each time the write timeout
-//!   (the next deadline) passes, so the reader gets its turn.
+//!   (the next deadline, capped at 250 ms) passes, so the reader gets its
+//!   turn.
 //! - The read timeout is the driver's next deadline, fetched under the
 //!   lock. A writer can move it earlier while the reader waits (a close
 //!   starts the close timeout), so the wait is capped at 250 ms: such a

@@ -39,6 +39,12 @@ use crate::{Error, MaybeTlsStream};
 /// that returns at once.
 pub(crate) const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 
+/// The longest a split connection's halves wait in one blocking call
+/// before they look at the shared state again: the reader's read (a writer
+/// may have moved the deadline earlier) and a writer's write (the lock is
+/// released in between, so the reader gets its turn).
+pub(crate) const MAX_WAIT: Duration = Duration::from_millis(250);
+
 /// Below this much time left, the timeout is set to exactly what is left.
 const EXACT_BELOW: Duration = Duration::from_millis(64);
 
@@ -242,7 +248,8 @@ impl<S: BlockingIo> RuntimeIo<Transport<S>> for Blocking {
     }
 
     fn set_deadline(io: &mut Transport<S>, deadline: Option<Instant>) {
-        let Some(timeout) = io.timeouts.update(deadline, None) else {
+        let cap = (!io.reads).then_some(MAX_WAIT);
+        let Some(timeout) = io.timeouts.update(deadline, cap) else {
             return;
         };
         let result = if io.reads {

@@ -5,19 +5,15 @@ use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use tether_driver::{Driver, Side};
 use tether_proto::{CloseCode, Closed, DataKind, Message, State};
 
-use crate::runtime::{is_timeout, Blocking, Timeouts, Transport, MIN_TIMEOUT};
+use crate::runtime::{is_timeout, Blocking, Timeouts, Transport, MAX_WAIT, MIN_TIMEOUT};
 use crate::transport::{BlockingIo, SplitIo};
 use crate::Error;
-
-/// The longest a reader waits in `read` before it looks at the deadline
-/// again (a writer may have moved it earlier).
-const MAX_WAIT: Duration = Duration::from_millis(250);
 
 /// What one read of the reader asks for.
 const READ_SIZE: usize = tether_driver::DEFAULT_READ_BUFFER_SIZE;
