@@ -1,6 +1,6 @@
 //! The bad-input battery, run against the server of every adapter: a
 //! server on 127.0.0.1 with configured limits (tokio, futures-io on smol
-//! and on async-std, ...; see `attack::server`), attacked over raw TCP
+//! and on async-std, blocking std::net; see `attack::server`), attacked over raw TCP
 //! with hand-written requests and frames. Each case asserts what the
 //! attacker receives on the wire (the HTTP status, or the close code and
 //! then the end of the stream), the typed error the server's `accept_with`
@@ -1389,3 +1389,4 @@ macro_rules! battery {
 cases!(battery!(tokio_server, Tokio;));
 cases!(battery!(smol_server, Smol;));
 cases!(battery!(async_std_server, AsyncStd;));
+cases!(battery!(blocking_server, Blocking;));

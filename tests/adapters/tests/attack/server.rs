@@ -9,7 +9,9 @@
 //! runtime's own (`R::timer`), their I/O the runtime's sockets. All the
 //! connections of one server run in one task of the adapter's executor
 //! (`FuturesUnordered`), so that stopping the server (dropping that task)
-//! ends them all, whatever the executor.
+//! ends them all, whatever the executor. The blocking adapter serves a
+//! thread per connection, with the same handlers written with its blocking
+//! API ([`blocking`]).
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -35,6 +37,8 @@ use tether_driver::{
 use tokio::sync::Notify;
 
 use super::{path, quiet, HANG_LIMIT, SEND_CHUNK, SEND_STALL};
+
+mod blocking;
 
 /// The settings of a test server: the public fields of the driver's
 /// `Server<R>` (handshake limits, connection settings, permessage-deflate),
@@ -261,7 +265,7 @@ fn run_server(adapter: Adapter, settings: &Settings, shared: &Shared, addr: mpsc
             });
             serve_all(pin!(incoming), &settings_for::<tether_futures::FuturesIo>(settings), shared).await;
         }),
-        Adapter::Blocking => unreachable!("the blocking server comes next"),
+        Adapter::Blocking => blocking::run(settings, shared, &addr),
     }
 }
 
