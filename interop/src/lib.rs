@@ -32,69 +32,77 @@ pub mod scenario;
 pub mod wire;
 
 pub use peer::PeerKind;
-pub use run::Case;
+pub use run::{Case, Shell};
 pub use scenario::Scenario;
 
-/// The tests of one peer (`Python` or `Node`): each scenario with tether as
+/// The tests of one peer (`Python` or `Node`) for each shell (modules
+/// `tokio`, `smol`, `async_std`, `blocking`): each scenario with tether as
 /// client and as server, without and with permessage-deflate (modules named
 /// after the scenarios), and the permessage-deflate matrices (module
 /// `deflate`).
 #[macro_export]
 macro_rules! peer_tests {
     ($kind:ident) => {
-        $crate::peer_tests!(@scenarios $kind;
-            text => Text, binary => Binary, fragmented => Fragmented, large => Large, ping => Ping,
-            close_tether => CloseTether, close_peer => ClosePeer, subprotocol => Subprotocol);
-
-        mod deflate {
-            use $crate::{Case, PeerKind};
-
-            /// The peer's settings over the matrix, tether at its defaults.
-            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn tether_client_peer_matrix() {
-                $crate::run::tether_client(PeerKind::$kind, &Case::peer_matrix()).await;
-            }
-
-            /// tether's settings over the matrix, the peer at its defaults.
-            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn tether_client_tether_matrix() {
-                $crate::run::tether_client(PeerKind::$kind, &Case::tether_matrix()).await;
-            }
-
-            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn tether_server_peer_matrix() {
-                $crate::run::tether_server(PeerKind::$kind, &Case::peer_matrix()).await;
-            }
-
-            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn tether_server_tether_matrix() {
-                $crate::run::tether_server(PeerKind::$kind, &Case::tether_matrix()).await;
-            }
-        }
+        $crate::peer_tests!(@shell $kind; tokio => Tokio, smol => Smol, async_std => AsyncStd, blocking => Blocking);
     };
-    (@scenarios $kind:ident; $($module:ident => $scenario:ident),*) => {
+    (@shell $kind:ident; $($shell_mod:ident => $shell:ident),*) => {
+        $(
+            mod $shell_mod {
+                $crate::peer_tests!(@scenarios $kind $shell;
+                    text => Text, binary => Binary, fragmented => Fragmented, large => Large, ping => Ping,
+                    close_tether => CloseTether, close_peer => ClosePeer, subprotocol => Subprotocol);
+
+                mod deflate {
+                    use $crate::{Case, PeerKind, Shell};
+
+                    /// The peer's settings over the matrix, tether at its defaults.
+                    #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn tether_client_peer_matrix() {
+                        $crate::run::tether_client(Shell::$shell, PeerKind::$kind, &Case::peer_matrix()).await;
+                    }
+
+                    /// tether's settings over the matrix, the peer at its defaults.
+                    #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn tether_client_tether_matrix() {
+                        $crate::run::tether_client(Shell::$shell, PeerKind::$kind, &Case::tether_matrix()).await;
+                    }
+
+                    #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn tether_server_peer_matrix() {
+                        $crate::run::tether_server(Shell::$shell, PeerKind::$kind, &Case::peer_matrix()).await;
+                    }
+
+                    #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn tether_server_tether_matrix() {
+                        $crate::run::tether_server(Shell::$shell, PeerKind::$kind, &Case::tether_matrix()).await;
+                    }
+                }
+            }
+        )*
+    };
+    (@scenarios $kind:ident $shell:ident; $($module:ident => $scenario:ident),*) => {
         $(
             mod $module {
-                use $crate::{Case, PeerKind, Scenario};
+                use $crate::{Case, PeerKind, Scenario, Shell};
 
                 #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn tether_client() {
-                    $crate::run::tether_client(PeerKind::$kind, &[Case::plain(Scenario::$scenario)]).await;
+                    $crate::run::tether_client(Shell::$shell, PeerKind::$kind, &[Case::plain(Scenario::$scenario)]).await;
                 }
 
                 #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn tether_server() {
-                    $crate::run::tether_server(PeerKind::$kind, &[Case::plain(Scenario::$scenario)]).await;
+                    $crate::run::tether_server(Shell::$shell, PeerKind::$kind, &[Case::plain(Scenario::$scenario)]).await;
                 }
 
                 #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn tether_client_deflate() {
-                    $crate::run::tether_client(PeerKind::$kind, &[Case::deflate(Scenario::$scenario)]).await;
+                    $crate::run::tether_client(Shell::$shell, PeerKind::$kind, &[Case::deflate(Scenario::$scenario)]).await;
                 }
 
                 #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn tether_server_deflate() {
-                    $crate::run::tether_server(PeerKind::$kind, &[Case::deflate(Scenario::$scenario)]).await;
+                    $crate::run::tether_server(Shell::$shell, PeerKind::$kind, &[Case::deflate(Scenario::$scenario)]).await;
                 }
             }
         )*

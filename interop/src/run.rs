@@ -3,15 +3,17 @@
 
 use std::time::{Duration, Instant};
 
-use tether_tokio::{Accept, ClientBuilder, Server, WebSocketConfig};
-use tokio::net::{TcpListener, TcpStream};
+use std::future::Future;
+
+use tether_driver::{Accept, ClientBuilder, RuntimeIo, Server, WebSocketConfig, WebSocketStream};
+use tokio::net::TcpListener;
 
 use crate::deflate::{check_wire, Agreed, Params};
 use crate::peer::PeerKind;
 use crate::process::Process;
 use crate::query;
 use crate::scenario::{Outcome, Scenario, OFFERED, PICKED};
-use crate::wire::Counted;
+use crate::wire::{Counted, Counters};
 
 /// A bound on each case, opening handshake to close.
 pub const CASE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -115,12 +117,12 @@ pub fn config() -> WebSocketConfig {
 /// # Panics
 ///
 /// When a case fails, listing every failed case and the peer's output.
-pub async fn tether_client(kind: PeerKind, cases: &[Case]) {
+pub async fn tether_client(shell: Shell, kind: PeerKind, cases: &[Case]) {
     let (mut peer, port) = kind.server().await;
     let mut failures = Vec::new();
     for (id, case) in cases.iter().enumerate() {
         let start = Instant::now();
-        let result = tokio::time::timeout(CASE_TIMEOUT, client_case(kind, &mut peer, port, id, case)).await;
+        let result = tokio::time::timeout(CASE_TIMEOUT, client_case(shell, kind, &mut peer, port, id, case)).await;
         if !report(case, start, result, &mut failures) {
             skip_rest(&cases[id + 1..], &mut failures);
             break;
@@ -128,7 +130,7 @@ pub async fn tether_client(kind: PeerKind, cases: &[Case]) {
     }
     finish(
         &peer,
-        &format!("tether client against a {} server", kind.name()),
+        &format!("tether client ({}) against a {} server", shell.name(), kind.name()),
         cases.len(),
         failures,
     );
@@ -139,10 +141,8 @@ pub async fn tether_client(kind: PeerKind, cases: &[Case]) {
 /// # Panics
 ///
 /// When a case fails, listing every failed case and the peer's output.
-pub async fn tether_server(kind: PeerKind, cases: &[Case]) {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("bind: {e}"));
+pub async fn tether_server(shell: Shell, kind: PeerKind, cases: &[Case]) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
     let port = listener
         .local_addr()
         .map(|a| a.port())
@@ -156,7 +156,7 @@ pub async fn tether_server(kind: PeerKind, cases: &[Case]) {
     let mut failures = Vec::new();
     for (id, case) in cases.iter().enumerate() {
         let start = Instant::now();
-        let result = tokio::time::timeout(CASE_TIMEOUT, server_case(kind, &listener, &mut peer, id, case)).await;
+        let result = tokio::time::timeout(CASE_TIMEOUT, server_case(shell, kind, &listener, &mut peer, id, case)).await;
         if !report(case, start, result, &mut failures) {
             skip_rest(&cases[id + 1..], &mut failures);
             break;
@@ -169,7 +169,7 @@ pub async fn tether_server(kind: PeerKind, cases: &[Case]) {
     }
     finish(
         &peer,
-        &format!("tether server against a {} client", kind.name()),
+        &format!("tether server ({}) against a {} client", shell.name(), kind.name()),
         cases.len(),
         failures,
     );
@@ -213,14 +213,58 @@ fn finish(peer: &Process, what: &str, total: usize, failures: Vec<String>) {
     );
 }
 
-async fn client_case(kind: PeerKind, peer: &mut Process, port: u16, id: usize, case: &Case) -> Result<(), String> {
+/// What tether's side of a case gives: its verdict and measurements, and
+/// the extensions it negotiated.
+type Side = (Result<Outcome, String>, Vec<String>);
+
+async fn client_case(
+    shell: Shell,
+    kind: PeerKind,
+    peer: &mut Process,
+    port: u16,
+    id: usize,
+    case: &Case,
+) -> Result<(), String> {
     let url = format!("ws://127.0.0.1:{port}/interop?{}", case.query(id, true));
-    let tcp = TcpStream::connect(("127.0.0.1", port))
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    tcp.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
-    let (io, counters) = Counted::new(tcp);
-    let mut builder = ClientBuilder::new(&url)
+    let case_ = *case;
+    let (outcome, extensions) = match shell {
+        Shell::Tokio => {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
+            tcp.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
+            let (io, counters) = Counted::new(tcp);
+            client_side::<_, tether_tokio::Tokio>(io, counters, url, case_).await?
+        }
+        Shell::Smol | Shell::AsyncStd => {
+            on_thread(shell, async move {
+                let tcp = async_net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .map_err(|e| format!("connect: {e}"))?;
+                tcp.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
+                let (io, counters) = Counted::new(tcp);
+                client_side::<_, tether_futures::FuturesIo>(io, counters, url, case_).await
+            })
+            .await?
+        }
+        Shell::Blocking => {
+            on_thread(shell, async move {
+                let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+                tcp.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
+                let (io, counters) = Counted::new(tcp);
+                client_side::<_, tether_blocking::Blocking>(tether_blocking::Transport::new(io), counters, url, case_)
+                    .await
+            })
+            .await?
+        }
+    };
+    let report = peer_report(peer, id).await?;
+    check(kind, case, true, outcome, &extensions, &report)
+}
+
+/// tether's side of a client case, on any shell.
+async fn client_side<S, R: RuntimeIo<S>>(io: S, counters: Counters, url: String, case: Case) -> Result<Side, String> {
+    let mut builder = ClientBuilder::<R>::new(&url)
         .config(config())
         .connect_timeout(Some(Duration::from_secs(30)));
     if case.scenario == Scenario::Subprotocol {
@@ -233,27 +277,75 @@ async fn client_case(kind: PeerKind, peer: &mut Process, port: u16, id: usize, c
         .connect_over(io)
         .await
         .map_err(|e| format!("tether's opening handshake: {e}"))?;
-    let outcome = case.scenario.run(&mut ws, &counters).await;
+    Ok(run_scenario(&mut ws, &counters, case).await)
+    // A tether side that failed hangs up here (`ws` dropped), so the peer
+    // reports at once.
+}
+
+async fn run_scenario<S, R: RuntimeIo<S>>(ws: &mut WebSocketStream<S, R>, counters: &Counters, case: Case) -> Side {
+    let outcome = case.scenario.run(ws, counters).await;
     let extensions: Vec<String> = ws.extensions().map(str::to_owned).collect();
-    // A tether side that failed hangs up here, so the peer reports at once.
-    drop(ws);
-    let report = peer_report(peer, id).await?;
-    check(kind, case, true, outcome, &extensions, &report)
+    (outcome, extensions)
 }
 
 async fn server_case(
+    shell: Shell,
     kind: PeerKind,
-    listener: &TcpListener,
+    listener: &std::net::TcpListener,
     peer: &mut Process,
     id: usize,
     case: &Case,
 ) -> Result<(), String> {
-    let (tcp, _) = listener.accept().await.map_err(|e| format!("accept: {e}"))?;
-    tcp.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
-    let (io, counters) = Counted::new(tcp);
+    let listener = listener.try_clone().map_err(|e| format!("listener: {e}"))?;
+    let case_ = *case;
+    let side = match shell {
+        Shell::Tokio => {
+            listener.set_nonblocking(true).map_err(|e| format!("listener: {e}"))?;
+            let listener = TcpListener::from_std(listener).map_err(|e| format!("listener: {e}"))?;
+            let (tcp, _) = listener.accept().await.map_err(|e| format!("accept: {e}"))?;
+            tcp.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
+            let (io, counters) = Counted::new(tcp);
+            server_side::<_, tether_tokio::Tokio>(io, counters, id, case_).await
+        }
+        Shell::Smol | Shell::AsyncStd => {
+            on_thread(shell, async move {
+                let listener = async_net::TcpListener::try_from(listener).map_err(|e| format!("listener: {e}"))?;
+                let (tcp, _) = listener.accept().await.map_err(|e| format!("accept: {e}"))?;
+                tcp.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
+                let (io, counters) = Counted::new(tcp);
+                Ok(server_side::<_, tether_futures::FuturesIo>(io, counters, id, case_).await)
+            })
+            .await?
+        }
+        Shell::Blocking => {
+            on_thread(shell, async move {
+                listener.set_nonblocking(false).map_err(|e| format!("listener: {e}"))?;
+                let (tcp, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
+                tcp.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
+                let (io, counters) = Counted::new(tcp);
+                let io = tether_blocking::Transport::new(io);
+                Ok(server_side::<_, tether_blocking::Blocking>(io, counters, id, case_).await)
+            })
+            .await?
+        }
+    };
+    let (outcome, extensions) = match side {
+        Ok(side) => side,
+        Err(e) => {
+            let report = peer_report(peer, id).await;
+            return Err(format!("{e}; the peer: {report:?}"));
+        }
+    };
+    let report = peer_report(peer, id).await?;
+    check(kind, case, false, outcome, &extensions, &report)
+}
+
+/// tether's side of a server case, on any shell.
+async fn server_side<S, R: RuntimeIo<S>>(io: S, counters: Counters, id: usize, case: Case) -> Result<Side, String> {
     let mut request_check = Ok(());
-    let accepted = Server::new()
-        .config(config())
+    let mut server = Server::<R>::default();
+    server.config = config();
+    let accepted = server
         .accept_with(io, |request| {
             let pairs = query::decode_pairs(request.query().unwrap_or(""));
             if query::get(&pairs, "id") != Some(id.to_string().as_str()) {
@@ -272,19 +364,53 @@ async fn server_case(
             Ok(accept)
         })
         .await;
-    let mut ws = match accepted {
-        Ok(ws) => ws,
-        Err(e) => {
-            let report = peer_report(peer, id).await;
-            return Err(format!("tether's opening handshake: {e}; the peer: {report:?}"));
-        }
-    };
+    let mut ws = accepted.map_err(|e| format!("tether's opening handshake: {e}"))?;
     request_check?;
-    let outcome = case.scenario.run(&mut ws, &counters).await;
-    let extensions: Vec<String> = ws.extensions().map(str::to_owned).collect();
-    drop(ws);
-    let report = peer_report(peer, id).await?;
-    check(kind, case, false, outcome, &extensions, &report)
+    Ok(run_scenario(&mut ws, &counters, case).await)
+}
+
+/// The shell (adapter) that runs tether's side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shell {
+    /// tether-tokio, on the test's own tokio runtime.
+    Tokio,
+    /// tether-futures, on a smol executor of its own thread.
+    Smol,
+    /// tether-futures, on async-std's executor, from its own thread.
+    AsyncStd,
+    /// tether-blocking, on a thread of its own.
+    Blocking,
+}
+
+impl Shell {
+    /// Its name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Tokio => "tether-tokio",
+            Self::Smol => "tether-futures on smol",
+            Self::AsyncStd => "tether-futures on async-std",
+            Self::Blocking => "tether-blocking",
+        }
+    }
+}
+
+/// Runs `future` on a thread of its own, on `shell`'s executor (the
+/// blocking shell's `block_on` for `Blocking`), without blocking the test's
+/// tokio runtime.
+async fn on_thread<T: Send + 'static>(
+    shell: Shell,
+    future: impl Future<Output = Result<T, String>> + Send + 'static,
+) -> Result<T, String> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let result = match shell {
+            Shell::AsyncStd => async_std::task::block_on(future),
+            Shell::Blocking => tether_blocking::block_on(future),
+            Shell::Tokio | Shell::Smol => smol::block_on(future),
+        };
+        let _ = tx.send(result);
+    });
+    rx.await.map_err(|_| "tether's side panicked".to_owned())?
 }
 
 /// A peer's `RESULT` line, decoded.
