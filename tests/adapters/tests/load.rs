@@ -1,29 +1,41 @@
-//! Load: one tether-tokio server holds 2,000 concurrent connections from
-//! 2,000 tether-tokio clients in the same process (multi-thread runtime),
-//! all open at once, each echoing a sequence of mixed messages (text and
-//! binary, empty to 200 KB, across the 7/16/64-bit length boundaries and
-//! fragmented into several frames), checked intact and in order; then all
-//! close with 1000, seen on both sides.
+//! Load, against the server of every adapter: one server (tokio,
+//! futures-io on smol and on async-std, blocking std::net with a thread
+//! per connection) holds 2,000 concurrent connections from 2,000
+//! tether-tokio clients in the same process (the load generator, the same
+//! for every adapter), all open at once, each echoing a sequence of mixed
+//! messages (text and binary, empty to 200 KB, across the 7/16/64-bit
+//! length boundaries and fragmented into several frames), checked intact
+//! and in order; then all close with 1000, seen on both sides.
 //!
 //! Memory per connection is printed (run with `--nocapture`): the growth of
 //! VmRSS and of the bytes allocated (a counting allocator) with every
 //! connection open, divided by the 4,000 endpoints (2,000 clients and
-//! 2,000 server sides), idle and again after the traffic. Generous upper
-//! bounds make a leak fail the test.
+//! 2,000 server sides), idle and again after the traffic; the clients are
+//! the same in every run, so the differences between adapters are their
+//! servers'. Generous upper bounds make a leak fail the test. The blocking
+//! server's thread stacks are not allocations (mmap) but show in its RSS.
 //!
-//! One test in this binary, so that the process-wide figures are its own.
+//! One test per adapter (`tokio_server`, `smol_server`, ...), run one at a
+//! time (a lock), so that the process-wide figures are each run's own. The
+//! allocated bytes are exact per run; VmRSS is not given back between runs
+//! (the allocator keeps freed pages), so the first run's RSS figures are
+//! the clean ones: run one adapter alone (`cargo test -p
+//! tether-adapter-tests --test load -- smol_server`) for its RSS.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::result_large_err)]
 
 mod alloc;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tether_tokio::{ClientBuilder, CloseCause, CloseCode, Message, Server, WebSocketConfig};
-use tokio::net::TcpSocket;
+use tether_adapter_tests::Adapter;
+use tether_driver::{CloseCause, CloseCode, Closed, Message, RuntimeIo, Server, WebSocketConfig};
+use tether_futures::FuturesIo;
+use tether_tokio::{ClientBuilder, Tokio};
 use tokio::sync::{Barrier, Semaphore};
 use tokio::time::{sleep, timeout};
 
@@ -67,43 +79,52 @@ struct ClientReport {
     bytes: usize,
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn two_thousand_connections_echo_at_once() {
+/// Runs the load against `adapter`'s server, one adapter at a time.
+fn load(adapter: Adapter) {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
     let fd_limit = raise_fd_limit();
     assert!(
         fd_limit >= 2 * CONNECTIONS as u64 + 100,
         "the file descriptor limit is {fd_limit}; this test needs {} (raise the hard limit)",
         2 * CONNECTIONS + 100
     );
-    timeout(TEST_TIMEOUT, run()).await.expect("the load test timed out");
+    // The clients' runtime; the server has its own threads.
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        timeout(TEST_TIMEOUT, run(adapter))
+            .await
+            .unwrap_or_else(|_| panic!("{adapter:?}: the load test timed out"));
+    });
 }
 
-async fn run() {
+macro_rules! load_tests {
+    ($($name:ident: $adapter:ident,)*) => {
+        $(
+            #[test]
+            fn $name() {
+                load(Adapter::$adapter);
+            }
+        )*
+    };
+}
+
+load_tests! {
+    tokio_server: Tokio,
+    smol_server: Smol,
+    async_std_server: AsyncStd,
+    blocking_server: Blocking,
+}
+
+async fn run(adapter: Adapter) {
     let started = Instant::now();
     let rss_before = vm_rss();
     let allocated_before = alloc::current();
 
-    // The server: one task per connection, echoing.
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let listener = socket.listen(4096).unwrap();
-    let addr = listener.local_addr().unwrap();
+    // The server of `adapter`: one task (or thread) per connection, echoing.
     let counts = Arc::new(ServerCounts::default());
-    let mut server_config = WebSocketConfig::default();
-    server_config.connection.max_send_frame_size = Some(FRAME);
-    let server = Arc::new(Server::new().config(server_config));
-    let accept_loop = tokio::spawn({
-        let counts = counts.clone();
-        async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    continue;
-                };
-                let (server, counts) = (server.clone(), counts.clone());
-                tokio::spawn(async move { serve(&server, tcp, &counts).await });
-            }
-        }
-    });
+    let server = LoadServer::start(adapter, counts.clone());
+    let addr = server.addr;
 
     // The clients: connect, wait for all, echo, wait for all, close.
     let connected = Arc::new(Barrier::new(CONNECTIONS + 1));
@@ -159,7 +180,7 @@ async fn run() {
         "every server side to end",
     )
     .await;
-    accept_loop.abort();
+    drop(server);
     let total = started.elapsed();
 
     let endpoints = 2 * CONNECTIONS;
@@ -168,14 +189,14 @@ async fn run() {
     let allocated_idle_each = allocated_idle.saturating_sub(allocated_before) / endpoints;
     let allocated_after_each = allocated_after.saturating_sub(allocated_before) / endpoints;
     println!(
-        "load: {CONNECTIONS} connections open at once (server saw {live_idle} live, at most {}); \
+        "load, {adapter:?} server: {CONNECTIONS} connections open at once (server saw {live_idle} live, at most {}); \
          connected in {connect_time:.2?}; {messages} messages ({}) echoed in {echo_time:.2?}; \
          all closed, total {total:.2?}",
         counts.most_live.load(Relaxed),
         alloc::mib(bytes)
     );
     println!(
-        "load: memory per endpoint ({endpoints} endpoints: {CONNECTIONS} clients + {CONNECTIONS} server sides): \
+        "load, {adapter:?} server: memory per endpoint ({endpoints} endpoints: {CONNECTIONS} clients + {CONNECTIONS} server sides): \
          idle {rss_idle_each} B RSS, {allocated_idle_each} B allocated; \
          after the echo {rss_after_each} B RSS, {allocated_after_each} B allocated; \
          VmRSS {} -> {} idle -> {} after, peak {}",
@@ -187,7 +208,7 @@ async fn run() {
 
     assert!(
         failures.is_empty(),
-        "{} clients failed:\n{}",
+        "{adapter:?}: {} clients failed:\n{}",
         failures.len(),
         failures.join("\n")
     );
@@ -219,13 +240,111 @@ async fn run() {
             MAX_ALLOCATED_PER_ENDPOINT,
         ),
     ] {
-        assert!(each <= bound, "{what}: {each} bytes, over the bound of {bound}");
+        assert!(each <= bound, "{adapter:?}: {what}: {each} bytes, over the bound of {bound}");
     }
 }
 
-/// The server side of one connection: echo until the client closes.
-async fn serve(server: &Server, tcp: tokio::net::TcpStream, counts: &ServerCounts) {
-    let Ok(mut ws) = server.accept(tcp).await else {
+/// A server of one adapter, echoing on every connection, counting in
+/// [`ServerCounts`]; stopped when dropped.
+struct LoadServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LoadServer {
+    fn start(adapter: Adapter, counts: Arc<ServerCounts>) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        // Room for every connection attempt in flight (std listens with 128).
+        // SAFETY: `listen` on the listener's own socket, already listening:
+        // Linux takes the new backlog.
+        assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 4096) }, 0);
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut config = WebSocketConfig::default();
+        config.connection.max_send_frame_size = Some(FRAME);
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            move || match adapter {
+                Adapter::Tokio => {
+                    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+                    runtime.block_on(async {
+                        listener.set_nonblocking(true).unwrap();
+                        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                        let server = Arc::new(Server::<Tokio>::new().config(config));
+                        while let Ok((tcp, _)) = listener.accept().await {
+                            if stop.load(SeqCst) {
+                                break;
+                            }
+                            let (server, counts) = (server.clone(), counts.clone());
+                            tokio::spawn(async move { serve(&server, tcp, &counts).await });
+                        }
+                    });
+                }
+                Adapter::Smol => smol::block_on(async {
+                    let listener = async_net::TcpListener::try_from(listener).unwrap();
+                    let server = Arc::new(Server::<FuturesIo>::new().config(config));
+                    while let Ok((tcp, _)) = listener.accept().await {
+                        if stop.load(SeqCst) {
+                            break;
+                        }
+                        let (server, counts) = (server.clone(), counts.clone());
+                        smol::spawn(async move { serve(&server, tcp, &counts).await }).detach();
+                    }
+                }),
+                Adapter::AsyncStd => async_std::task::block_on(async {
+                    let listener = async_std::net::TcpListener::from(listener);
+                    let server = Arc::new(Server::<FuturesIo>::new().config(config));
+                    while let Ok((tcp, _)) = listener.accept().await {
+                        if stop.load(SeqCst) {
+                            break;
+                        }
+                        let (server, counts) = (server.clone(), counts.clone());
+                        async_std::task::spawn(async move { serve(&server, tcp, &counts).await });
+                    }
+                }),
+                Adapter::Blocking => {
+                    let server = tether_blocking::Server::new().config(config);
+                    for tcp in listener.incoming() {
+                        if stop.load(SeqCst) {
+                            break;
+                        }
+                        let Ok(tcp) = tcp else { continue };
+                        let (server, counts) = (server.clone(), counts.clone());
+                        // Small stacks: 2,000 of them.
+                        std::thread::Builder::new()
+                            .stack_size(256 * 1024)
+                            .spawn(move || serve_blocking(&server, tcp, &counts))
+                            .unwrap();
+                    }
+                }
+            }
+        });
+        Self {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for LoadServer {
+    fn drop(&mut self) {
+        self.stop.store(true, SeqCst);
+        // Wakes the accept loop, which sees the flag and returns.
+        let _ = std::net::TcpStream::connect(self.addr);
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() && !std::thread::panicking() {
+                panic!("the load server panicked");
+            }
+        }
+    }
+}
+
+/// The server side of one connection on an async adapter: echo until the
+/// client closes.
+async fn serve<S, R: RuntimeIo<S>>(server: &Server<R>, io: S, counts: &ServerCounts) {
+    let Ok(mut ws) = server.accept(io).await else {
         counts.failed.fetch_add(1, Relaxed);
         return;
     };
@@ -244,15 +363,46 @@ async fn serve(server: &Server, tcp: tokio::net::TcpStream, counts: &ServerCount
             None => break,
         }
     }
-    let closed = ws.close_info().cloned();
-    counts.live.fetch_sub(1, Relaxed);
-    let clean = clean
-        && closed
-            .is_some_and(|c| (c.code, c.cause, c.reason.as_str()) == (CloseCode::NORMAL, CloseCause::Remote, "bye"));
-    if clean {
-        counts.clean.fetch_add(1, Relaxed);
-    } else {
+    counts.ended(clean, ws.close_info());
+}
+
+/// The same on the blocking adapter, on the connection's own thread.
+fn serve_blocking(server: &tether_blocking::Server, tcp: std::net::TcpStream, counts: &ServerCounts) {
+    let Ok(mut ws) = server.accept(tcp) else {
         counts.failed.fetch_add(1, Relaxed);
+        return;
+    };
+    let live = counts.live.fetch_add(1, Relaxed) + 1;
+    counts.most_live.fetch_max(live, Relaxed);
+    let mut clean = true;
+    loop {
+        match ws.recv() {
+            Some(Ok(message)) => {
+                counts.echoed.fetch_add(1, Relaxed);
+                if ws.send(message).is_err() {
+                    clean = false;
+                }
+            }
+            Some(Err(_)) => clean = false,
+            None => break,
+        }
+    }
+    counts.ended(clean, ws.close_info());
+}
+
+impl ServerCounts {
+    /// A server side ended: cleanly if it saw the client's 1000 "bye".
+    fn ended(&self, clean: bool, closed: Option<&Closed>) {
+        self.live.fetch_sub(1, Relaxed);
+        let clean = clean
+            && closed.is_some_and(|c| {
+                (c.code, &c.cause, c.reason.as_str()) == (CloseCode::NORMAL, &CloseCause::Remote, "bye")
+            });
+        if clean {
+            self.clean.fetch_add(1, Relaxed);
+        } else {
+            self.failed.fetch_add(1, Relaxed);
+        }
     }
 }
 
