@@ -7,6 +7,12 @@
 //! its own thread, which reports how each connection ended.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::result_large_err)]
 
+/// The README's Rust examples, compiled (and the self-contained ones run) as
+/// doc tests: the README is included, not copied.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeExamples;
+
 pub mod adapters;
 pub mod scenario;
 pub mod tls;
