@@ -57,6 +57,7 @@ mod random;
 mod reader;
 pub mod runtime;
 mod server;
+mod shell;
 mod split;
 mod stream;
 #[cfg(feature = "tls")]
