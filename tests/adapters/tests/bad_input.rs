@@ -1011,7 +1011,7 @@ async fn flood_of_messages_without_reading_the_echoes_is_bounded(adapter: Adapte
         drop(attacker);
         let ended = server.outcome(peer).await.ended();
         println!(
-            "message flood on {echo_path}: {} of messages went in, {} echoed, before the server stopped \
+            "{adapter:?} server: message flood on {echo_path}: {} of messages went in, {} echoed, before the server stopped \
              reading; peak allocation growth {}",
             alloc::mib(flooded),
             ended.received.len(),
@@ -1055,7 +1055,7 @@ async fn huge_announced_lengths_cost_no_memory(adapter: Adapter) {
     let ended = server.outcome(peer).await.ended();
     assert!(matches!(ended.end, Some(Error::AbnormalClosure)), "{ended:?}");
     println!(
-        "announced lengths of 2^63, 2^64-1, 2^63-1, 2^40 and {}: peak allocation growth {}",
+        "{adapter:?} server: announced lengths of 2^63, 2^64-1, 2^63-1, 2^40 and {}: peak allocation growth {}",
         alloc::mib(default_max_frame as usize),
         alloc::mib(peak)
     );
@@ -1090,7 +1090,7 @@ async fn rfc7692_zip_bomb_gets_1009_in_bounded_memory(adapter: Adapter) {
     expect_failed(&server, &mut attacker, expected).await;
     let peak = measure.peak();
     println!(
-        "zip bomb: {} frame inflating to {}, limit {}: peak allocation growth {}",
+        "{adapter:?} server: zip bomb: {} frame inflating to {}, limit {}: peak allocation growth {}",
         alloc::mib(bomb.len()),
         alloc::mib(inflated),
         alloc::mib(limit as usize),
@@ -1114,7 +1114,7 @@ async fn peer_that_never_reads_makes_send_wait_in_bounded_memory(adapter: Adapte
     assert!(ended.stalled && ended.end.is_none(), "{ended:?}");
     let sent = ended.sent * SEND_CHUNK;
     println!(
-        "never-reading peer: the server sent {} (into the socket buffers) before send waited; \
+        "{adapter:?} server: never-reading peer: the server sent {} (into the socket buffers) before send waited; \
          write buffer at most {}; peak allocation growth {}",
         alloc::mib(sent),
         alloc::mib(ended.max_buffered),
@@ -1162,7 +1162,7 @@ async fn ping_flood_without_reading_pongs_pauses_reading_in_bounded_memory(adapt
     drop(attacker);
     let ended = server.outcome(peer).await.ended();
     println!(
-        "ping flood: {} of pings went in before the server stopped reading; \
+        "{adapter:?} server: ping flood: {} of pings went in before the server stopped reading; \
          write buffer at most {}; peak allocation growth {}",
         alloc::mib(flooded),
         alloc::mib(ended.max_buffered),
@@ -1312,7 +1312,7 @@ async fn many_attacks_at_once_leave_a_healthy_client_unaffected(adapter: Adapter
     stop.store(true, Ordering::Relaxed);
     let (sizes, slowest) = healthy.await.unwrap();
     println!(
-        "{} attacks; the healthy client echoed {} messages meanwhile, slowest round trip {slowest:?}",
+        "{adapter:?} server: {} attacks; the healthy client echoed {} messages meanwhile, slowest round trip {slowest:?}",
         10 * kinds,
         sizes.len()
     );
