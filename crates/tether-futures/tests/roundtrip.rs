@@ -266,3 +266,25 @@ async fn connection_refused_is_io(exec: Exec) {
     let result = tether_futures::connect(&format!("ws://{closed}/")).await;
     assert!(matches!(result, Err(Error::Io(_))), "{result:?}");
 }
+
+/// With the `async-std` feature, a connection on async-std's own stream
+/// knows its addresses.
+#[test]
+fn async_std_streams_know_their_addresses() {
+    Exec::AsyncStd.run(async {
+        let listener = async_std::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/", listener.local_addr().unwrap());
+        let server = async_std::task::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = tether_futures::accept(tcp).await.unwrap();
+            let peer = ws.peer_addr().unwrap();
+            let local = ws.local_addr().unwrap();
+            while ws.recv().await.is_some() {}
+            (peer, local)
+        });
+        let mut ws = tether_futures::connect(&url).await.unwrap();
+        let ours = (ws.local_addr().unwrap(), ws.peer_addr().unwrap());
+        ws.close(CloseCode::NORMAL, "").await.unwrap();
+        assert_eq!(server.await, ours);
+    });
+}
