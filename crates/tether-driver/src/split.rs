@@ -190,11 +190,13 @@ impl<S, R: RuntimeIo<S>> WriteHalf<S, R> {
     /// dropped, this waits for the close handshake itself. Cancel-safe.
     pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
         lock(&self.shared).start_close(code, reason)?;
-        self.flush().await?;
         if Arc::strong_count(&self.shared) == 1 {
-            poll_fn(|cx| lock(&self.shared).poll_until_closed(cx, Side::Send)).await?;
+            // No read half: drive the whole loop, which writes the close
+            // frame and runs the close timer; a flush alone would wait for
+            // ever on a peer that does not read.
+            return poll_fn(|cx| lock(&self.shared).poll_until_closed(cx, Side::Send)).await;
         }
-        Ok(())
+        self.flush().await
     }
 }
 

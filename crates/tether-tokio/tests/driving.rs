@@ -111,6 +111,31 @@ async fn close_timeout_when_the_peer_never_answers() {
     assert!(started.elapsed() >= Duration::from_secs(10));
 }
 
+/// A write half whose read half is gone closes within the close timeout even
+/// when the peer neither reads nor answers: the close frame cannot even be
+/// written (the pipe is full), so waiting for a flush first would hang.
+#[tokio::test(start_paused = true)]
+async fn write_half_alone_closes_within_the_close_timeout_on_a_peer_that_does_not_read() {
+    let (a, b) = tokio::io::duplex(1024);
+    let accept = tokio::spawn(async move { Server::new().accept(b).await.unwrap() });
+    let client = ClientBuilder::from_request(ClientRequest::new("ws://pipe.invalid/").unwrap())
+        .config(quiet())
+        .connect_over(a)
+        .await
+        .unwrap();
+    // The server exists but is never polled: the 1 KiB pipe fills up.
+    let _server = accept.await.unwrap();
+    let (read, mut write) = client.split();
+    drop(read);
+    // Fill the pipe (and the write buffer past what the pipe takes).
+    let _ = timeout(Duration::from_secs(1), write.send(Message::Binary(vec![0; 4096].into()))).await;
+    let started = tokio::time::Instant::now();
+    let result = timeout(Duration::from_secs(60), write.close(CloseCode::NORMAL, "")).await;
+    assert!(matches!(result, Ok(Err(Error::CloseTimeout))), "{result:?}");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(10) && waited < Duration::from_secs(11), "{waited:?}");
+}
+
 #[tokio::test]
 async fn send_waits_when_the_peer_stops_reading() {
     timeout(TEST_TIMEOUT, async {
