@@ -48,8 +48,10 @@ pub(crate) const MAX_WAIT: Duration = Duration::from_millis(250);
 /// Below this much time left, the timeout is set to exactly what is left.
 const EXACT_BELOW: Duration = Duration::from_millis(64);
 
-/// The most one read asks for: the scratch buffer's size.
-const SCRATCH: usize = tether_driver::DEFAULT_READ_BUFFER_SIZE;
+/// The most one read asks for: the scratch buffer's size. A thread serves
+/// one connection, so this is memory per connection: 16 KiB keeps an idle
+/// one small and still takes a burst in few reads.
+const SCRATCH: usize = 16 * 1024;
 
 /// Blocking `std::net`, as the driving loop sees it: the clock is
 /// `Instant::now()`, I/O blocks, and the deadlines become socket timeouts.
@@ -98,7 +100,14 @@ impl Runtime for Blocking {
 #[derive(Debug)]
 pub struct Transport<S> {
     io: S,
-    timeouts: Timeouts,
+    /// The read timeout last set.
+    read_timeouts: Timeouts,
+    /// The write timeout last set.
+    write_timeouts: Timeouts,
+    /// The last write timed out: the peer does not take what we send.
+    write_stuck: bool,
+    /// A read brought bytes since the last write attempt.
+    read_progress: bool,
     /// Off on the writer of a split connection: its reads return `Pending`
     /// (the reader thread reads a second handle and feeds the driver).
     reads: bool,
@@ -109,7 +118,10 @@ impl<S> Transport<S> {
     pub fn new(io: S) -> Self {
         Self {
             io,
-            timeouts: Timeouts::default(),
+            read_timeouts: Timeouts::default(),
+            write_timeouts: Timeouts::default(),
+            write_stuck: false,
+            read_progress: false,
             reads: true,
         }
     }
@@ -134,7 +146,8 @@ impl<S> Transport<S> {
     /// which ones are set changes.
     pub(crate) fn set_reads(&mut self, reads: bool) {
         self.reads = reads;
-        self.timeouts = Timeouts::default();
+        self.read_timeouts = Timeouts::default();
+        self.write_timeouts = Timeouts::default();
     }
 }
 
@@ -192,8 +205,10 @@ pub(crate) fn read_into<T: Read + ?Sized>(io: &mut T, buf: &mut impl BufMut) -> 
         if scratch.len() < SCRATCH {
             scratch.resize(SCRATCH, 0);
         }
-        let room = buf.chunk_mut().len().clamp(1, SCRATCH);
-        let n = io.read(&mut scratch[..room])?;
+        // The whole scratch: the core's buffer grows by what arrived
+        // (`put_slice`), so no room is reserved in it before a read that may
+        // block for a long time.
+        let n = io.read(&mut scratch[..SCRATCH])?;
         buf.put_slice(&scratch[..n]);
         Ok(n)
     })
@@ -221,15 +236,29 @@ impl<S: BlockingIo> RuntimeIo<Transport<S>> for Blocking {
         if !io.reads {
             return Poll::Pending;
         }
-        blocking(|| read_into(&mut io.io, buf))
+        let poll = blocking(|| read_into(&mut io.io, buf));
+        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
+            io.read_progress = true;
+        }
+        poll
     }
 
+    // The loop reserves no room before a read: `read_into` copies what
+    // arrived, so a thread blocked in an idle read holds no receive buffer.
+    const RESERVES_READ_ROOM: bool = false;
+
     fn poll_write(io: &mut Transport<S>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        blocking(|| io.io.write(buf))
+        let poll = blocking(|| io.io.write(buf));
+        io.write_stuck = poll.is_pending();
+        io.read_progress = false;
+        poll
     }
 
     fn poll_write_vectored(io: &mut Transport<S>, _: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
-        blocking(|| io.io.write_vectored(bufs))
+        let poll = blocking(|| io.io.write_vectored(bufs));
+        io.write_stuck = poll.is_pending();
+        io.read_progress = false;
+        poll
     }
 
     fn is_write_vectored(_: &Transport<S>) -> bool {
@@ -248,19 +277,29 @@ impl<S: BlockingIo> RuntimeIo<Transport<S>> for Blocking {
     }
 
     fn set_deadline(io: &mut Transport<S>, deadline: Option<Instant>) {
-        let cap = (!io.reads).then_some(MAX_WAIT);
-        let Some(timeout) = io.timeouts.update(deadline, cap) else {
-            return;
-        };
-        let result = if io.reads {
-            io.io.set_read_timeout(timeout).and(io.io.set_write_timeout(timeout))
-        } else {
-            // The reader thread owns the read timeout of the shared socket.
-            io.io.set_write_timeout(timeout)
-        };
-        if let Err(e) = result {
-            tracing::debug!("setting the socket timeout failed: {e}");
-            io.timeouts = Timeouts::default();
+        // The async loops go on reading while a write waits for a peer that
+        // does not read (they must see the violation or the close it sends
+        // meanwhile), and so must this one: a write waits at most MAX_WAIT,
+        // and while writes are stuck, reads wait at most MAX_WAIT too, so
+        // the loop comes back to write. While a stuck peer still sends, the
+        // next write only tries (MIN_TIMEOUT): the loop keeps reading at
+        // the pace the peer sends instead of MAX_WAIT per read.
+        let write_cap = if io.write_stuck && io.read_progress { MIN_TIMEOUT } else { MAX_WAIT };
+        if let Some(timeout) = io.write_timeouts.update(deadline, Some(write_cap)) {
+            if let Err(e) = io.io.set_write_timeout(timeout) {
+                tracing::debug!("setting the write timeout failed: {e}");
+                io.write_timeouts = Timeouts::default();
+            }
+        }
+        // The reader thread of a split connection owns the read timeout.
+        if io.reads {
+            let cap = io.write_stuck.then_some(MAX_WAIT);
+            if let Some(timeout) = io.read_timeouts.update(deadline, cap) {
+                if let Err(e) = io.io.set_read_timeout(timeout) {
+                    tracing::debug!("setting the read timeout failed: {e}");
+                    io.read_timeouts = Timeouts::default();
+                }
+            }
         }
     }
 }

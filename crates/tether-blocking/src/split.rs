@@ -247,11 +247,12 @@ impl<S: BlockingIo> Writer<S> {
     /// reader (dropped), this waits for the close handshake itself.
     pub fn close(&self, code: CloseCode, reason: &str) -> Result<(), Error> {
         lock(&self.shared).start_close(code, reason)?;
-        self.flush()?;
         if !self.shared.reader_alive.load(Ordering::Acquire) {
-            self.drive(|driver, cx| driver.poll_until_closed(cx, Side::Send))?;
+            // The whole loop, close timer included: a flush alone would wait
+            // for ever on a peer that neither reads nor answers.
+            return self.drive(|driver, cx| driver.poll_until_closed(cx, Side::Send));
         }
-        Ok(())
+        self.flush()
     }
 
     /// Waits for room, queues with `start`, writes.

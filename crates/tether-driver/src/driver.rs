@@ -462,8 +462,14 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
 
     fn poll_read_in(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         R::set_deadline(&mut self.io, self.conn.poll_timeout());
+        if !R::RESERVES_READ_ROOM {
+            // A runtime whose reads block the thread may wait in this read
+            // for a long time without coming back Pending: let go of the
+            // empty buffers now, as an async loop does when it waits.
+            self.conn.shrink_buffers();
+        }
         let mut buf = self.conn.recv_buffer_mut();
-        if buf.spare_capacity() < MIN_READ_ROOM {
+        if R::RESERVES_READ_ROOM && buf.spare_capacity() < MIN_READ_ROOM {
             buf.reserve(self.read_buffer_size);
         }
         let Poll::Ready(result) = R::poll_read(&mut self.io, cx, &mut buf) else {

@@ -43,6 +43,13 @@ pub trait Timer: Unpin + Send {
 /// and returns `Ready`, or `Pending` when the deadline given to
 /// [`set_deadline`](Self::set_deadline) passed first.
 pub trait RuntimeIo<S>: Runtime {
+    /// Whether the loop reserves room for a read in the receive buffer
+    /// before each read (`read_buffer_size`, when less than 4 KiB is left):
+    /// what runtimes that read in place need. A runtime that reads into a
+    /// buffer of its own and copies what arrived sets it to `false`, so a
+    /// connection blocked in a long read holds no receive buffer.
+    const RESERVES_READ_ROOM: bool = true;
+
     /// Reads into the core's receive buffer, which only appends (it is a
     /// [`bytes::BufMut`]: read into its `chunk_mut`, or `put_slice`);
     /// `Ok(0)` is the end of the stream. The loop has reserved room for a
