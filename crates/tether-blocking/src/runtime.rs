@@ -342,14 +342,12 @@ impl Connect for Blocking {
     #[cfg(feature = "tls")]
     fn tls(
         tcp: TcpStream,
-        host: &str,
+        name: rustls::pki_types::ServerName<'static>,
         config: std::sync::Arc<rustls::ClientConfig>,
         deadline: Option<Instant>,
     ) -> impl Future<Output = Result<Self::Stream, Error>> + Send {
-        let name = rustls::pki_types::ServerName::try_from(host.to_owned())
-            .map_err(|_| Error::InvalidServerName(host.to_owned()));
         async move {
-            let mut conn = rustls::ClientConnection::new(config, name?).map_err(Error::Tls)?;
+            let mut conn = rustls::ClientConnection::new(config, name).map_err(Error::Tls)?;
             let mut tcp = tcp;
             let mut timeouts = Timeouts::default();
             while conn.is_handshaking() {

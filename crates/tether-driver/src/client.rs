@@ -214,6 +214,13 @@ impl<R: Runtime> ClientBuilder<R> {
         // way it is the connect timeout that passed.
         match with_deadline::<R, _>(deadline, open).await {
             None | Some(Err(Error::Handshake(HandshakeError::Timeout))) => Err(Error::ConnectTimeout),
+            // The last address's attempt used up what was left of the
+            // deadline (a blocking connect times out by itself).
+            Some(Err(Error::Io(e)))
+                if e.kind() == io::ErrorKind::TimedOut && deadline.is_some_and(|d| R::now() >= d) =>
+            {
+                Err(Error::ConnectTimeout)
+            }
             Some(result) => result,
         }
     }
@@ -241,8 +248,11 @@ impl<R: Runtime> ClientBuilder<R> {
         }
         #[cfg(feature = "tls")]
         {
+            let host = request.host();
+            let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+                .map_err(|_| Error::InvalidServerName(host.to_owned()))?;
             let config = self.roots.client_config()?;
-            R::tls(tcp, request.host(), config, deadline).await
+            R::tls(tcp, name, config, deadline).await
         }
         #[cfg(not(feature = "tls"))]
         {

@@ -105,12 +105,12 @@ pub trait Connect: Runtime {
     /// The transport of a `ws://` connection.
     fn plain(tcp: Self::Tcp) -> Self::Stream;
 
-    /// Runs the TLS handshake for `host` over `tcp` (`wss://`), by
-    /// `deadline` when given.
+    /// Runs the TLS handshake for the server `name` over `tcp` (`wss://`),
+    /// by `deadline` when given.
     #[cfg(feature = "tls")]
     fn tls(
         tcp: Self::Tcp,
-        host: &str,
+        name: rustls::pki_types::ServerName<'static>,
         config: std::sync::Arc<rustls::ClientConfig>,
         deadline: Option<Instant>,
     ) -> impl Future<Output = Result<Self::Stream, crate::Error>> + Send;

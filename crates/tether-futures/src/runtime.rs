@@ -187,15 +187,12 @@ impl Connect for FuturesIo {
     #[cfg(feature = "tls")]
     fn tls(
         tcp: TcpStream,
-        host: &str,
+        name: rustls::pki_types::ServerName<'static>,
         config: std::sync::Arc<rustls::ClientConfig>,
         _deadline: Option<Instant>,
     ) -> impl Future<Output = Result<Self::Stream, Error>> + Send {
         let connector = futures_rustls::TlsConnector::from(config);
-        let name = rustls::pki_types::ServerName::try_from(host.to_owned());
-        let host = host.to_owned();
         async move {
-            let name = name.map_err(|_| Error::InvalidServerName(host))?;
             match connector.connect(name, tcp).await {
                 Ok(tls) => Ok(MaybeTlsStream::Tls(Box::new(tls))),
                 Err(e) => Err(Error::from_io(e)),

@@ -115,15 +115,13 @@ impl Connect for Tokio {
     #[cfg(feature = "tls")]
     fn tls(
         tcp: TcpStream,
-        host: &str,
+        name: rustls::pki_types::ServerName<'static>,
         config: std::sync::Arc<rustls::ClientConfig>,
         _deadline: Option<Instant>,
     ) -> impl Future<Output = Result<Self::Stream, Error>> + Send {
-        let name = rustls::pki_types::ServerName::try_from(host.to_owned())
-            .map_err(|_| Error::InvalidServerName(host.to_owned()));
         async move {
             let tls = tokio_rustls::TlsConnector::from(config)
-                .connect(name?, tcp)
+                .connect(name, tcp)
                 .await
                 .map_err(Error::from_io)?;
             Ok(MaybeTlsStream::Tls(Box::new(tls)))
