@@ -110,97 +110,10 @@ pub mod tls;
 mod transport;
 
 use async_net::TcpStream;
-use futures_io::{AsyncRead, AsyncWrite};
 
 pub use runtime::{AsyncIoTimer, FuturesIo};
 pub use transport::MaybeTlsStream;
 
-pub use tether_driver::{
-    Error, HttpResponse, Received, WebSocketConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PING_INTERVAL,
-    DEFAULT_READ_BUFFER_SIZE, DEFAULT_WRITE_BUFFER_LIMIT,
-};
-pub use tether_driver::{tether_proto, Accept, TransportAddrs, ClientRequest, HandshakeConfig, HandshakeError, Request};
-#[cfg(feature = "deflate")]
-pub use tether_proto::deflate::DeflateConfig;
-pub use tether_proto::{
-    CloseCause, CloseCode, Closed, Config, DataKind, Message, ProtocolError, Role, SendOptions, State, Utf8Bytes,
-};
+pub use tether_driver::TransportAddrs;
 
-/// An open WebSocket connection on a futures-io transport `S`: a
-/// [`Stream`](futures_core::Stream) and [`Sink`](futures_sink::Sink) of
-/// messages, with plain async methods beside. See
-/// [`tether_driver::WebSocketStream`] for every method.
-pub type WebSocketStream<S> = tether_driver::WebSocketStream<S, FuturesIo>;
-/// The receiving half of a split [`WebSocketStream`].
-pub type ReadHalf<S> = tether_driver::ReadHalf<S, FuturesIo>;
-/// The sending half of a split [`WebSocketStream`].
-pub type WriteHalf<S> = tether_driver::WriteHalf<S, FuturesIo>;
-/// The halves given to `reunite` came from different connections.
-pub type ReuniteError<S> = tether_driver::ReuniteError<S, FuturesIo>;
-/// One received message as a [`futures_io::AsyncRead`], piece by piece.
-pub type MessageReader<'a, S> = tether_driver::MessageReader<'a, S, FuturesIo>;
-/// Settings of accepted connections; see [`tether_driver::Server`].
-pub type Server = tether_driver::Server<FuturesIo>;
-/// Settings of a client connection; see [`tether_driver::ClientBuilder`].
-pub type ClientBuilder = tether_driver::ClientBuilder<FuturesIo>;
-/// A client connection opened with [`connect`].
-pub type ClientStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// Opens a WebSocket connection to a `ws://` or `wss://` URL with the
-/// default settings. See [`ClientBuilder`] for the others.
-///
-/// ```no_run
-/// # async fn run() -> Result<(), tether_futures::Error> {
-/// let mut ws = tether_futures::connect("ws://127.0.0.1:8080/ws").await?;
-/// ws.send("hello").await?;
-/// let reply = ws.recv().await;
-/// # Ok(()) }
-/// ```
-pub async fn connect(url: &str) -> Result<ClientStream, Error> {
-    ClientBuilder::new(url).connect().await
-}
-
-/// Runs the client handshake for `request` over a transport the caller
-/// opened (a Unix socket, a proxy tunnel, an in-memory pipe...), with the
-/// default settings.
-pub async fn client_over<S>(stream: S, request: ClientRequest) -> Result<WebSocketStream<S>, Error>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    ClientBuilder::from_request(request).connect_over(stream).await
-}
-
-/// Accepts a WebSocket on `stream` with the default settings, whatever the
-/// path. A request that is not a valid WebSocket handshake (a plain GET, a
-/// wrong version) is answered with the right status (400, 426...) and
-/// fails with [`Error::Handshake`].
-pub async fn accept<S>(stream: S) -> Result<WebSocketStream<S>, Error>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    tether_driver::accept(stream).await
-}
-
-/// Accepts on `stream` as `callback` decides: it sees the request (path,
-/// query, headers, `Origin`, offered subprotocols with
-/// [`Request::protocols`]) and returns either the options to accept with (a
-/// subprotocol, response headers) or an [`HttpResponse`] to send instead.
-///
-/// ```no_run
-/// use tether_futures::{Accept, HttpResponse};
-/// # async fn run(tcp: smol::net::TcpStream) -> Result<(), tether_futures::Error> {
-/// let ws = tether_futures::accept_with(tcp, |request| match request.path() {
-///     "/chat" if request.protocols().contains(&"chat.v1") => Ok(Accept::new().subprotocol("chat.v1")),
-///     "/chat" => Ok(Accept::new()),
-///     _ => Err(HttpResponse::new(http::StatusCode::NOT_FOUND)),
-/// })
-/// .await?;
-/// # Ok(()) }
-/// ```
-pub async fn accept_with<S, F>(stream: S, callback: F) -> Result<WebSocketStream<S>, Error>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-    F: FnOnce(&Request) -> Result<Accept, HttpResponse>,
-{
-    tether_driver::accept_with(stream, callback).await
-}
+tether_driver::async_shell_api!(runtime: FuturesIo, client_stream: MaybeTlsStream<TcpStream>);
