@@ -32,7 +32,9 @@ use tether_driver::runtime::{Connect, Runtime, RuntimeIo, Timer};
 use tether_proto::RecvBuf;
 
 use crate::transport::BlockingIo;
-use crate::{Error, MaybeTlsStream};
+#[cfg(feature = "tls")]
+use crate::Error;
+use crate::MaybeTlsStream;
 
 /// The shortest socket timeout: a zero one means "no timeout" to the
 /// operating system, and a deadline already past still needs one read

@@ -16,7 +16,9 @@ use futures_io::{AsyncRead, AsyncWrite};
 use tether_driver::runtime::{Connect, Runtime, RuntimeIo, Timer};
 use tether_driver::tether_proto::RecvBuf;
 
-use crate::{Error, MaybeTlsStream};
+#[cfg(feature = "tls")]
+use crate::Error;
+use crate::MaybeTlsStream;
 
 /// Any futures-io runtime that runs the async-io reactor (smol,
 /// async-std), as the driving loop sees it. The clock is

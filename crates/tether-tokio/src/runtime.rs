@@ -14,7 +14,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
-use crate::{Error, MaybeTlsStream, SocketAddrs};
+#[cfg(feature = "tls")]
+use crate::Error;
+use crate::{MaybeTlsStream, SocketAddrs};
 
 /// The tokio runtime, as the driving loop sees it. Its clock is tokio's, so
 /// `tokio::time::pause` drives the core's timers in tests.

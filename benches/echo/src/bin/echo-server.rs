@@ -1,12 +1,14 @@
 //! One echo server per crate, all on the same footing: a single-threaded
-//! tokio runtime, TCP_NODELAY on every accepted socket, one task per
-//! connection. Each echo loop is written the way that crate's own README and
+//! runtime (tokio's current-thread runtime; smol's `LocalExecutor` on the
+//! calling thread; async-std with one worker thread), TCP_NODELAY on every
+//! accepted socket, one task per connection (tether-blocking: one thread
+//! per connection, as a blocking server is written). Each echo loop is written the way that crate's own README and
 //! `examples/echo_server` write it (noted beside each), with default
 //! settings: text is echoed as text, binary as binary, pings are answered and
 //! closes completed by the crate itself.
 //!
 //! ```sh
-//! echo-server <tether|tungstenite|fastwebsockets|tokio-websockets> <addr>
+//! echo-server <tether|tungstenite|fastwebsockets|tokio-websockets|tether-smol|tether-async-std|async-tungstenite-smol|tether-blocking> <addr>
 //! ```
 //!
 //! Prints `listening on ADDR` on stdout once it accepts.
@@ -22,22 +24,36 @@ enum Crate {
     Tungstenite,
     FastWebSockets,
     TokioWebSockets,
+    TetherSmol,
+    TetherAsyncStd,
+    AsyncTungsteniteSmol,
+    TetherBlocking,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let (Some(name), Some(addr)) = (args.next(), args.next()) else {
-        return Err("usage: echo-server <tether|tungstenite|fastwebsockets|tokio-websockets> <addr>".into());
+        return Err("usage: echo-server <crate> <addr>".into());
     };
     let which = match name.as_str() {
         "tether" => Crate::Tether,
         "tungstenite" | "tokio-tungstenite" => Crate::Tungstenite,
         "fastwebsockets" => Crate::FastWebSockets,
         "tokio-websockets" => Crate::TokioWebSockets,
+        "tether-smol" => Crate::TetherSmol,
+        "tether-async-std" => Crate::TetherAsyncStd,
+        "async-tungstenite-smol" => Crate::AsyncTungsteniteSmol,
+        "tether-blocking" => Crate::TetherBlocking,
         other => return Err(format!("unknown crate {other:?}").into()),
     };
     tether_echo_bench::raise_fd_limit();
     let addr: SocketAddr = addr.parse()?;
+    match which {
+        Crate::TetherSmol | Crate::AsyncTungsteniteSmol => return futures_io_servers::smol(which, addr),
+        Crate::TetherAsyncStd => return futures_io_servers::async_std(addr),
+        Crate::TetherBlocking => return blocking_server(addr),
+        _ => {}
+    }
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
@@ -64,6 +80,7 @@ async fn serve(which: Crate, addr: SocketAddr) -> Result<(), Box<dyn std::error:
             Crate::FastWebSockets => tokio::spawn(fastwebsockets::serve(tcp)),
             // As in tokio-websockets' examples/echo_server.rs.
             Crate::TokioWebSockets => tokio::spawn(tokio::task::unconstrained(tokio_websockets(tcp))),
+            _ => unreachable!("served by its own runtime"),
         };
     }
 }
@@ -163,4 +180,128 @@ mod fastwebsockets {
         }
         Ok(())
     }
+}
+
+/// The futures-io servers: tether-futures on smol and on async-std, and
+/// async-tungstenite on smol (the other futures-io crate), each on one thread.
+mod futures_io_servers {
+    use std::net::SocketAddr;
+    use std::rc::Rc;
+
+    use futures_util::{StreamExt, TryStreamExt};
+
+    use super::Crate;
+
+    /// smol: a `LocalExecutor` run by `block_on` on this thread.
+    pub(super) fn smol(which: Crate, addr: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
+        let executor = Rc::new(smol::LocalExecutor::new());
+        smol::block_on(executor.run(async {
+            let listener = async_net::TcpListener::bind(addr).await?;
+            println!("listening on {}", listener.local_addr()?);
+            loop {
+                let (tcp, _) = match listener.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        eprintln!("accept: {e}");
+                        smol::Timer::after(std::time::Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                tcp.set_nodelay(true)?;
+                match which {
+                    Crate::AsyncTungsteniteSmol => executor.spawn(async_tungstenite(tcp)).detach(),
+                    _ => executor.spawn(tether(tcp)).detach(),
+                }
+            }
+        }))
+    }
+
+    /// async-std with one worker thread (its default is one per core).
+    pub(super) fn async_std(addr: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
+        // Read by async-std when its runtime starts, below.
+        std::env::set_var("ASYNC_STD_THREAD_COUNT", "1");
+        async_std::task::block_on(async {
+            let listener = async_std::net::TcpListener::bind(addr).await?;
+            println!("listening on {}", listener.local_addr()?);
+            loop {
+                let (tcp, _) = match listener.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        eprintln!("accept: {e}");
+                        async_std::task::sleep(std::time::Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                tcp.set_nodelay(true)?;
+                async_std::task::spawn(tether(tcp));
+            }
+        })
+    }
+
+    /// tether-futures: the same loop as tether-tokio's (recv, feed).
+    async fn tether<S>(tcp: S)
+    where
+        S: smol::io::AsyncRead + smol::io::AsyncWrite + Unpin,
+    {
+        let result = async {
+            let mut ws = tether_futures::accept(tcp).await?;
+            while let Some(message) = ws.recv().await {
+                ws.feed(message?).await?;
+            }
+            Ok::<_, tether_futures::Error>(())
+        };
+        if let Err(e) = result.await {
+            eprintln!("tether-futures: {e}");
+        }
+    }
+
+    /// async-tungstenite: its examples/echo-server.rs (split, keep text and
+    /// binary, forward the reader into the writer).
+    async fn async_tungstenite(tcp: async_net::TcpStream) {
+        let result = async {
+            let ws = async_tungstenite::accept_async(tcp).await?;
+            let (write, read) = ws.split();
+            read.try_filter(|msg| std::future::ready(msg.is_text() || msg.is_binary()))
+                .forward(write)
+                .await
+        };
+        match result.await {
+            Ok(()) | Err(async_tungstenite::tungstenite::Error::ConnectionClosed) => {}
+            Err(e) => eprintln!("async-tungstenite: {e}"),
+        }
+    }
+}
+
+/// tether-blocking: a thread per connection (small stacks), recv + feed
+/// (the next recv writes what was fed).
+fn blocking_server(addr: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    println!("listening on {}", listener.local_addr()?);
+    for tcp in listener.incoming() {
+        let tcp = match tcp {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                eprintln!("accept: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                continue;
+            }
+        };
+        tcp.set_nodelay(true)?;
+        let spawned = std::thread::Builder::new().stack_size(128 * 1024).spawn(move || {
+            let result = (|| {
+                let mut ws = tether_blocking::accept(tcp)?;
+                while let Some(message) = ws.recv() {
+                    ws.feed(message?)?;
+                }
+                Ok::<_, tether_blocking::Error>(())
+            })();
+            if let Err(e) = result {
+                eprintln!("tether-blocking: {e}");
+            }
+        });
+        if let Err(e) = spawned {
+            eprintln!("spawn: {e}");
+        }
+    }
+    Ok(())
 }

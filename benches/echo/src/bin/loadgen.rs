@@ -34,7 +34,16 @@ use tokio::sync::Notify;
 
 type Error = Box<dyn std::error::Error>;
 
-const CRATES: [&str; 4] = ["tether", "tungstenite", "fastwebsockets", "tokio-websockets"];
+const CRATES: [&str; 8] = [
+    "tether",
+    "tungstenite",
+    "fastwebsockets",
+    "tokio-websockets",
+    "tether-smol",
+    "tether-async-std",
+    "async-tungstenite-smol",
+    "tether-blocking",
+];
 /// How the tables name each crate.
 fn display_name(krate: &str) -> &str {
     match krate {
