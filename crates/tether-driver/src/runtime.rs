@@ -1,6 +1,6 @@
 //! What a runtime gives the driving loop: a clock, a timer, and poll-based
 //! I/O on a transport. A shell implements these for its runtime on a marker
-//! type (`tether_tokio::Tokio`, `tether_futures::Smol`, ...); everything else
+//! type (`tether_tokio::Tokio`, `tether_futures::FuturesIo`, ...); everything else
 //! is written once in this crate.
 
 use std::future::Future;
