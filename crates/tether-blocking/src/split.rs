@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use tether_driver::{Driver, Side};
-use tether_proto::{CloseCode, Closed, DataKind, Message, State};
+use tether_proto::{CloseCode, Closed, DataKind, Message, SendOptions, State};
 
 use crate::runtime::{is_timeout, Blocking, Timeouts, Transport, MAX_WAIT, MIN_TIMEOUT};
 use crate::transport::{BlockingIo, SplitIo};
@@ -210,12 +210,24 @@ impl<S: BlockingIo> Writer<S> {
     /// buffer is full). The next send or flush writes it, or the reader
     /// once a read returns; call [`flush`](Self::flush) for it to leave now.
     pub fn feed(&self, message: impl Into<Message>) -> Result<(), Error> {
+        self.feed_with(message, SendOptions::default())
+    }
+
+    /// [`send`](Self::send) with per-message options (see
+    /// [`WebSocket::send_with`](crate::WebSocket::send_with)).
+    pub fn send_with(&self, message: impl Into<Message>, options: SendOptions) -> Result<(), Error> {
+        self.feed_with(message, options)?;
+        self.flush()
+    }
+
+    /// [`feed`](Self::feed) with per-message options.
+    pub fn feed_with(&self, message: impl Into<Message>, options: SendOptions) -> Result<(), Error> {
         let mut message = Some(message.into());
         self.drive(|driver, cx| {
             if let Err(e) = std::task::ready!(driver.poll_send_ready(cx)) {
                 return Poll::Ready(Err(e));
             }
-            Poll::Ready(message.take().map_or(Ok(()), |m| driver.start_send(m)))
+            Poll::Ready(message.take().map_or(Ok(()), |m| driver.start_send_with(m, options)))
         })
     }
 

@@ -3,7 +3,7 @@
 use std::io;
 
 use bytes::Bytes;
-use tether_proto::{CloseCode, Closed, DataKind, Message, Role, State};
+use tether_proto::{CloseCode, Closed, DataKind, Message, Role, SendOptions, State};
 
 use crate::runtime::{block_on, block_on_poll, Blocking, Transport};
 use crate::transport::BlockingIo;
@@ -156,6 +156,18 @@ impl<S: BlockingIo> WebSocket<S> {
     /// everything one read delivered in one write.
     pub fn feed(&mut self, message: impl Into<Message>) -> Result<(), Error> {
         block_on(self.inner.feed(message))
+    }
+
+    /// [`send`](Self::send) with per-message options:
+    /// [`SendOptions::uncompressed`] for a secret next to data an attacker
+    /// controls (CRIME, BREACH) on a compressing connection.
+    pub fn send_with(&mut self, message: impl Into<Message>, options: SendOptions) -> Result<(), Error> {
+        block_on(self.inner.send_with(message, options))
+    }
+
+    /// [`feed`](Self::feed) with per-message options.
+    pub fn feed_with(&mut self, message: impl Into<Message>, options: SendOptions) -> Result<(), Error> {
+        block_on(self.inner.feed_with(message, options))
     }
 
     /// Writes everything queued.

@@ -12,7 +12,7 @@ use std::task::{ready, Context, Poll, Wake, Waker};
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use tether_proto::{
-    CloseCause, CloseCode, Closed, Connection, DataKind, Event, Fragment, Message, Reassembler, SendError, State,
+    CloseCause, CloseCode, Closed, Connection, DataKind, Event, Fragment, Message, Reassembler, SendError, SendOptions, State,
 };
 
 use crate::runtime::{Runtime, RuntimeIo, Timer};
@@ -255,10 +255,16 @@ impl<S, R: Runtime> Driver<S, R> {
 
     /// Queues a message (after [`poll_send_ready`](Self::poll_send_ready)).
     pub fn start_send(&mut self, message: Message) -> Result<(), Error> {
+        self.start_send_with(message, SendOptions::default())
+    }
+
+    /// Queues a message with per-message options (for example
+    /// [`SendOptions::uncompressed`]).
+    pub fn start_send_with(&mut self, message: Message, options: SendOptions) -> Result<(), Error> {
         if let Some(e) = self.write_failure() {
             return Err(e);
         }
-        self.conn.send(message).map_err(|e| self.map_send_error(e))
+        self.conn.send_with(message, options).map_err(|e| self.map_send_error(e))
     }
 
     /// Queues one frame of a fragmented message.

@@ -18,7 +18,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures_core::Stream;
 use futures_sink::Sink;
-use tether_proto::{CloseCode, Closed, DataKind, Message, State};
+use tether_proto::{CloseCode, Closed, DataKind, Message, SendOptions, State};
 
 use crate::driver::{Driver, Side};
 use crate::runtime::{Runtime, RuntimeIo};
@@ -162,6 +162,23 @@ impl<S, R: RuntimeIo<S>> WriteHalf<S, R> {
         let message = message.into();
         poll_fn(|cx| lock(&self.shared).poll_send_ready(cx)).await?;
         lock(&self.shared).start_send(message)
+    }
+
+    /// Sends a message with per-message options; see
+    /// [`WebSocketStream::send_with`].
+    pub async fn send_with(&mut self, message: impl Into<Message>, options: SendOptions) -> Result<(), Error> {
+        let message = message.into();
+        poll_fn(|cx| lock(&self.shared).poll_send_ready(cx)).await?;
+        lock(&self.shared).start_send_with(message, options)?;
+        self.flush().await
+    }
+
+    /// Queues a message with per-message options; see
+    /// [`WebSocketStream::feed_with`].
+    pub async fn feed_with(&mut self, message: impl Into<Message>, options: SendOptions) -> Result<(), Error> {
+        let message = message.into();
+        poll_fn(|cx| lock(&self.shared).poll_send_ready(cx)).await?;
+        lock(&self.shared).start_send_with(message, options)
     }
 
     /// Sends one frame of a fragmented message; see

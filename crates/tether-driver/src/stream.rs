@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures_core::Stream;
 use futures_sink::Sink;
-use tether_proto::{CloseCode, Closed, Connection, DataKind, Message, Role, State};
+use tether_proto::{CloseCode, Closed, Connection, DataKind, Message, Role, SendOptions, State};
 
 use crate::driver::{Driver, Incoming, Side};
 use crate::reader::MessageReader;
@@ -171,6 +171,26 @@ impl<S, R: RuntimeIo<S>> WebSocketStream<S, R> {
         poll_fn(|cx| self.driver.poll_send_ready(cx)).await?;
         self.driver.start_send(message)?;
         self.flush().await
+    }
+
+    /// [`send`](Self::send) with per-message options:
+    /// [`SendOptions::uncompressed`](tether_proto::SendOptions::uncompressed)
+    /// sends a message that carries a secret next to data an attacker
+    /// controls without permessage-deflate (CRIME, BREACH), on a connection
+    /// that compresses the others.
+    pub async fn send_with(&mut self, message: impl Into<Message>, options: SendOptions) -> Result<(), Error> {
+        let message = message.into();
+        poll_fn(|cx| self.driver.poll_send_ready(cx)).await?;
+        self.driver.start_send_with(message, options)?;
+        self.flush().await
+    }
+
+    /// [`feed`](Self::feed) with per-message options; see
+    /// [`send_with`](Self::send_with).
+    pub async fn feed_with(&mut self, message: impl Into<Message>, options: SendOptions) -> Result<(), Error> {
+        let message = message.into();
+        poll_fn(|cx| self.driver.poll_send_ready(cx)).await?;
+        self.driver.start_send_with(message, options)
     }
 
     /// Queues a message without writing it, waiting only while the write

@@ -111,6 +111,16 @@ pub fn close_request(code: u16, reason: &str) -> Message {
     Message::Text(format!("close-me {code} {reason}").into())
 }
 
+/// The text message that asks the echo server to answer with
+/// [`compressible`] twice: first with `SendOptions::uncompressed()`, then
+/// with a plain send.
+pub const TWICE_REQUEST: &str = "send-twice";
+
+/// A message permessage-deflate shrinks a lot.
+pub fn compressible() -> Message {
+    Message::Text("secret=hunter2; ".repeat(64).into())
+}
+
 /// Parses a [`close_request`].
 pub fn parse_close_request(message: &Message) -> Option<(CloseCode, String)> {
     let Message::Text(text) = message else { return None };

@@ -49,6 +49,16 @@ fn echo<S: BlockingIo>(mut ws: WebSocket<S>, ends: &mpsc::Sender<ServerEnd>) {
                     }
                     break;
                 }
+                if message == Message::Text(crate::TWICE_REQUEST.into()) {
+                    let sent = ws
+                        .feed_with(crate::compressible(), tether_blocking::SendOptions::uncompressed())
+                        .and_then(|()| ws.feed(crate::compressible()));
+                    if let Err(e) = sent {
+                        error = Some(e.to_string());
+                        break;
+                    }
+                    continue;
+                }
                 if let Err(e) = ws.feed(message) {
                     error = Some(e.to_string());
                     break;

@@ -57,6 +57,18 @@ pub async fn echo<S, R: RuntimeIo<S>>(mut ws: tether_driver::WebSocketStream<S, 
                     }
                     break;
                 }
+                if message == tether_driver::Message::Text(crate::TWICE_REQUEST.into()) {
+                    let uncompressed = tether_driver::SendOptions::uncompressed();
+                    if let Err(e) = ws.feed_with(crate::compressible(), uncompressed).await {
+                        error = Some(e.to_string());
+                        break;
+                    }
+                    if let Err(e) = ws.feed(crate::compressible()).await {
+                        error = Some(e.to_string());
+                        break;
+                    }
+                    continue;
+                }
                 if let Err(e) = ws.feed(message).await {
                     error = Some(e.to_string());
                     break;
