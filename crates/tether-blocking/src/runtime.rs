@@ -342,6 +342,9 @@ impl Connect for Blocking {
     }
 
     #[cfg(feature = "tls")]
+    // The handshake blocks inside the future; written out as the trait's
+    // signature so the `Send` bound stays visible.
+    #[allow(clippy::manual_async_fn)]
     fn tls(
         tcp: TcpStream,
         name: rustls::pki_types::ServerName<'static>,

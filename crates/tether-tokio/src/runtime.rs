@@ -93,21 +93,15 @@ impl Connect for Tokio {
     type Tcp = TcpStream;
     type Stream = MaybeTlsStream<TcpStream>;
 
-    fn resolve(host: &str, port: u16) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send {
-        async move { Ok(tokio::net::lookup_host((host, port)).await?.collect()) }
+    async fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+        Ok(tokio::net::lookup_host((host, port)).await?.collect())
     }
 
-    fn connect_tcp(
-        addr: SocketAddr,
-        nodelay: bool,
-        _limit: Option<Duration>,
-    ) -> impl Future<Output = io::Result<TcpStream>> + Send {
+    async fn connect_tcp(addr: SocketAddr, nodelay: bool, _limit: Option<Duration>) -> io::Result<TcpStream> {
         // The driving crate races the attempt against tokio's timer.
-        async move {
-            let tcp = TcpStream::connect(addr).await?;
-            tcp.set_nodelay(nodelay)?;
-            Ok(tcp)
-        }
+        let tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(nodelay)?;
+        Ok(tcp)
     }
 
     fn plain(tcp: TcpStream) -> Self::Stream {
@@ -115,18 +109,16 @@ impl Connect for Tokio {
     }
 
     #[cfg(feature = "tls")]
-    fn tls(
+    async fn tls(
         tcp: TcpStream,
         name: rustls::pki_types::ServerName<'static>,
         config: std::sync::Arc<rustls::ClientConfig>,
         _deadline: Option<Instant>,
-    ) -> impl Future<Output = Result<Self::Stream, Error>> + Send {
-        async move {
-            let tls = tokio_rustls::TlsConnector::from(config)
-                .connect(name, tcp)
-                .await
-                .map_err(Error::from_io)?;
-            Ok(MaybeTlsStream::Tls(Box::new(tls)))
-        }
+    ) -> Result<Self::Stream, Error> {
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .map_err(Error::from_io)?;
+        Ok(MaybeTlsStream::Tls(Box::new(tls)))
     }
 }
