@@ -8,6 +8,11 @@
 #   WARMUP=2 SECS=5 benches/echo/run.sh                 # longer windows
 #   benches/echo/run.sh --crates tether,fastwebsockets --workloads 20b,20b-p16 --kinds binary --no-idle
 #
+# Crates: tether (tether-tokio), tungstenite (tokio-tungstenite), fastwebsockets,
+# tokio-websockets, tether-smol, tether-async-std, async-tungstenite-smol,
+# tether-blocking. With tether and another tether adapter in the list, a table
+# of the issue-10 ratios follows the CPU table.
+#
 # Options (after the script name): --crates LIST, --workloads LIST
 # (20b, 20b-p16, 1k, 16k, 1m), --kinds text,binary, --warmup SECS, --secs SECS,
 # --rounds N (median of N rounds), --idle-conns N, --no-idle.

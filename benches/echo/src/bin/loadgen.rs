@@ -19,7 +19,10 @@
 //!
 //! The suite prints its tables in markdown on stdout, progress on stderr.
 //! With `--rounds N` it runs everything N times, each round starting with
-//! another crate, and reports the median of each figure.
+//! another crate, and reports the median of each figure. With tether-tokio
+//! and another tether adapter in the run, it also prints each adapter's CPU
+//! per message against tether-tokio's and against the best other crate on
+//! the same runtime (the ratios of issue 10).
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -44,6 +47,22 @@ const CRATES: [&str; 8] = [
     "async-tungstenite-smol",
     "tether-blocking",
 ];
+/// The runtime each server runs on: the issue-10 ratios compare a tether
+/// adapter with the other crates on the same one.
+fn runtime_of(krate: &str) -> &'static str {
+    match krate {
+        "tether-smol" | "async-tungstenite-smol" => "smol",
+        "tether-async-std" => "async-std",
+        "tether-blocking" => "threads",
+        _ => "tokio",
+    }
+}
+
+/// tether itself, on any runtime: never counted as "another crate".
+fn is_tether(krate: &str) -> bool {
+    krate == "tether" || krate.starts_with("tether-")
+}
+
 /// How the tables name each crate.
 fn display_name(krate: &str) -> &str {
     match krate {
@@ -277,7 +296,8 @@ fn print_tables(
     idle: &[(String, Option<IdleResult>)],
     ticks: u64,
 ) {
-    let others: Vec<&String> = opts.crates.iter().filter(|c| *c != "tether").collect();
+    // The other crates: tether's own adapters are not among them.
+    let others: Vec<&String> = opts.crates.iter().filter(|c| !is_tether(c)).collect();
     let has_tether = opts.crates.iter().any(|c| c == "tether");
     let header = |what: &str, ratio: Option<&str>| {
         let mut line = format!("| {what} |");
@@ -343,6 +363,7 @@ fn print_tables(
         }
         println!("{line}");
     }
+    print_adapter_ratios(opts, rows, &get);
     println!();
     println!("Messages echoed per second (higher is better):");
     println!();
@@ -382,17 +403,24 @@ fn print_tables(
             opts.idle_conns
         );
         println!();
-        println!("| crate | idle after handshake | idle again after one 16 KiB echo each |");
-        println!("|---|---:|---:|");
+        let tokio_idle = idle
+            .iter()
+            .find(|(krate, _)| krate == "tether")
+            .and_then(|(_, r)| r.as_ref())
+            .map(IdleResult::idle_kib_per_conn)
+            .filter(|kib| *kib > 0.0);
+        println!("| crate | idle after handshake | idle again after one 16 KiB echo each | idle / tether (tokio) |");
+        println!("|---|---:|---:|---:|");
         for (krate, result) in idle {
             match result {
                 Some(r) => println!(
-                    "| {} | {:.2} | {:.2} |",
+                    "| {} | {:.2} | {:.2} | {} |",
                     display_name(krate),
                     r.idle_kib_per_conn(),
-                    r.after_echo_kib_per_conn()
+                    r.after_echo_kib_per_conn(),
+                    tokio_idle.map_or_else(|| "-".to_owned(), |t| format!("{:.2}", r.idle_kib_per_conn() / t)),
                 ),
-                None => println!("| {} | FAIL | FAIL |", display_name(krate)),
+                None => println!("| {} | FAIL | FAIL | - |", display_name(krate)),
             }
         }
     }
@@ -414,6 +442,70 @@ fn print_tables(
         "(CPU time from /proc/<pid>/stat utime+stime at {ticks} ticks/s; the load generator is one thread \
          of raw TCP.)"
     );
+}
+
+/// The ratios of issue 10, when the run has tether-tokio and another tether
+/// adapter: each adapter's CPU per message against tether-tokio's (target:
+/// at most 1.15 for the futures-io adapters), and against the best other
+/// crate on the same runtime (target: below 1).
+fn print_adapter_ratios(opts: &Opts, rows: &[String], get: &dyn Fn(&String, &String) -> Option<Stats>) {
+    let tokio = "tether".to_owned();
+    let adapters: Vec<&String> = opts.crates.iter().filter(|c| is_tether(c) && **c != tokio).collect();
+    if adapters.is_empty() {
+        return;
+    }
+    let has_tokio = opts.crates.contains(&tokio);
+    // (column title, adapter, the crates it is divided by)
+    let mut columns: Vec<(String, &String, Vec<&String>)> = Vec::new();
+    for adapter in &adapters {
+        if has_tokio {
+            columns.push((
+                format!("{} / tether (tokio)", display_name(adapter)),
+                adapter,
+                vec![&tokio],
+            ));
+        }
+        let rivals: Vec<&String> = opts
+            .crates
+            .iter()
+            .filter(|c| !is_tether(c) && runtime_of(c) == runtime_of(adapter))
+            .collect();
+        if !rivals.is_empty() {
+            let title = format!("{} / best other on {}", display_name(adapter), runtime_of(adapter));
+            columns.push((title, adapter, rivals));
+        }
+    }
+    if columns.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "tether's other adapters, server CPU per message as ratios (issue 10: futures-io at most 1.15x \
+         tether-tokio, and below every other crate on the same runtime):"
+    );
+    println!();
+    let mut line = "| workload |".to_owned();
+    let mut rule = "|---|".to_owned();
+    for (title, _, _) in &columns {
+        line += &format!(" {title} |");
+        rule += "---:|";
+    }
+    println!("{line}\n{rule}");
+    for row in rows {
+        let mut line = format!("| {row} |");
+        for (_, adapter, against) in &columns {
+            let best = against
+                .iter()
+                .filter_map(|c| get(row, c))
+                .map(|s| s.cpu_us_per_msg)
+                .fold(f64::INFINITY, f64::min);
+            line += &match get(row, adapter) {
+                Some(s) if best.is_finite() && best > 0.0 => format!(" {:.2} |", s.cpu_us_per_msg / best),
+                _ => " - |".to_owned(),
+            };
+        }
+        println!("{line}");
+    }
 }
 
 /// The median of each figure over the rounds of one cell of the tables;
