@@ -153,7 +153,10 @@ mod rfc6455_7_close_handshake {
     #[test]
     fn a_completed_handshake_is_clean_on_both_ends() {
         let mut pair = Pair::new();
-        pair.server.conn.close(CloseCode::GOING_AWAY, "restart", pair.now).unwrap();
+        pair.server
+            .conn
+            .close(CloseCode::GOING_AWAY, "restart", pair.now)
+            .unwrap();
         pair.drive();
         assert!(pair.client.conn.closed().is_some_and(Closed::is_clean));
         assert!(pair.server.conn.closed().is_some_and(Closed::is_clean));
@@ -348,7 +351,11 @@ mod output {
         // Twenty pongs, one write.
         assert_eq!(pair.server.writes, writes + 1);
         assert_eq!(
-            pair.client.events.iter().filter(|e| matches!(e, Event::Pong(_))).count(),
+            pair.client
+                .events
+                .iter()
+                .filter(|e| matches!(e, Event::Pong(_)))
+                .count(),
             20
         );
     }

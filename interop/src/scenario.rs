@@ -168,19 +168,13 @@ impl Scenario {
 }
 
 /// tether sends, the peer echoes; then the peer sends, tether echoes.
-async fn exchange<S, R: RuntimeIo<S>>(
-    ws: &mut WebSocketStream<S, R>,
-    messages: &[Message],
-) -> Result<(), String> {
+async fn exchange<S, R: RuntimeIo<S>>(ws: &mut WebSocketStream<S, R>, messages: &[Message]) -> Result<(), String> {
     tether_sends(ws, messages).await?;
     tether_echoes(ws, messages).await
 }
 
 /// tether sends each message and checks the peer's echo.
-async fn tether_sends<S, R: RuntimeIo<S>>(
-    ws: &mut WebSocketStream<S, R>,
-    messages: &[Message],
-) -> Result<(), String> {
+async fn tether_sends<S, R: RuntimeIo<S>>(ws: &mut WebSocketStream<S, R>, messages: &[Message]) -> Result<(), String> {
     for (i, message) in messages.iter().enumerate() {
         send(ws, message.clone()).await?;
         expect(ws, message, &format!("echo {i} from the peer")).await?;
@@ -189,10 +183,7 @@ async fn tether_sends<S, R: RuntimeIo<S>>(
 }
 
 /// The peer sends each message; tether checks it and echoes it.
-async fn tether_echoes<S, R: RuntimeIo<S>>(
-    ws: &mut WebSocketStream<S, R>,
-    messages: &[Message],
-) -> Result<(), String> {
+async fn tether_echoes<S, R: RuntimeIo<S>>(ws: &mut WebSocketStream<S, R>, messages: &[Message]) -> Result<(), String> {
     for (i, message) in messages.iter().enumerate() {
         expect(ws, message, &format!("message {i} from the peer")).await?;
         send(ws, message.clone()).await?;
@@ -258,7 +249,12 @@ async fn ping<S, R: RuntimeIo<S>>(ws: &mut WebSocketStream<S, R>) -> Result<(), 
     }
 }
 
-fn check_closed<S, R: Runtime>(ws: &WebSocketStream<S, R>, code: u16, reason: Option<&str>, cause: CloseCause) -> Result<(), String> {
+fn check_closed<S, R: Runtime>(
+    ws: &WebSocketStream<S, R>,
+    code: u16,
+    reason: Option<&str>,
+    cause: CloseCause,
+) -> Result<(), String> {
     let Some(closed) = ws.close_info() else {
         return Err("the connection is not closed".to_owned());
     };

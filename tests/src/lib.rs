@@ -73,9 +73,17 @@ impl End {
         // The core remembers the end: the same `Closed` as the event, and
         // from the moment the state says so.
         if self.conn.state() == tether_proto::State::Closed {
-            assert_eq!(self.conn.closed(), self.closed(), "Connection::closed differs from Event::Closed");
+            assert_eq!(
+                self.conn.closed(),
+                self.closed(),
+                "Connection::closed differs from Event::Closed"
+            );
         } else {
-            assert_eq!(self.conn.closed(), None, "Connection::closed set before the state is Closed");
+            assert_eq!(
+                self.conn.closed(),
+                None,
+                "Connection::closed set before the state is Closed"
+            );
         }
         self.write();
         if self.conn.should_close_transport() && self.conn.pending_transmit() == 0 {

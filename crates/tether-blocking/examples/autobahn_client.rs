@@ -17,7 +17,10 @@ fn open(url: &str) -> Result<ClientSocket, tether_blocking::Error> {
     // parameter combinations.
     let mut deflate = DeflateConfig::default();
     deflate.client_no_context_takeover = true;
-    ClientBuilder::new(url).config(config).permessage_deflate(deflate).connect()
+    ClientBuilder::new(url)
+        .config(config)
+        .permessage_deflate(deflate)
+        .connect()
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

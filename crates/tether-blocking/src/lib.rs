@@ -151,11 +151,11 @@ pub use split::{Reader, ReaderMessages, Writer};
 pub use transport::{BlockingIo, MaybeTlsStream, NoTimeouts, SplitIo};
 pub use websocket::{MessageReader, Messages, WebSocket};
 
+pub use tether_driver::{tether_proto, Accept, ClientRequest, HandshakeConfig, HandshakeError, Request};
 pub use tether_driver::{
     Error, HttpResponse, Received, WebSocketConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PING_INTERVAL,
     DEFAULT_READ_BUFFER_SIZE, DEFAULT_WRITE_BUFFER_LIMIT,
 };
-pub use tether_driver::{tether_proto, Accept, ClientRequest, HandshakeConfig, HandshakeError, Request};
 #[cfg(feature = "deflate")]
 pub use tether_proto::deflate::DeflateConfig;
 pub use tether_proto::{

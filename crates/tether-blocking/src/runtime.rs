@@ -256,7 +256,11 @@ impl<S: BlockingIo> RuntimeIo<Transport<S>> for Blocking {
         poll
     }
 
-    fn poll_write_vectored(io: &mut Transport<S>, _: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        io: &mut Transport<S>,
+        _: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         let poll = blocking(|| io.io.write_vectored(bufs));
         io.write_stuck = poll.is_pending();
         io.read_progress = false;
@@ -286,7 +290,11 @@ impl<S: BlockingIo> RuntimeIo<Transport<S>> for Blocking {
         // the loop comes back to write. While a stuck peer still sends, the
         // next write only tries (MIN_TIMEOUT): the loop keeps reading at
         // the pace the peer sends instead of MAX_WAIT per read.
-        let write_cap = if io.write_stuck && io.read_progress { MIN_TIMEOUT } else { MAX_WAIT };
+        let write_cap = if io.write_stuck && io.read_progress {
+            MIN_TIMEOUT
+        } else {
+            MAX_WAIT
+        };
         if let Some(timeout) = io.write_timeouts.update(deadline, Some(write_cap)) {
             if let Err(e) = io.io.set_write_timeout(timeout) {
                 tracing::debug!("setting the write timeout failed: {e}");

@@ -268,7 +268,10 @@ impl<S: BlockingIo> Writer<S> {
     }
 
     /// Waits for room, queues with `start`, writes.
-    fn queue(&self, mut start: impl FnMut(&mut Driver<Transport<S>, Blocking>) -> Result<(), Error>) -> Result<(), Error> {
+    fn queue(
+        &self,
+        mut start: impl FnMut(&mut Driver<Transport<S>, Blocking>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
         let mut started = false;
         self.drive(|driver, cx| {
             if !started {

@@ -31,12 +31,18 @@ pub trait BlockingIo: Read + Write {
 
     /// The local address, where the transport has one of `std::net`'s.
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        Err(io::Error::new(io::ErrorKind::Unsupported, "the transport has no IP address"))
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "the transport has no IP address",
+        ))
     }
 
     /// The peer's address, where the transport has one of `std::net`'s.
     fn peer_addr(&self) -> io::Result<SocketAddr> {
-        Err(io::Error::new(io::ErrorKind::Unsupported, "the transport has no IP address"))
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "the transport has no IP address",
+        ))
     }
 }
 

@@ -9,8 +9,8 @@ use std::io::Read;
 
 use common::{bounded, echo_server, listener};
 use tether_blocking::{
-    ClientBuilder, CloseCause, CloseCode, DataKind, DeflateConfig, Error, Message, Received, Role, Server,
-    State, WebSocketConfig,
+    ClientBuilder, CloseCause, CloseCode, DataKind, DeflateConfig, Error, Message, Received, Role, Server, State,
+    WebSocketConfig,
 };
 
 fn server(deflate: bool) -> Server {
@@ -43,7 +43,10 @@ fn round_trip(deflate: bool) {
         ws.send("hello").unwrap();
         assert_eq!(ws.recv().unwrap().unwrap(), Message::Text("hello".into()));
         ws.send(vec![0u8, 1, 2, 255]).unwrap();
-        assert_eq!(ws.recv().unwrap().unwrap(), Message::Binary(vec![0u8, 1, 2, 255].into()));
+        assert_eq!(
+            ws.recv().unwrap().unwrap(),
+            Message::Binary(vec![0u8, 1, 2, 255].into())
+        );
 
         // 4 MiB, not all alike, so that deflate has some work.
         let big: Vec<u8> = (0..4 << 20).map(|i: u32| (i % 251) as u8 ^ (i >> 12) as u8).collect();
@@ -109,7 +112,13 @@ fn rfc6455_5_5_1_close_from_the_server() {
         assert_eq!(closed.reason, "server going away");
         assert_eq!(closed.cause, CloseCause::Remote);
         // Sending now says who closed.
-        assert!(matches!(ws.send("too late"), Err(Error::ClosedByPeer { code: CloseCode::GOING_AWAY, .. })));
+        assert!(matches!(
+            ws.send("too late"),
+            Err(Error::ClosedByPeer {
+                code: CloseCode::GOING_AWAY,
+                ..
+            })
+        ));
         let server_side = server.join().unwrap();
         assert_eq!(server_side.cause, CloseCause::Local);
     });
@@ -144,7 +153,10 @@ fn message_read_piece_by_piece() {
         }
         drop(reader);
         assert_eq!(total.len(), 800_000);
-        assert!(total.chunks(100_000).enumerate().all(|(i, c)| c.iter().all(|&b| b == i as u8)));
+        assert!(total
+            .chunks(100_000)
+            .enumerate()
+            .all(|(i, c)| c.iter().all(|&b| b == i as u8)));
         assert_eq!(ws.recv().unwrap().unwrap(), Message::Text("after".into()));
         ws.close(CloseCode::NORMAL, "").unwrap();
         server.join().unwrap();

@@ -87,13 +87,15 @@ fn connect_timeout_against_a_listener_that_never_accepts() {
         let (listener, url) = listener();
         let addr = listener.local_addr().unwrap();
         let mut held = Vec::new();
-        let full = (0..2_000).any(|_| match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
-            Ok(tcp) => {
-                held.push(tcp);
-                false
-            }
-            Err(_) => true,
-        });
+        let full = (0..2_000).any(
+            |_| match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                Ok(tcp) => {
+                    held.push(tcp);
+                    false
+                }
+                Err(_) => true,
+            },
+        );
         assert!(full, "the accept queue never filled ({} connections)", held.len());
         let start = Instant::now();
         let result = ClientBuilder::new(&url)
@@ -127,7 +129,10 @@ fn connect_timeout_covers_the_opening_handshake() {
             .connect();
         let waited = start.elapsed();
         assert!(matches!(result, Err(Error::ConnectTimeout)), "{result:?}");
-        assert!(waited >= Duration::from_millis(290) && waited < Duration::from_secs(3), "{waited:?}");
+        assert!(
+            waited >= Duration::from_millis(290) && waited < Duration::from_secs(3),
+            "{waited:?}"
+        );
         drop(server.join().unwrap());
     });
 }
@@ -151,7 +156,10 @@ fn close_timeout_when_the_peer_never_answers() {
         let result = ws.close(tether_blocking::CloseCode::NORMAL, "");
         let waited = start.elapsed();
         assert!(matches!(result, Err(Error::CloseTimeout)), "{result:?}");
-        assert!(waited >= Duration::from_millis(295) && waited < Duration::from_secs(3), "{waited:?}");
+        assert!(
+            waited >= Duration::from_millis(295) && waited < Duration::from_secs(3),
+            "{waited:?}"
+        );
         done_tx.send(()).unwrap();
         server.join().unwrap();
     });

@@ -29,7 +29,9 @@ fn tls_echo_server() -> (u16, CertificateDer<'static>, JoinHandle<()>) {
         let (tcp, _) = listener.accept().unwrap();
         let tls = StreamOwned::new(ServerConnection::new(config).unwrap(), tcp);
         // A client that refuses the certificate ends here.
-        let Ok(mut ws) = tether_blocking::accept(tls) else { return };
+        let Ok(mut ws) = tether_blocking::accept(tls) else {
+            return;
+        };
         assert!(ws.peer_addr().unwrap().ip().is_loopback());
         while let Some(Ok(message)) = ws.recv() {
             ws.send(message).unwrap();

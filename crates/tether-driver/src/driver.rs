@@ -4,15 +4,16 @@
 //! Everything here is poll-based and keeps its state in [`Driver`], never in
 //! a future, which is what makes the async methods built on it cancel-safe.
 
-use std::marker::PhantomData;
 use std::io::{self, IoSlice};
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll, Wake, Waker};
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use tether_proto::{
-    CloseCause, CloseCode, Closed, Connection, DataKind, Event, Fragment, Message, Reassembler, SendError, SendOptions, State,
+    CloseCause, CloseCode, Closed, Connection, DataKind, Event, Fragment, Message, Reassembler, SendError, SendOptions,
+    State,
 };
 
 use crate::runtime::{Runtime, RuntimeIo, Timer};
@@ -264,7 +265,9 @@ impl<S, R: Runtime> Driver<S, R> {
         if let Some(e) = self.write_failure() {
             return Err(e);
         }
-        self.conn.send_with(message, options).map_err(|e| self.map_send_error(e))
+        self.conn
+            .send_with(message, options)
+            .map_err(|e| self.map_send_error(e))
     }
 
     /// Queues one frame of a fragmented message.
@@ -290,7 +293,9 @@ impl<S, R: Runtime> Driver<S, R> {
         if self.conn.state() != State::Open {
             return Ok(());
         }
-        self.conn.close(code, reason, R::now()).map_err(|e| self.map_send_error(e))
+        self.conn
+            .close(code, reason, R::now())
+            .map_err(|e| self.map_send_error(e))
     }
 }
 

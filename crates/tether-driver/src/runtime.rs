@@ -5,8 +5,8 @@
 
 use std::future::Future;
 use std::io::{self, IoSlice};
-use std::task::{Context, Poll};
 use std::net::SocketAddr;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tether_proto::RecvBuf;
@@ -99,8 +99,11 @@ pub trait Connect: Runtime {
     /// time this attempt may take; async runtimes may ignore it (the caller
     /// also races the attempt against the runtime's timer), blocking ones
     /// must honour it (`TcpStream::connect_timeout`).
-    fn connect_tcp(addr: SocketAddr, nodelay: bool, limit: Option<Duration>)
-        -> impl Future<Output = io::Result<Self::Tcp>> + Send;
+    fn connect_tcp(
+        addr: SocketAddr,
+        nodelay: bool,
+        limit: Option<Duration>,
+    ) -> impl Future<Output = io::Result<Self::Tcp>> + Send;
 
     /// The transport of a `ws://` connection.
     fn plain(tcp: Self::Tcp) -> Self::Stream;

@@ -1,8 +1,8 @@
 //! Accepting connections.
 
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use tether_proto::handshake::{Accept, HandshakeConfig, HandshakeError, Request, ServerHandshake};
 use std::marker::PhantomData;
+use tether_proto::handshake::{Accept, HandshakeConfig, HandshakeError, Request, ServerHandshake};
 
 use bytes::BytesMut;
 

@@ -21,8 +21,8 @@ use futures_sink::Sink;
 use tether_proto::{CloseCode, Closed, DataKind, Message, SendOptions, State};
 
 use crate::driver::{Driver, Side};
-use crate::runtime::{Runtime, RuntimeIo};
 use crate::reader::MessageReader;
+use crate::runtime::{Runtime, RuntimeIo};
 use crate::stream::{poll_received, Received};
 use crate::{Error, WebSocketStream};
 

@@ -263,7 +263,6 @@ impl<S, R: RuntimeIo<S>> WebSocketStream<S, R> {
     pub fn split(self) -> (ReadHalf<S, R>, WriteHalf<S, R>) {
         crate::split::split(self.driver)
     }
-
 }
 
 impl<S, R: RuntimeIo<S>> Stream for WebSocketStream<S, R> {

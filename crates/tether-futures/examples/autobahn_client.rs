@@ -47,12 +47,17 @@ async fn run_all(base: &str, agent: &str) -> Result<(), Box<dyn std::error::Erro
     }
     eprintln!("{count} cases");
     for case in 1..=count {
-        match builder(&format!("{base}/runCase?case={case}&agent={agent}")).connect().await {
+        match builder(&format!("{base}/runCase?case={case}&agent={agent}"))
+            .connect()
+            .await
+        {
             Ok(ws) => echo::echo(ws).await,
             Err(e) => eprintln!("case {case}: {e}"),
         }
     }
-    let ws = builder(&format!("{base}/updateReports?agent={agent}")).connect().await?;
+    let ws = builder(&format!("{base}/updateReports?agent={agent}"))
+        .connect()
+        .await?;
     echo::echo(ws).await;
     eprintln!("report updated");
     Ok(())

@@ -52,10 +52,21 @@ macro_rules! wrapper_addrs {
 
 // async-net's stream is also smol's (`smol::net::TcpStream`).
 tcp_addrs!(async_net::TcpStream);
-tcp_addrs!(#[cfg(feature = "async-std")] async_std::net::TcpStream);
+tcp_addrs!(
+    #[cfg(feature = "async-std")]
+    async_std::net::TcpStream
+);
 wrapper_addrs!(MaybeTlsStream, |io| io.tcp());
-wrapper_addrs!(#[cfg(feature = "tls")] futures_rustls::client::TlsStream, |io| io.get_ref().0);
-wrapper_addrs!(#[cfg(feature = "tls")] futures_rustls::server::TlsStream, |io| io.get_ref().0);
+wrapper_addrs!(
+    #[cfg(feature = "tls")]
+    futures_rustls::client::TlsStream,
+    |io| io.get_ref().0
+);
+wrapper_addrs!(
+    #[cfg(feature = "tls")]
+    futures_rustls::server::TlsStream,
+    |io| io.get_ref().0
+);
 
 /// The transport of a connection opened with [`connect`](crate::connect):
 /// plain TCP for `ws://`, TLS for `wss://`.

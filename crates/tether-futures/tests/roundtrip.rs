@@ -55,7 +55,9 @@ async fn echo_text_and_binary(exec: Exec) {
     assert!(ws.peer_addr().unwrap().ip().is_loopback());
     assert!(ws.get_ref().tcp().nodelay().unwrap());
     ws.send("hello").await.unwrap();
-    ws.send(Message::Binary(Bytes::from_static(&[0, 1, 2, 255]))).await.unwrap();
+    ws.send(Message::Binary(Bytes::from_static(&[0, 1, 2, 255])))
+        .await
+        .unwrap();
     assert_eq!(ws.recv().await.unwrap().unwrap(), Message::Text("hello".into()));
     assert_eq!(
         ws.next().await.unwrap().unwrap(),
@@ -198,9 +200,15 @@ async fn message_read_piece_by_piece(exec: Exec) {
         let mut ws = tether_futures::accept(listener.accept().await).await.unwrap();
         // Three frames of one message, then a small one.
         let chunk = vec![7u8; SIZE / 3];
-        ws.send_fragment(tether_futures::DataKind::Binary, &chunk, false).await.unwrap();
-        ws.send_fragment(tether_futures::DataKind::Binary, &chunk, false).await.unwrap();
-        ws.send_fragment(tether_futures::DataKind::Binary, &chunk, true).await.unwrap();
+        ws.send_fragment(tether_futures::DataKind::Binary, &chunk, false)
+            .await
+            .unwrap();
+        ws.send_fragment(tether_futures::DataKind::Binary, &chunk, false)
+            .await
+            .unwrap();
+        ws.send_fragment(tether_futures::DataKind::Binary, &chunk, true)
+            .await
+            .unwrap();
         ws.send("after").await.unwrap();
         while ws.recv().await.is_some() {}
     });

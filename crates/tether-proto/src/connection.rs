@@ -1041,8 +1041,12 @@ impl Connection {
                 let data = msg.buf.split_to(ready).freeze();
                 let first = !msg.started;
                 msg.started = true;
-                self.events
-                    .push_back(Event::Fragment(Fragment::from_connection(msg.kind, data, first, message_done)));
+                self.events.push_back(Event::Fragment(Fragment::from_connection(
+                    msg.kind,
+                    data,
+                    first,
+                    message_done,
+                )));
             }
         }
         if message_done {
@@ -1139,7 +1143,11 @@ impl Connection {
             self.closed.as_deref().map(|c| &c.cause),
             Some(CloseCause::IdleTimeout | CloseCause::CloseTimeout)
         );
-        self.linger = Some(if timed_out { now } else { now + self.config.close_timeout });
+        self.linger = Some(if timed_out {
+            now
+        } else {
+            now + self.config.close_timeout
+        });
     }
 
     /// The linger deadline, while there is output it would give up.

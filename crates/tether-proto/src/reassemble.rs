@@ -192,7 +192,10 @@ mod tests {
             let data = Bytes::from_static(b"whole");
             let ptr = data.as_ptr();
             let mut r = Reassembler::new();
-            let message = r.push(Fragment::new(DataKind::Binary, data, true, true)).unwrap().unwrap();
+            let message = r
+                .push(Fragment::new(DataKind::Binary, data, true, true))
+                .unwrap()
+                .unwrap();
             assert_eq!(message.as_bytes().as_ptr(), ptr);
         }
 
@@ -261,10 +264,20 @@ mod tests {
         fn a_code_point_split_by_hand_across_pieces_is_accepted() {
             let euro = "€".as_bytes();
             let mut r = Reassembler::new();
-            r.push(Fragment::new(DataKind::Text, Bytes::copy_from_slice(&euro[..1]), true, false))
-                .unwrap();
+            r.push(Fragment::new(
+                DataKind::Text,
+                Bytes::copy_from_slice(&euro[..1]),
+                true,
+                false,
+            ))
+            .unwrap();
             assert_eq!(
-                r.push(Fragment::new(DataKind::Text, Bytes::copy_from_slice(&euro[1..]), false, true)),
+                r.push(Fragment::new(
+                    DataKind::Text,
+                    Bytes::copy_from_slice(&euro[1..]),
+                    false,
+                    true
+                )),
                 Ok(Some(Message::Text("€".into())))
             );
         }

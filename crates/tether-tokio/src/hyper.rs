@@ -34,8 +34,8 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tether_proto::handshake::{accept_response, server_connection, Accept, HandshakeConfig, Request};
 
-use tether_driver::runtime::Runtime;
 use crate::{Error, WebSocketConfig, WebSocketStream};
+use tether_driver::runtime::Runtime;
 
 /// A connection accepted through hyper.
 pub type HyperWebSocket = WebSocketStream<TokioIo<Upgraded>>;

@@ -8,8 +8,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tether_proto::RecvBuf;
 use tether_driver::runtime::{Connect, Runtime, RuntimeIo, Timer};
+use tether_proto::RecvBuf;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;

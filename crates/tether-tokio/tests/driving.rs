@@ -128,12 +128,19 @@ async fn write_half_alone_closes_within_the_close_timeout_on_a_peer_that_does_no
     let (read, mut write) = client.split();
     drop(read);
     // Fill the pipe (and the write buffer past what the pipe takes).
-    let _ = timeout(Duration::from_secs(1), write.send(Message::Binary(vec![0; 4096].into()))).await;
+    let _ = timeout(
+        Duration::from_secs(1),
+        write.send(Message::Binary(vec![0; 4096].into())),
+    )
+    .await;
     let started = tokio::time::Instant::now();
     let result = timeout(Duration::from_secs(60), write.close(CloseCode::NORMAL, "")).await;
     assert!(matches!(result, Ok(Err(Error::CloseTimeout))), "{result:?}");
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_secs(10) && waited < Duration::from_secs(11), "{waited:?}");
+    assert!(
+        waited >= Duration::from_secs(10) && waited < Duration::from_secs(11),
+        "{waited:?}"
+    );
 }
 
 #[tokio::test]

@@ -95,13 +95,19 @@ impl EchoServer {
     pub fn url(&self, options: Options) -> String {
         let scheme = if options.tls { "wss" } else { "ws" };
         // The test certificate is made for "localhost".
-        let host = if options.tls { "localhost".to_owned() } else { self.addr.ip().to_string() };
+        let host = if options.tls {
+            "localhost".to_owned()
+        } else {
+            self.addr.ip().to_string()
+        };
         format!("{scheme}://{host}:{}/echo", self.addr.port())
     }
 
     /// The end of the next connection, within [`STEP_TIMEOUT`].
     pub fn next_end(&self) -> ServerEnd {
-        self.ends.recv_timeout(STEP_TIMEOUT).expect("the server reports every connection's end")
+        self.ends
+            .recv_timeout(STEP_TIMEOUT)
+            .expect("the server reports every connection's end")
     }
 }
 

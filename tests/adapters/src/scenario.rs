@@ -17,7 +17,11 @@ fn echo(ws: &mut dyn Ws, message: Message) {
     ws.send(message.clone()).unwrap();
     let back = recv_message(ws);
     assert_eq!(back.len(), message.len());
-    assert!(back == message, "the echo differs from what was sent ({} bytes)", message.len());
+    assert!(
+        back == message,
+        "the echo differs from what was sent ({} bytes)",
+        message.len()
+    );
 }
 
 /// A payload whose every byte depends on its position.

@@ -283,11 +283,14 @@ async fn too_many_headers_get_431(adapter: Adapter) {
 
 async fn slowloris_request_line_times_out_with_408(adapter: Adapter) {
     let timeout_after = Duration::from_millis(400);
-    let server = TestServer::start(adapter, Server::new().handshake_config({
-        let mut config = HandshakeConfig::default();
-        config.timeout = Some(timeout_after);
-        config
-    }))
+    let server = TestServer::start(
+        adapter,
+        Server::new().handshake_config({
+            let mut config = HandshakeConfig::default();
+            config.timeout = Some(timeout_after);
+            config
+        }),
+    )
     .await;
     // Before the server can start its handshake timer (it starts when it
     // accepts, which may come before this task runs again after connecting).
@@ -390,8 +393,7 @@ async fn origin_not_allowed_gets_403(adapter: Adapter) {
         expect_status(&server, &request, 403, HandshakeError::OriginNotAllowed(origin.into())).await;
     }
     // The allowed origin (any case) opens.
-    let (attacker, _) =
-        Attacker::open_with(server.addr, Req::websocket().set("Origin", "HTTPS://Good.Example")).await;
+    let (attacker, _) = Attacker::open_with(server.addr, Req::websocket().set("Origin", "HTTPS://Good.Example")).await;
     expect_clean_close(&server, attacker, &[]).await;
     server.check_healthy().await;
 }
@@ -756,7 +758,11 @@ async fn rfc6455_5_5_1_data_after_the_close_frame_is_ignored(adapter: Adapter) {
 
 async fn rfc7692_compressed_message_within_the_limit_is_inflated(adapter: Adapter) {
     // Checks the hand-made deflate stream of the zip bomb below.
-    let server = TestServer::start(adapter, limited().permessage_deflate(tether_driver::DeflateConfig::default())).await;
+    let server = TestServer::start(
+        adapter,
+        limited().permessage_deflate(tether_driver::DeflateConfig::default()),
+    )
+    .await;
     let request = Req::websocket().add("Sec-WebSocket-Extensions", "permessage-deflate");
     let (mut attacker, response) = Attacker::open_with(server.addr, request).await;
     let answer = response.header("Sec-WebSocket-Extensions").unwrap();
@@ -773,7 +779,11 @@ async fn rfc7692_compressed_message_within_the_limit_is_inflated(adapter: Adapte
 }
 
 async fn rfc7692_invalid_compressed_frames_get_1002(adapter: Adapter) {
-    let server = TestServer::start(adapter, limited().permessage_deflate(tether_driver::DeflateConfig::default())).await;
+    let server = TestServer::start(
+        adapter,
+        limited().permessage_deflate(tether_driver::DeflateConfig::default()),
+    )
+    .await;
     let open = || async {
         let request = Req::websocket().add("Sec-WebSocket-Extensions", "permessage-deflate");
         Attacker::open_with(server.addr, request).await.0
@@ -1247,15 +1257,13 @@ async fn attack(server: Arc<TestServer>, kind: usize) {
             expect_clean_close(server, attacker, &[]).await;
         }
         _ => {
-            {
-                let request = Req::websocket().add("Sec-WebSocket-Extensions", "permessage-deflate");
-                let (mut attacker, _) = Attacker::open_with(server.addr, request).await;
-                let _ = attacker
-                    .send(&frame(FIN | RSV1 | BINARY, &attack::deflate_zeros(8 * MIB / 258)))
-                    .await;
-                let expected = ProtocolError::MessageTooLarge { limit: MAX_MESSAGE };
-                expect_failed(server, &mut attacker, expected).await;
-            }
+            let request = Req::websocket().add("Sec-WebSocket-Extensions", "permessage-deflate");
+            let (mut attacker, _) = Attacker::open_with(server.addr, request).await;
+            let _ = attacker
+                .send(&frame(FIN | RSV1 | BINARY, &attack::deflate_zeros(8 * MIB / 258)))
+                .await;
+            let expected = ProtocolError::MessageTooLarge { limit: MAX_MESSAGE };
+            expect_failed(server, &mut attacker, expected).await;
         }
     }
 }

@@ -102,7 +102,10 @@ fn load(adapter: Adapter) {
         2 * CONNECTIONS + 100
     );
     // The clients' runtime; the server has its own threads.
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         timeout(TEST_TIMEOUT, run(adapter))
             .await
@@ -235,7 +238,11 @@ async fn run(adapter: Adapter) {
     );
     assert_eq!(counts.live.load(Relaxed), 0);
     for (what, each, bound) in [
-        ("RSS per idle endpoint", rss_idle_each, max_rss_per_idle_endpoint(adapter)),
+        (
+            "RSS per idle endpoint",
+            rss_idle_each,
+            max_rss_per_idle_endpoint(adapter),
+        ),
         (
             "allocated per idle endpoint",
             allocated_idle_each,
@@ -252,7 +259,10 @@ async fn run(adapter: Adapter) {
             MAX_ALLOCATED_PER_ENDPOINT,
         ),
     ] {
-        assert!(each <= bound, "{adapter:?}: {what}: {each} bytes, over the bound of {bound}");
+        assert!(
+            each <= bound,
+            "{adapter:?}: {what}: {each} bytes, over the bound of {bound}"
+        );
     }
 }
 
@@ -279,7 +289,10 @@ impl LoadServer {
             let stop = stop.clone();
             move || match adapter {
                 Adapter::Tokio => {
-                    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+                    let runtime = tokio::runtime::Builder::new_multi_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
                     runtime.block_on(async {
                         listener.set_nonblocking(true).unwrap();
                         let listener = tokio::net::TcpListener::from_std(listener).unwrap();

@@ -35,13 +35,22 @@ fn read_frame(tcp: &mut TcpStream) -> Frame {
     };
     let mut payload = vec![0; len];
     tcp.read_exact(&mut payload).unwrap();
-    Frame { first: head[0], payload }
+    Frame {
+        first: head[0],
+        payload,
+    }
 }
 
 /// Opens a connection that offers permessage-deflate and checks it was
 /// accepted.
 fn open(adapter: Adapter) -> (TcpStream, tether_adapter_tests::EchoServer) {
-    let server = start_server(adapter, Options { deflate: true, tls: false });
+    let server = start_server(
+        adapter,
+        Options {
+            deflate: true,
+            tls: false,
+        },
+    );
     let mut tcp = TcpStream::connect(server.addr).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let request = format!(
@@ -81,7 +90,11 @@ fn uncompressed_then_compressed(adapter: Adapter) {
     let plain = compressible();
     let uncompressed = read_frame(&mut tcp);
     assert_eq!(uncompressed.first, 0x81, "{adapter:?}: FIN + text, RSV1 clear");
-    assert_eq!(uncompressed.payload, plain.as_bytes(), "{adapter:?}: the payload as it is");
+    assert_eq!(
+        uncompressed.payload,
+        plain.as_bytes(),
+        "{adapter:?}: the payload as it is"
+    );
     let compressed = read_frame(&mut tcp);
     assert_eq!(compressed.first, 0xc1, "{adapter:?}: FIN + RSV1 + text");
     assert!(

@@ -10,9 +10,10 @@ pub(crate) async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut ws: WebSocketStr
     let mut echoing = true;
     while let Some(received) = ws.recv().await {
         // After a failed feed or a failed connection, only drain to the end.
-        echoing = echoing && match received {
-            Ok(message) => ws.feed(message).await.is_ok(),
-            Err(_) => false,
-        };
+        echoing = echoing
+            && match received {
+                Ok(message) => ws.feed(message).await.is_ok(),
+                Err(_) => false,
+            };
     }
 }

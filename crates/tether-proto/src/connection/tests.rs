@@ -502,7 +502,10 @@ mod rfc6455_5_5_1_close {
         conn.close(CloseCode::GOING_AWAY, "first", now()).unwrap();
         let deadline = conn.poll_timeout();
         assert!(!transmitted(&mut conn).is_empty());
-        assert_eq!(conn.close(CloseCode::NORMAL, "second", now() + Duration::from_secs(1)), Ok(()));
+        assert_eq!(
+            conn.close(CloseCode::NORMAL, "second", now() + Duration::from_secs(1)),
+            Ok(())
+        );
         assert_eq!(conn.state(), State::Closing);
         assert!(transmitted(&mut conn).is_empty());
         assert_eq!(conn.pending_transmit(), 0);
@@ -626,7 +629,10 @@ mod rfc6455_7_1_4_closed_state {
         let mut conn = server();
         conn.handle_read(&frame(1, true, 0, None, b"unmasked"), now());
         let event = closed_event(&mut conn);
-        assert!(matches!(event.cause, CloseCause::Protocol(ProtocolError::UnmaskedFrame)));
+        assert!(matches!(
+            event.cause,
+            CloseCause::Protocol(ProtocolError::UnmaskedFrame)
+        ));
         assert_eq!(conn.closed(), Some(&event));
         assert!(!event.is_clean());
 

@@ -1305,7 +1305,10 @@ mod tests {
         // What is left of a deadline already spent on DNS, TCP and TLS.
         let request = ClientRequest::new("ws://a/").unwrap();
         let (mut hs, _) = ClientHandshake::with_deadline(request, &mut SeededRandom::new(1), Some(now)).unwrap();
-        assert_eq!(hs.handle_timeout(now + Duration::from_millis(1)), Err(HandshakeError::Timeout));
+        assert_eq!(
+            hs.handle_timeout(now + Duration::from_millis(1)),
+            Err(HandshakeError::Timeout)
+        );
 
         let request = ClientRequest::new("ws://a/").unwrap();
         let (hs, _) = ClientHandshake::with_deadline(request, &mut SeededRandom::new(1), None).unwrap();

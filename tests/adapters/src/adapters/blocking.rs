@@ -23,7 +23,9 @@ pub fn start_server(options: Options) -> EchoServer {
                 let server = Server::new().config(config());
                 let accept = accept_options(options.deflate);
                 if options.tls {
-                    let Ok(tls) = ServerConnection::new(crate::tls::server_config()) else { return };
+                    let Ok(tls) = ServerConnection::new(crate::tls::server_config()) else {
+                        return;
+                    };
                     let stream = StreamOwned::new(tls, tcp);
                     if let Ok(ws) = server.accept_with(stream, |_| Ok(accept)) {
                         echo(ws, &ends);

@@ -14,7 +14,12 @@ pub struct TokioExecutor(tokio::runtime::Runtime);
 
 impl TokioExecutor {
     fn new() -> Self {
-        Self(tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap())
+        Self(
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+        )
     }
 }
 

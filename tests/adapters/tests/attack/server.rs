@@ -197,7 +197,9 @@ impl TestServer {
         config.connection.max_send_frame_size = Some(16 * 1024);
         let mut ws = timeout(
             Duration::from_secs(5),
-            tether_tokio::ClientBuilder::new(&self.url("/")).config(config).connect(),
+            tether_tokio::ClientBuilder::new(&self.url("/"))
+                .config(config)
+                .connect(),
         )
         .await
         .expect("a healthy client could not connect in time")
@@ -236,7 +238,10 @@ fn settings_for<R: Runtime>(settings: &Settings) -> Server<R> {
 fn run_server(adapter: Adapter, settings: &Settings, shared: &Shared, addr: mpsc::Sender<SocketAddr>) {
     match adapter {
         Adapter::Tokio => {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             runtime.block_on(async {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 addr.send(listener.local_addr().unwrap()).unwrap();
@@ -254,7 +259,12 @@ fn run_server(adapter: Adapter, settings: &Settings, shared: &Shared, addr: mpsc
                 let accepted = listener.accept().await;
                 Some((accepted, listener))
             });
-            serve_all(pin!(incoming), &settings_for::<tether_futures::FuturesIo>(settings), shared).await;
+            serve_all(
+                pin!(incoming),
+                &settings_for::<tether_futures::FuturesIo>(settings),
+                shared,
+            )
+            .await;
         }),
         Adapter::AsyncStd => async_std::task::block_on(async {
             let listener = async_std::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -263,7 +273,12 @@ fn run_server(adapter: Adapter, settings: &Settings, shared: &Shared, addr: mpsc
                 let accepted = listener.accept().await;
                 Some((accepted, listener))
             });
-            serve_all(pin!(incoming), &settings_for::<tether_futures::FuturesIo>(settings), shared).await;
+            serve_all(
+                pin!(incoming),
+                &settings_for::<tether_futures::FuturesIo>(settings),
+                shared,
+            )
+            .await;
         }),
         Adapter::Blocking => blocking::run(settings, shared, &addr),
     }
@@ -385,11 +400,13 @@ async fn fill_then<S, R: RuntimeIo<S>>(mut ws: WebSocketStream<S, R>, close: boo
             .await
             .map(Result::err)
     } else {
-        timeout::<R, _>(HANG_LIMIT, ws.recv()).await.map(|received| match received {
-            Some(Ok(message)) => panic!("the peer sent nothing, got {message:?}"),
-            Some(Err(e)) => Some(e),
-            None => None,
-        })
+        timeout::<R, _>(HANG_LIMIT, ws.recv())
+            .await
+            .map(|received| match received {
+                Some(Ok(message)) => panic!("the peer sent nothing, got {message:?}"),
+                Some(Err(e)) => Some(e),
+                None => None,
+            })
     };
     ended.took = started.elapsed();
     match result {
