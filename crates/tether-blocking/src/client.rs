@@ -102,6 +102,14 @@ impl ClientBuilder {
         Self(self.0.write_buffer_limit(limit))
     }
 
+    /// [`WebSocketConfig::read_buffer_size`](crate::WebSocketConfig::read_buffer_size),
+    /// forwarded. This shell reads through a per-thread scratch buffer of
+    /// 16 KiB (so that a thread blocked in an idle read holds no receive
+    /// buffer): each read asks for at most 16 KiB whatever the setting.
+    pub fn read_buffer_size(self, size: usize) -> Self {
+        Self(self.0.read_buffer_size(size))
+    }
+
     /// How long DNS, TCP, TLS and the opening handshake may take together
     /// (default 60 seconds). The system's resolver is not bounded by it.
     pub fn connect_timeout(self, timeout: Option<Duration>) -> Self {

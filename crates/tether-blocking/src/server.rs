@@ -54,6 +54,14 @@ impl Server {
         Self(self.0.config(config))
     }
 
+    /// [`WebSocketConfig::read_buffer_size`](crate::WebSocketConfig::read_buffer_size),
+    /// forwarded. This shell reads through a per-thread scratch buffer of
+    /// 16 KiB (so that a thread blocked in an idle read holds no receive
+    /// buffer): each read asks for at most 16 KiB whatever the setting.
+    pub fn read_buffer_size(self, size: usize) -> Self {
+        Self(self.0.read_buffer_size(size))
+    }
+
     /// Accepts permessage-deflate with `config` in [`accept`](Self::accept)
     /// when the client offers it.
     #[cfg(feature = "deflate")]

@@ -168,6 +168,14 @@ impl<R: Runtime> ClientBuilder<R> {
         self
     }
 
+    /// How much room each read of the transport asks for (default
+    /// [`DEFAULT_READ_BUFFER_SIZE`](crate::DEFAULT_READ_BUFFER_SIZE), 64 KiB;
+    /// at least 4 KiB is used): [`WebSocketConfig::read_buffer_size`].
+    pub fn read_buffer_size(mut self, size: usize) -> Self {
+        self.config.read_buffer_size = size;
+        self
+    }
+
     /// How long DNS, TCP, TLS and the opening handshake may take together
     /// (default 60 seconds; `None`: no limit).
     pub fn connect_timeout(mut self, timeout: Option<Duration>) -> Self {

@@ -94,8 +94,17 @@ pub trait TransportAddrs<S>: Runtime {
 }
 
 /// The keepalive interval the adapters use by default: 2 minutes, as
-/// ASP.NET Core does.
+/// ASP.NET Core does. A ping goes out once 2 minutes have passed since the
+/// later of the last bytes received and the last keepalive ping sent (see
+/// [`Config::ping_interval`]).
 pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(120);
+
+/// The idle timeout the adapters use by default: 4 minutes, twice
+/// [`DEFAULT_PING_INTERVAL`]. A healthy peer answers the keepalive ping long
+/// before; a peer that vanished without closing the transport (no FIN) is
+/// noticed after 4 minutes without receiving anything (see
+/// [`Config::idle_timeout`]).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(240);
 
 /// Default [`WebSocketConfig::write_buffer_limit`]: 128 KiB.
 pub const DEFAULT_WRITE_BUFFER_LIMIT: usize = 128 * 1024;
@@ -106,8 +115,12 @@ pub const DEFAULT_READ_BUFFER_SIZE: usize = 64 * 1024;
 /// Settings of a connection: the core's [`Config`] (limits, timers) and the
 /// adapter's buffers.
 ///
-/// The default is the core's, with a keepalive ping every
-/// [`DEFAULT_PING_INTERVAL`].
+/// The default is the core's, with keepalive and an idle timeout:
+/// a ping after [`DEFAULT_PING_INTERVAL`] (2 minutes) without receiving
+/// anything, and the connection fails ([`Error::IdleTimeout`]) after
+/// [`DEFAULT_IDLE_TIMEOUT`] (4 minutes) without receiving anything. Set
+/// `connection.ping_interval` or `connection.idle_timeout` to `None` (or
+/// `Some(Duration::ZERO)`) to switch either off.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct WebSocketConfig {
@@ -125,6 +138,7 @@ impl Default for WebSocketConfig {
     fn default() -> Self {
         let mut connection = Config::default();
         connection.ping_interval = Some(DEFAULT_PING_INTERVAL);
+        connection.idle_timeout = Some(DEFAULT_IDLE_TIMEOUT);
         Self {
             connection,
             write_buffer_limit: DEFAULT_WRITE_BUFFER_LIMIT,
@@ -140,5 +154,17 @@ impl WebSocketConfig {
             connection,
             ..Self::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adapters_default_to_a_ping_after_2_minutes_and_an_idle_timeout_of_4() {
+        let config = WebSocketConfig::default();
+        assert_eq!(config.connection.ping_interval, Some(Duration::from_secs(120)));
+        assert_eq!(config.connection.idle_timeout, Some(Duration::from_secs(240)));
     }
 }

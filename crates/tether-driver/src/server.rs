@@ -148,6 +148,14 @@ impl<R: Runtime> Server<R> {
         self
     }
 
+    /// How much room each read of the transport asks for (default
+    /// [`DEFAULT_READ_BUFFER_SIZE`](crate::DEFAULT_READ_BUFFER_SIZE), 64 KiB;
+    /// at least 4 KiB is used): [`WebSocketConfig::read_buffer_size`].
+    pub fn read_buffer_size(mut self, size: usize) -> Self {
+        self.config.read_buffer_size = size;
+        self
+    }
+
     /// Accepts permessage-deflate with `config` in [`accept`](Self::accept)
     /// when the client offers it.
     #[cfg(feature = "deflate")]

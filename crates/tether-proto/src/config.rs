@@ -34,12 +34,24 @@ pub struct Config {
     /// Split outgoing messages into frames of at most this many payload
     /// bytes. Default `None`: one frame per message.
     pub max_send_frame_size: Option<usize>,
-    /// Send a ping after this long without receiving anything. Default `None`
-    /// in the core; adapters choose their own default (2 minutes).
+    /// Keepalive: while the connection is open, a ping (empty payload) goes
+    /// out once this long has passed since the later of the last bytes
+    /// received (any frame, or part of one) and the last keepalive ping sent.
+    /// So a connection that receives nothing pings once per interval, and
+    /// anything received pushes the next ping back by a whole interval.
+    ///
+    /// `None` or `Some(Duration::ZERO)`: keepalive is off. Default `None` in
+    /// the core; the adapters' default is 2 minutes.
     pub ping_interval: Option<Duration>,
     /// Fail the connection when nothing at all has been received for this
-    /// long (code 1006 reported locally). Set it to about twice the ping
-    /// interval. Default `None`.
+    /// long: a close frame 1011 "idle timeout" is offered to the peer, the
+    /// transport is closed without waiting, and 1006 is reported locally.
+    /// Set it to about twice the ping interval, so that a healthy peer's
+    /// pong arrives in time, and a peer that vanished without a FIN is
+    /// noticed.
+    ///
+    /// `None` or `Some(Duration::ZERO)`: no idle timeout. Default `None` in
+    /// the core; the adapters' default is 4 minutes.
     pub idle_timeout: Option<Duration>,
     /// How long to wait for the peer's close frame after sending ours, and
     /// then for the server to close the transport, before closing it anyway.

@@ -1161,17 +1161,20 @@ impl Connection {
         self.abandoned = true;
     }
 
+    /// `Some(Duration::ZERO)` is off, as `None` (see [`Config::idle_timeout`]).
     fn idle_deadline(&self) -> Option<Instant> {
-        self.config.idle_timeout.map(|t| self.last_received + t)
+        let timeout = self.config.idle_timeout.filter(|t| !t.is_zero())?;
+        Some(self.last_received + timeout)
     }
 
+    /// `Some(Duration::ZERO)` is off, as `None` (see [`Config::ping_interval`]).
     fn ping_deadline(&self) -> Option<Instant> {
-        let interval = self.config.ping_interval?;
+        let interval = self.config.ping_interval.filter(|i| !i.is_zero())?;
         let since = match self.last_ping_sent {
             Some(sent) if sent > self.last_received => sent,
             _ => self.last_received,
         };
-        Some(since + interval.max(Duration::from_millis(1)))
+        Some(since + interval)
     }
 
     // ---- Sending ------------------------------------------------------

@@ -59,6 +59,36 @@ async fn keepalive_ping_after_two_minutes_by_default() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn idle_timeout_after_four_minutes_by_default() {
+    // A server with the defaults and a client that never answers its ping
+    // (a peer that vanished without a FIN): the ping at 120 s, then the
+    // connection fails at 240 s of silence.
+    let mut silent = quiet();
+    silent.connection.auto_pong = false;
+    let (mut client, mut server) = pair(silent, WebSocketConfig::default()).await;
+    let started = tokio::time::Instant::now();
+    let server_task = tokio::spawn(async move {
+        let end = server.recv().await.map(|r| r.map_err(|e| e.to_string()));
+        (started.elapsed(), end)
+    });
+    match client.recv_event().await.unwrap().unwrap() {
+        Received::Ping(payload) => assert!(payload.is_empty()),
+        other => panic!("{other:?}"),
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(120) && waited < Duration::from_secs(121),
+        "{waited:?}"
+    );
+    let (waited, end) = server_task.await.unwrap();
+    assert!(
+        waited >= Duration::from_secs(240) && waited < Duration::from_secs(241),
+        "{waited:?}"
+    );
+    assert_eq!(end, Some(Err(Error::IdleTimeout.to_string())));
+}
+
+#[tokio::test(start_paused = true)]
 async fn idle_timeout_fails_the_connection() {
     let mut config = quiet();
     config.connection.idle_timeout = Some(Duration::from_secs(30));

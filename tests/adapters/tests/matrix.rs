@@ -4,14 +4,33 @@
 
 use tether_adapter_tests::{scenario, Adapter, Options};
 
-/// The four option sets for one client/server pair.
+/// The four option sets for one client/server pair, and small reads.
 fn all_options(client: Adapter, server: Adapter) {
     for tls in [false, true] {
         for deflate in [false, true] {
             eprintln!("{client:?} client -> {server:?} server, tls {tls}, deflate {deflate}");
-            scenario::run(client, server, Options { deflate, tls });
+            scenario::run(
+                client,
+                server,
+                Options {
+                    deflate,
+                    tls,
+                    ..Options::default()
+                },
+            );
         }
     }
+    // Both builders' `read_buffer_size` at its smallest (4 KiB): several
+    // MiB each way still arrive whole.
+    eprintln!("{client:?} client -> {server:?} server, read_buffer_size 4 KiB");
+    scenario::run(
+        client,
+        server,
+        Options {
+            read_buffer_size: Some(4 * 1024),
+            ..Options::default()
+        },
+    );
 }
 
 macro_rules! matrix {

@@ -48,7 +48,7 @@ fn open(adapter: Adapter) -> (TcpStream, tether_adapter_tests::EchoServer) {
         adapter,
         Options {
             deflate: true,
-            tls: false,
+            ..Options::default()
         },
     );
     let mut tcp = TcpStream::connect(server.addr).unwrap();

@@ -938,6 +938,36 @@ mod timers {
         assert!(conn.should_close_transport());
         assert_eq!(conn.poll_timeout(), None);
     }
+
+    #[test]
+    fn zero_ping_interval_and_idle_timeout_are_off() {
+        let mut config = Config::default();
+        config.ping_interval = Some(Duration::ZERO);
+        config.idle_timeout = Some(Duration::ZERO);
+        let mut conn = server_with(config);
+        assert_eq!(conn.poll_timeout(), None);
+        // Hours later nothing has been sent and the connection is open.
+        conn.handle_timeout(now() + Duration::from_secs(3600));
+        assert!(transmitted(&mut conn).is_empty());
+        assert_eq!(conn.state(), State::Open);
+        assert!(events(&mut conn).is_empty());
+        conn.handle_read(&cf(0xa, true, b""), now() + Duration::from_secs(3601));
+        assert_eq!(conn.poll_timeout(), None);
+    }
+
+    #[test]
+    fn unanswered_keepalive_pings_once_per_interval() {
+        let mut config = Config::default();
+        config.ping_interval = Some(Duration::from_secs(120));
+        let mut conn = server_with(config);
+        conn.handle_timeout(now() + Duration::from_secs(120));
+        assert_eq!(transmitted(&mut conn), [0x89, 0]);
+        // Not again before a whole interval has passed since that ping.
+        conn.handle_timeout(now() + Duration::from_secs(239));
+        assert!(transmitted(&mut conn).is_empty());
+        conn.handle_timeout(now() + Duration::from_secs(240));
+        assert_eq!(transmitted(&mut conn), [0x89, 0]);
+    }
 }
 
 mod extension_pipeline {

@@ -38,9 +38,11 @@ pub async fn echo_server(connections: usize, config: WebSocketConfig) -> (Socket
     (addr, task)
 }
 
-/// A config without keepalive, for tests that count frames.
+/// A config without keepalive and idle timeout, for tests that count
+/// frames or wait in paused time.
 pub fn quiet() -> WebSocketConfig {
     let mut config = WebSocketConfig::default();
     config.connection.ping_interval = None;
+    config.connection.idle_timeout = None;
     config
 }

@@ -20,7 +20,10 @@ pub fn start_server(options: Options) -> EchoServer {
             let Ok(tcp) = tcp else { break };
             let ends = ends_tx.clone();
             std::thread::spawn(move || {
-                let server = Server::new().config(config());
+                let mut server = Server::new().config(config(options));
+                if let Some(size) = options.read_buffer_size {
+                    server = server.read_buffer_size(size);
+                }
                 let accept = accept_options(options.deflate);
                 if options.tls {
                     let Ok(tls) = ServerConnection::new(crate::tls::server_config()) else {
@@ -81,7 +84,10 @@ fn echo<S: BlockingIo>(mut ws: WebSocket<S>, ends: &mpsc::Sender<ServerEnd>) {
 
 /// The client.
 pub fn connect(url: &str, options: Options) -> Box<dyn Ws> {
-    let mut builder = ClientBuilder::new(url).config(config());
+    let mut builder = ClientBuilder::new(url).config(config(options));
+    if let Some(size) = options.read_buffer_size {
+        builder = builder.read_buffer_size(size);
+    }
     if options.deflate {
         builder = builder.permessage_deflate(tether_blocking::DeflateConfig::default());
     }

@@ -73,7 +73,7 @@ async fn serve<S>(tcp: S, acceptor: TlsAcceptor, options: Options, ends: mpsc::S
 where
     S: futures_io::AsyncRead + futures_io::AsyncWrite + Unpin + Send + 'static,
 {
-    let server = server::<FuturesIo>();
+    let server = server::<FuturesIo>(options);
     let accept = accept_options(options.deflate);
     if options.tls {
         let Ok(tls) = acceptor.accept(tcp).await else { return };
@@ -87,7 +87,10 @@ where
 
 /// The client, its every call run on `exec`.
 pub fn connect(exec: Exec, url: &str, options: Options) -> Box<dyn Ws> {
-    let mut builder = ClientBuilder::new(url).config(config());
+    let mut builder = ClientBuilder::new(url).config(config(options));
+    if let Some(size) = options.read_buffer_size {
+        builder = builder.read_buffer_size(size);
+    }
     if options.deflate {
         builder = builder.permessage_deflate(tether_futures::DeflateConfig::default());
     }

@@ -9,13 +9,18 @@ use std::sync::mpsc;
 
 use tether_driver::{Accept, DeflateConfig, Error, Received, RuntimeIo, Server, WebSocketConfig};
 
-use crate::{parse_close_request, ServerEnd};
+use crate::{parse_close_request, Options, ServerEnd, Timers};
 
 /// The connection settings of every test server and client: no keepalive
-/// pings (they would interleave with the scenario's own).
-pub fn config() -> WebSocketConfig {
+/// pings (they would interleave with the scenario's own), no idle timeout.
+pub fn config(options: Options) -> WebSocketConfig {
     let mut config = WebSocketConfig::default();
-    config.connection.ping_interval = None;
+    let timers = options.timers.unwrap_or(Timers {
+        ping_interval: None,
+        idle_timeout: None,
+    });
+    config.connection.ping_interval = timers.ping_interval;
+    config.connection.idle_timeout = timers.idle_timeout;
     config
 }
 
@@ -29,10 +34,12 @@ pub fn accept_options(deflate: bool) -> Accept {
 }
 
 /// A server of runtime `R` with the test settings.
-pub fn server<R>() -> Server<R> {
-    let mut server = Server::default();
-    server.config = config();
-    server
+pub fn server<R: tether_driver::Runtime>(options: Options) -> Server<R> {
+    let server = Server::new().config(config(options));
+    match options.read_buffer_size {
+        Some(size) => server.read_buffer_size(size),
+        None => server,
+    }
 }
 
 /// Runs `future` to completion on a fresh single-threaded executor of the

@@ -43,7 +43,7 @@ pub fn start_server(options: Options) -> EchoServer {
                 let ends = ends_tx.clone();
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
-                    let server = server::<tether_tokio::Tokio>();
+                    let server = server::<tether_tokio::Tokio>(options);
                     let accept = accept_options(options.deflate);
                     if options.tls {
                         let Ok(tls) = acceptor.accept(tcp).await else { return };
@@ -66,7 +66,10 @@ pub fn start_server(options: Options) -> EchoServer {
 /// The client.
 pub fn connect(url: &str, options: Options) -> Box<dyn Ws> {
     let executor = TokioExecutor::new();
-    let mut builder = ClientBuilder::new(url).config(config());
+    let mut builder = ClientBuilder::new(url).config(config(options));
+    if let Some(size) = options.read_buffer_size {
+        builder = builder.read_buffer_size(size);
+    }
     if options.deflate {
         builder = builder.permessage_deflate(tether_tokio::DeflateConfig::default());
     }
