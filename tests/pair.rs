@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use tether_proto::{CloseCause, CloseCode, Closed, Config, DataKind, Event, Message, SendError, State};
+use tether_proto::{CloseCause, CloseCode, CloseReply, Closed, Config, DataKind, Event, Message, SendError, State};
 use tether_tests::{bytes, Pair};
 
 fn closed(code: CloseCode, reason: &str, cause: CloseCause) -> Closed {
@@ -72,9 +72,10 @@ mod rfc6455_7_close_handshake {
             pair.server.closed(),
             Some(&closed(CloseCode::NORMAL, "done", CloseCause::Remote))
         );
+        // The server echoed the code and the reason (5.5.1).
         assert_eq!(
             pair.client.closed(),
-            Some(&closed(CloseCode::NORMAL, "", CloseCause::Local))
+            Some(&closed(CloseCode::NORMAL, "done", CloseCause::Local))
         );
         // The server closed the transport first (7.1.1); the client followed on EOF.
         assert!(pair.server.transport_closed && pair.client.eof_received);
@@ -96,10 +97,28 @@ mod rfc6455_7_close_handshake {
         );
         assert_eq!(
             pair.server.closed(),
-            Some(&closed(CloseCode::GOING_AWAY, "", CloseCause::Local))
+            Some(&closed(CloseCode::GOING_AWAY, "restart", CloseCause::Local))
         );
         assert!(pair.is_shut_down());
         assert_eq!(pair.next_deadline(), None);
+    }
+
+    #[test]
+    fn rfc6455_5_5_1_answered_as_the_application_chose() {
+        let mut server = Config::default();
+        server.close_reply = CloseReply::with(CloseCode::GOING_AWAY, "shutting down").unwrap();
+        let mut pair = Pair::with_configs(Config::default(), server);
+        pair.client.conn.close(CloseCode::NORMAL, "done", pair.now).unwrap();
+        pair.drive();
+        assert_eq!(
+            pair.server.closed(),
+            Some(&closed(CloseCode::NORMAL, "done", CloseCause::Remote))
+        );
+        assert_eq!(
+            pair.client.closed(),
+            Some(&closed(CloseCode::GOING_AWAY, "shutting down", CloseCause::Local))
+        );
+        assert!(pair.is_shut_down());
     }
 
     #[test]

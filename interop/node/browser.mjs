@@ -91,9 +91,10 @@ try {
   await page.click('#close');
   await page.waitForFunction(() => document.getElementById('state').textContent === 'closed');
   const closes = await page.evaluate(rows, 'close');
-  // Newest first: the close event after "closing (1000)".
-  if (closes[0] !== 'code 1000' || closes[1] !== 'closing (1000)') {
-    throw new Error(`expected a clean close with code 1000 in the log, got ${JSON.stringify(closes)}`);
+  // Newest first: the close event after "closing (1000)", with the code
+  // and the reason the server echoed.
+  if (closes[0] !== 'code 1000, reason: bye' || closes[1] !== 'closing (1000)') {
+    throw new Error(`expected a clean close with code 1000 and reason "bye" in the log, got ${JSON.stringify(closes)}`);
   }
   process.stdout.write(`CLOSE ${closes[0]}\n`);
   if (process.env.TETHER_INTEROP_SCREENSHOT) {

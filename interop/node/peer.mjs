@@ -249,8 +249,9 @@ const SCENARIOS = {
     const closed = await c.waitClosed();
     report.close_code = closed.code;
     report.close_reason = closed.reason;
-    if (closed.code !== 4002) {
-      throw new Failure(`expected tether to answer 4002, got ${closed.code} ${JSON.stringify(closed.reason)}`);
+    // tether echoes the code and the reason (RFC 6455 section 5.5.1).
+    if (closed.code !== 4002 || closed.reason !== 'peer says bye ✓') {
+      throw new Failure(`expected tether to answer 4002 "peer says bye ✓", got ${closed.code} ${JSON.stringify(closed.reason)}`);
     }
   },
 

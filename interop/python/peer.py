@@ -247,8 +247,9 @@ async def scenario_close_peer(ws, report):
     await asyncio.wait_for(ws.wait_closed(), STEP_TIMEOUT)
     report["close_code"] = ws.close_code
     report["close_reason"] = ws.close_reason
-    if ws.close_code != 4002:
-        raise Failure(f"expected tether to answer 4002, got {ws.close_code} {ws.close_reason!r}")
+    # tether echoes the code and the reason (RFC 6455 section 5.5.1).
+    if (ws.close_code, ws.close_reason) != (4002, "peer says bye ✓"):
+        raise Failure(f"expected tether to answer 4002 'peer says bye ✓', got {ws.close_code} {ws.close_reason!r}")
 
 
 async def scenario_subprotocol(ws, report):

@@ -115,7 +115,11 @@ async fn chromium_uses_the_echo_app_page() {
         let echo = browser.stdout_line("ECHO ", STEP_TIMEOUT).await.unwrap();
         assert_eq!(echo, format!("{chars} chars"), "{transcript}");
     }
-    assert_eq!(browser.stdout_line("CLOSE ", STEP_TIMEOUT).await.unwrap(), "code 1000");
+    // The page shows the code and the reason the server echoed.
+    assert_eq!(
+        browser.stdout_line("CLOSE ", STEP_TIMEOUT).await.unwrap(),
+        "code 1000, reason: bye"
+    );
 
     // The server's side: one connection, opened and closed by the page with
     // its code and reason.

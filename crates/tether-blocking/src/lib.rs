@@ -159,7 +159,8 @@ pub use tether_driver::{
 #[cfg(feature = "deflate")]
 pub use tether_proto::deflate::DeflateConfig;
 pub use tether_proto::{
-    CloseCause, CloseCode, Closed, Config, DataKind, Message, ProtocolError, Role, SendOptions, State, Utf8Bytes,
+    CloseCause, CloseCode, CloseReply, Closed, Config, DataKind, Message, ProtocolError, Role, SendOptions, State,
+    Utf8Bytes,
 };
 
 use std::net::TcpStream;

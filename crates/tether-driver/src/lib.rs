@@ -81,7 +81,8 @@ pub use tether_proto;
 pub use tether_proto::deflate::DeflateConfig;
 pub use tether_proto::handshake::{Accept, ClientRequest, HandshakeConfig, HandshakeError, Request};
 pub use tether_proto::{
-    CloseCause, CloseCode, Closed, Config, DataKind, Message, ProtocolError, Role, SendOptions, State, Utf8Bytes,
+    CloseCause, CloseCode, CloseReply, Closed, Config, DataKind, Message, ProtocolError, Role, SendOptions, State,
+    Utf8Bytes,
 };
 
 /// The local and peer addresses of a runtime's transports, for

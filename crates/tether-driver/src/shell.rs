@@ -19,8 +19,8 @@ macro_rules! async_shell_api {
         #[cfg(feature = "deflate")]
         pub use $crate::tether_proto::deflate::DeflateConfig;
         pub use $crate::tether_proto::{
-            CloseCause, CloseCode, Closed, Config, DataKind, Message, ProtocolError, Role, SendOptions, State,
-            Utf8Bytes,
+            CloseCause, CloseCode, CloseReply, Closed, Config, DataKind, Message, ProtocolError, Role, SendOptions,
+            State, Utf8Bytes,
         };
         pub use $crate::{
             Accept, ClientRequest, Error, HandshakeConfig, HandshakeError, HttpResponse, Received, Request,

@@ -127,6 +127,34 @@ impl fmt::Display for InvalidClose {
 
 impl std::error::Error for InvalidClose {}
 
+/// What the connection answers when the peer starts the close handshake
+/// ([`Config::close_reply`](crate::Config::close_reply)). The answer is sent
+/// by the core as soon as the peer's close frame arrives (RFC 6455 section
+/// 5.5.1: "It SHOULD do so as soon as practical"), so the application
+/// chooses it ahead, not per close.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum CloseReply {
+    /// Echo the peer's code and reason (the default; section 5.5.1 allows
+    /// it, and Python `websockets` and Node `ws` do the same). A close frame
+    /// without a code is answered with 1000 and no reason.
+    #[default]
+    Echo,
+    /// Answer every close with this code and reason, whatever the peer
+    /// sent. Build it with [`CloseReply::with`], which checks them; a code
+    /// that may not be sent is replaced by 1000, and a reason longer than
+    /// 123 bytes is cut at a character boundary.
+    Frame(CloseFrame),
+}
+
+impl CloseReply {
+    /// Answers every close with `code` and `reason`, checked as for
+    /// [`CloseFrame::new`].
+    pub fn with(code: CloseCode, reason: impl Into<String>) -> Result<Self, InvalidClose> {
+        CloseFrame::new(code, reason).map(Self::Frame)
+    }
+}
+
 impl CloseFrame {
     /// Checks a code and reason that the application wants to send.
     pub fn new(code: CloseCode, reason: impl Into<String>) -> Result<Self, InvalidClose> {

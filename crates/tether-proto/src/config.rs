@@ -2,6 +2,8 @@
 
 use core::time::Duration;
 
+use crate::close::CloseReply;
+
 /// Settings of an open connection: limits, timers, and behaviour.
 ///
 /// Start from [`Config::default`] and change fields:
@@ -57,6 +59,10 @@ pub struct Config {
     /// then for the server to close the transport, before closing it anyway.
     /// Default 10 seconds.
     pub close_timeout: Duration,
+    /// The answer to a close handshake the peer starts: by default
+    /// ([`CloseReply::Echo`]) its own code and reason, echoed; or a code and
+    /// reason of the application's ([`CloseReply::with`]).
+    pub close_reply: CloseReply,
 }
 
 impl Default for Config {
@@ -70,6 +76,7 @@ impl Default for Config {
             ping_interval: None,
             idle_timeout: None,
             close_timeout: Duration::from_secs(10),
+            close_reply: CloseReply::Echo,
         }
     }
 }

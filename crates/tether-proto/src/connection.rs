@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::buf::UninitSlice;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::close::{CloseCode, CloseFrame, MAX_REASON_LEN};
+use crate::close::{CloseCode, CloseFrame, CloseReply, MAX_REASON_LEN};
 use crate::config::Config;
 use crate::error::{ProtocolError, SendError};
 use crate::extension::{DecodeError, Extension};
@@ -1082,14 +1082,23 @@ impl Connection {
                     None => (CloseCode::NO_STATUS, String::new()),
                 };
                 let cause = if self.state == State::Open {
-                    // Answer with the code we received (section 5.5.1), or
-                    // 1000 when the peer sent none.
-                    let answer = if code == CloseCode::NO_STATUS {
-                        CloseCode::NORMAL
-                    } else {
-                        code
-                    };
-                    self.write_close(answer, b"");
+                    // Answer at once (section 5.5.1), as Config::close_reply
+                    // says: by default the code and reason we received, or
+                    // 1000 when the peer sent no code.
+                    match self.config.close_reply.clone() {
+                        CloseReply::Frame(answer) => {
+                            let answer_code = if answer.code.is_sendable() {
+                                answer.code
+                            } else {
+                                CloseCode::NORMAL
+                            };
+                            let mut answer_reason = answer.reason;
+                            truncate_utf8(&mut answer_reason, MAX_REASON_LEN);
+                            self.write_close(answer_code, answer_reason.as_bytes());
+                        }
+                        _ if code == CloseCode::NO_STATUS => self.write_close(CloseCode::NORMAL, b""),
+                        _ => self.write_close(code, reason.as_bytes()),
+                    }
                     CloseCause::Remote
                 } else {
                     CloseCause::Local

@@ -145,7 +145,7 @@ pub mod __internal {
     }
 }
 
-pub use close::{CloseCode, CloseFrame, InvalidClose, MAX_REASON_LEN};
+pub use close::{CloseCode, CloseFrame, CloseReply, InvalidClose, MAX_REASON_LEN};
 pub use config::Config;
 pub use connection::{CloseCause, Closed, Connection, Event, RecvBuf, Role, SendOptions, State};
 pub use error::{ProtocolError, SendError};

@@ -65,8 +65,12 @@ pub fn run(client: Adapter, server: Adapter, options: Options) {
         other => panic!("expected the pong, got {other:?}"),
     }
     ws.close(CloseCode::from(4000), "client bye").unwrap();
+    // The server echoed the code and the reason (the default close reply).
     let closed = ws.close_info().expect("closed");
-    assert_eq!((closed.code, closed.cause), (CloseCode::from(4000), CloseCause::Local));
+    assert_eq!(
+        (closed.code, closed.reason.as_str(), closed.cause),
+        (CloseCode::from(4000), "client bye", CloseCause::Local)
+    );
     let end = echo_server.next_end();
     assert!(end.error.is_none(), "server: {end:?}");
     let closed = end.closed.expect("the server saw the close");
@@ -88,6 +92,10 @@ pub fn run(client: Adapter, server: Adapter, options: Options) {
     );
     let end = echo_server.next_end();
     assert!(end.error.is_none(), "server: {end:?}");
+    // The client echoed the code and the reason.
     let closed = end.closed.expect("the server closed");
-    assert_eq!((closed.code, closed.cause), (CloseCode::from(4001), CloseCause::Local));
+    assert_eq!(
+        (closed.code, closed.reason.as_str(), closed.cause),
+        (CloseCode::from(4001), "server bye", CloseCause::Local)
+    );
 }

@@ -391,7 +391,7 @@ mod rfc6455_5_5_1_close {
     use super::*;
 
     #[test]
-    fn peer_close_is_answered_with_its_code() {
+    fn peer_close_is_answered_with_its_code_and_reason() {
         let mut conn = server();
         conn.handle_read(&cf(8, true, &[0x0f, 0xa0, b'o', b'k']), now());
         let ev = events(&mut conn);
@@ -403,7 +403,7 @@ mod rfc6455_5_5_1_close {
                 cause: CloseCause::Remote
             })]
         );
-        assert_eq!(transmitted(&mut conn), [0x88, 2, 0x0f, 0xa0]);
+        assert_eq!(transmitted(&mut conn), [0x88, 4, 0x0f, 0xa0, b'o', b'k']);
         assert!(conn.should_close_transport());
         assert_eq!(conn.send_text("late"), Err(SendError::Closed));
     }
@@ -419,6 +419,77 @@ mod rfc6455_5_5_1_close {
                 ..
             })
         ));
+        assert_eq!(transmitted(&mut conn), [0x88, 2, 0x03, 0xe8]);
+    }
+
+    #[test]
+    fn a_123_byte_reason_is_echoed_whole() {
+        let reason = "é".repeat(61) + "x";
+        assert_eq!(reason.len(), 123);
+        let mut payload = vec![0x03, 0xe9];
+        payload.extend_from_slice(reason.as_bytes());
+        let mut conn = client();
+        conn.handle_read(&frame(8, true, 0, None, &payload), now());
+        assert_eq!(events(&mut conn).len(), 1);
+        assert_eq!(conn.closed().map(|c| c.reason.as_str()), Some(reason.as_str()));
+        let sent = transmitted(&mut conn);
+        // A masked client frame: 2 header bytes, the key, 125 payload bytes.
+        assert_eq!(&sent[..2], &[0x88, 0x80 | 125]);
+        let key = [sent[2], sent[3], sent[4], sent[5]];
+        let unmasked: Vec<u8> = sent[6..].iter().enumerate().map(|(i, b)| b ^ key[i % 4]).collect();
+        assert_eq!(unmasked, payload);
+    }
+
+    #[test]
+    fn close_reply_of_the_applications_choice() {
+        let mut config = Config::default();
+        config.close_reply = CloseReply::with(CloseCode::GOING_AWAY, "bye").unwrap();
+        let mut conn = server_with(config);
+        conn.handle_read(&cf(8, true, &[0x0f, 0xa0, b'o', b'k']), now());
+        assert_eq!(events(&mut conn).len(), 1);
+        // The peer's code and reason are reported; ours are sent.
+        assert_eq!(
+            conn.closed(),
+            Some(&Closed {
+                code: CloseCode::new(4000),
+                reason: "ok".into(),
+                cause: CloseCause::Remote
+            })
+        );
+        assert_eq!(transmitted(&mut conn), [0x88, 5, 0x03, 0xe9, b'b', b'y', b'e']);
+    }
+
+    #[test]
+    fn close_reply_refuses_what_may_not_be_sent() {
+        assert_eq!(
+            CloseReply::with(CloseCode::NO_STATUS, ""),
+            Err(InvalidClose::Code(CloseCode::NO_STATUS))
+        );
+        assert_eq!(
+            CloseReply::with(CloseCode::NORMAL, "x".repeat(124)),
+            Err(InvalidClose::ReasonTooLong(124))
+        );
+        // Built by hand past the check: 1000 instead, the reason cut.
+        let mut config = Config::default();
+        config.close_reply = CloseReply::Frame(CloseFrame {
+            code: CloseCode::ABNORMAL,
+            reason: "y".repeat(200),
+        });
+        let mut conn = server_with(config);
+        conn.handle_read(&cf(8, true, &[0x0f, 0xa0]), now());
+        assert_eq!(events(&mut conn).len(), 1);
+        let sent = transmitted(&mut conn);
+        assert_eq!(&sent[..4], &[0x88, 125, 0x03, 0xe8]);
+        assert_eq!(sent[4..], [b'y'; 123]);
+    }
+
+    #[test]
+    fn empty_close_is_answered_with_1000_even_with_a_reply_of_echo() {
+        let mut config = Config::default();
+        config.close_reply = CloseReply::Echo;
+        let mut conn = server_with(config);
+        conn.handle_read(&cf(8, true, b""), now());
+        assert_eq!(events(&mut conn).len(), 1);
         assert_eq!(transmitted(&mut conn), [0x88, 2, 0x03, 0xe8]);
     }
 
@@ -531,7 +602,7 @@ mod rfc6455_5_5_1_close {
         assert_eq!(events(&mut conn).len(), 1);
         let before = conn.closed().cloned();
         assert!(before.is_some());
-        assert_eq!(transmitted(&mut conn), [0x88, 2, 0x03, 0xe8]);
+        assert_eq!(transmitted(&mut conn), [0x88, 5, 0x03, 0xe8, b'b', b'y', b'e']);
         assert_eq!(conn.close(CloseCode::GOING_AWAY, "again", now()), Ok(()));
         assert!(transmitted(&mut conn).is_empty());
         assert_eq!(conn.state(), State::Closed);
