@@ -194,6 +194,7 @@ impl<S, R: Runtime> Driver<S, R> {
             CloseCause::Remote | CloseCause::Local => None,
             CloseCause::Protocol(e) => Some(Error::Protocol(e.clone())),
             CloseCause::IdleTimeout => Some(Error::IdleTimeout),
+            CloseCause::SendTimeout => Some(Error::SendTimeout),
             CloseCause::CloseTimeout => Some(Error::CloseTimeout),
             _ => Some(match self.read_error.take() {
                 Some(e) => Error::from_io(e),
@@ -222,6 +223,10 @@ impl<S, R: Runtime> Driver<S, R> {
                 ..
             }) => Error::IdleTimeout,
             Some(Closed {
+                cause: CloseCause::SendTimeout,
+                ..
+            }) => Error::SendTimeout,
+            Some(Closed {
                 cause: CloseCause::Abnormal,
                 ..
             }) => Error::AbnormalClosure,
@@ -237,9 +242,17 @@ impl<S, R: Runtime> Driver<S, R> {
     }
 
     fn write_failure(&self) -> Option<Error> {
-        self.write_error
-            .as_deref()
-            .map(|(kind, msg)| Error::Io(io::Error::new(*kind, msg.clone())))
+        let (kind, msg) = self.write_error.as_deref()?;
+        if matches!(
+            self.conn.closed(),
+            Some(Closed {
+                cause: CloseCause::SendTimeout,
+                ..
+            })
+        ) {
+            return Some(Error::SendTimeout);
+        }
+        Some(Error::Io(io::Error::new(*kind, msg.clone())))
     }
 
     /// Registers the caller's waker for its side and returns the waker that
@@ -546,14 +559,31 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
     /// where the transport supports it), flushes, and shuts the transport
     /// down once the core says so. A write error is recorded: the output is
     /// dropped from then on and the send side reports it.
+    ///
+    /// While the transport takes nothing, the core's send timeout runs
+    /// ([`Connection::handle_write_blocked`]) and the timer is polled here
+    /// too, so that a sender waiting alone (no task receiving) learns of
+    /// the timeout: the output is then given up, the transport closed, and
+    /// the send side reports [`Error::SendTimeout`].
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.poll_write_inner(cx) {
-            Poll::Ready(Err(e)) => {
-                self.write_error = Some(Box::new((e.kind(), e.to_string())));
-                self.conn.advance_transmit(usize::MAX);
-                Poll::Ready(Err(e))
+        loop {
+            match self.poll_write_inner(cx) {
+                Poll::Ready(Err(e)) => {
+                    self.write_error = Some(Box::new((e.kind(), e.to_string())));
+                    self.conn.advance_transmit(usize::MAX);
+                    return Poll::Ready(Err(e));
+                }
+                Poll::Pending => {
+                    self.conn.handle_write_blocked(R::now());
+                    if !self.poll_timer(cx) {
+                        return Poll::Pending;
+                    }
+                    if self.conn.output_abandoned() && !self.shutdown && self.write_error.is_none() {
+                        self.abandon_output(cx);
+                    }
+                }
+                ready => return ready,
             }
-            other => other,
         }
     }
 

@@ -50,6 +50,10 @@ pub enum Error {
     /// Nothing was received for the configured idle timeout: the peer is gone
     /// or unreachable. The connection is closed.
     IdleTimeout,
+    /// Output waited for the send timeout without the transport taking any
+    /// of it: the peer stopped reading. What was not written is lost (this
+    /// error says so) and the transport is closed.
+    SendTimeout,
     /// The peer did not answer our close frame (or, for a client, the server
     /// did not close the transport) within the close timeout.
     CloseTimeout,
@@ -68,7 +72,9 @@ impl Error {
         match self {
             Self::Protocol(e) => Some(e.close_code()),
             Self::ClosedByPeer { code, .. } => Some(*code),
-            Self::IdleTimeout | Self::CloseTimeout | Self::AbnormalClosure => Some(CloseCode::ABNORMAL),
+            Self::IdleTimeout | Self::SendTimeout | Self::CloseTimeout | Self::AbnormalClosure => {
+                Some(CloseCode::ABNORMAL)
+            }
             _ => None,
         }
     }
@@ -110,6 +116,9 @@ impl fmt::Display for Error {
             }
             Self::Closed => f.write_str("the connection is closed: nothing more can be sent"),
             Self::IdleTimeout => f.write_str("idle timeout: nothing received from the peer in time"),
+            Self::SendTimeout => {
+                f.write_str("send timeout: the peer took none of our output in time; unsent output was dropped")
+            }
             Self::CloseTimeout => f.write_str("close timeout: the peer did not complete the close handshake"),
             Self::AbnormalClosure => f.write_str("the connection was lost without a close handshake (1006)"),
             Self::Send(e) => write!(f, "refused to send: {e}"),

@@ -107,6 +107,14 @@ pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(120);
 /// [`Config::idle_timeout`]).
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(240);
 
+/// The send timeout the adapters use by default: 30 seconds, as the Windows
+/// runtime's WebSocket does. A send (or flush, or close) whose output the
+/// transport has not taken a byte of for 30 seconds fails with
+/// [`Error::SendTimeout`] and the transport is closed: the peer stopped
+/// reading. A slow peer that keeps reading is never cut off (see
+/// [`Config::send_timeout`]).
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Default [`WebSocketConfig::write_buffer_limit`]: 128 KiB.
 pub const DEFAULT_WRITE_BUFFER_LIMIT: usize = 128 * 1024;
 
@@ -119,9 +127,12 @@ pub const DEFAULT_READ_BUFFER_SIZE: usize = 64 * 1024;
 /// The default is the core's, with keepalive and an idle timeout:
 /// a ping after [`DEFAULT_PING_INTERVAL`] (2 minutes) without receiving
 /// anything, and the connection fails ([`Error::IdleTimeout`]) after
-/// [`DEFAULT_IDLE_TIMEOUT`] (4 minutes) without receiving anything. Set
-/// `connection.ping_interval` or `connection.idle_timeout` to `None` (or
-/// `Some(Duration::ZERO)`) to switch either off.
+/// [`DEFAULT_IDLE_TIMEOUT`] (4 minutes) without receiving anything; and a
+/// send timeout: output the peer does not take for [`DEFAULT_SEND_TIMEOUT`]
+/// (30 seconds) fails the connection ([`Error::SendTimeout`]). Set
+/// `connection.ping_interval`, `connection.idle_timeout` or
+/// `connection.send_timeout` to `None` (or `Some(Duration::ZERO)`) to switch
+/// any of them off.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct WebSocketConfig {
@@ -140,6 +151,7 @@ impl Default for WebSocketConfig {
         let mut connection = Config::default();
         connection.ping_interval = Some(DEFAULT_PING_INTERVAL);
         connection.idle_timeout = Some(DEFAULT_IDLE_TIMEOUT);
+        connection.send_timeout = Some(DEFAULT_SEND_TIMEOUT);
         Self {
             connection,
             write_buffer_limit: DEFAULT_WRITE_BUFFER_LIMIT,
@@ -167,5 +179,6 @@ mod tests {
         let config = WebSocketConfig::default();
         assert_eq!(config.connection.ping_interval, Some(Duration::from_secs(120)));
         assert_eq!(config.connection.idle_timeout, Some(Duration::from_secs(240)));
+        assert_eq!(config.connection.send_timeout, Some(Duration::from_secs(30)));
     }
 }

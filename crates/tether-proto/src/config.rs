@@ -55,6 +55,20 @@ pub struct Config {
     /// `None` or `Some(Duration::ZERO)`: no idle timeout. Default `None` in
     /// the core; the adapters' default is 4 minutes.
     pub idle_timeout: Option<Duration>,
+    /// Fail the connection when output has waited this long without the
+    /// transport taking a byte of it: the peer stopped reading (or the
+    /// network stalled) while we had something to send. The clock starts
+    /// when the adapter reports a write that would block
+    /// ([`Connection::handle_write_blocked`](crate::Connection::handle_write_blocked))
+    /// and stops whenever the transport takes bytes, so a slow peer that
+    /// keeps reading is never cut off, however large the message. On expiry
+    /// the unwritten output is given up, the transport is to be closed at
+    /// once (no close frame: the peer does not read), and 1006 is reported
+    /// locally with [`CloseCause::SendTimeout`](crate::CloseCause::SendTimeout).
+    ///
+    /// `None` or `Some(Duration::ZERO)`: no send timeout. Default `None` in
+    /// the core; the adapters' default is 30 seconds.
+    pub send_timeout: Option<Duration>,
     /// How long to wait for the peer's close frame after sending ours, and
     /// then for the server to close the transport, before closing it anyway.
     /// Default 10 seconds.
@@ -75,6 +89,7 @@ impl Default for Config {
             max_send_frame_size: None,
             ping_interval: None,
             idle_timeout: None,
+            send_timeout: None,
             close_timeout: Duration::from_secs(10),
             close_reply: CloseReply::Echo,
         }

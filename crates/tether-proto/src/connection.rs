@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::buf::UninitSlice;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -103,6 +103,9 @@ pub enum CloseCause {
     IdleTimeout,
     /// The peer did not answer our close frame within [`Config::close_timeout`].
     CloseTimeout,
+    /// Output waited [`Config::send_timeout`] without the transport taking
+    /// any of it: the peer stopped reading.
+    SendTimeout,
 }
 
 /// Per-message options for [`Connection::send_with`].
@@ -160,6 +163,9 @@ pub struct Connection {
     last_received: Instant,
     last_ping_sent: Option<Instant>,
     close_deadline: Option<Instant>,
+    /// Since when the transport has not taken output it was offered (see
+    /// [`Config::send_timeout`]).
+    write_blocked_since: Option<Instant>,
     /// The transport's read side ended.
     eof_received: bool,
     /// A timeout says the transport must be closed now.
@@ -287,6 +293,7 @@ impl Connection {
             last_received: now,
             last_ping_sent: None,
             close_deadline: None,
+            write_blocked_since: None,
             eof_received: false,
             transport_done: false,
             closed: None,
@@ -361,8 +368,20 @@ impl Connection {
         self.arm_linger(now);
     }
 
+    /// The transport would not take the output offered by
+    /// [`transmit_slices`](Self::transmit_slices) (a write would block): from
+    /// now, [`Config::send_timeout`] counts until the transport takes a byte
+    /// ([`advance_transmit`](Self::advance_transmit) with `n > 0`). Calling it
+    /// again while the clock runs changes nothing, so an adapter may call it
+    /// every time a write comes back blocked.
+    pub fn handle_write_blocked(&mut self, now: Instant) {
+        if self.transmit.len > 0 && self.write_blocked_since.is_none() {
+            self.write_blocked_since = Some(now);
+        }
+    }
+
     /// Time passed: handles every deadline at or before `now` (keepalive
-    /// ping, idle timeout, close timeout, and the linger of unwritten output
+    /// ping, idle timeout, send timeout, close timeout, and the linger of unwritten output
     /// once the transport is to be closed: see
     /// [`output_abandoned`](Self::output_abandoned)).
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -370,6 +389,15 @@ impl Connection {
             if self.linger_deadline().is_some_and(|d| d <= now) {
                 self.abandon_output();
             }
+            return;
+        }
+        if self.send_deadline().is_some_and(|d| d <= now) {
+            // The peer stopped reading: a close frame would wait behind the
+            // output it does not take, so the transport is closed at once.
+            self.write_blocked_since = None;
+            self.set_closed(CloseCode::ABNORMAL, String::new(), CloseCause::SendTimeout);
+            self.transport_done = true;
+            self.arm_linger(now);
             return;
         }
         if self.close_deadline.is_some_and(|d| d <= now) {
@@ -581,6 +609,9 @@ impl Connection {
     /// `n` larger than [`pending_transmit`](Self::pending_transmit) is
     /// taken as all of it.
     pub fn advance_transmit(&mut self, n: usize) {
+        if n > 0 {
+            self.write_blocked_since = None;
+        }
         let t = &mut self.transmit;
         let mut n = n.min(t.len);
         t.len -= n;
@@ -644,12 +675,17 @@ impl Connection {
             return self.linger_deadline();
         }
         if self.state != State::Open {
-            return self.close_deadline;
+            return [self.close_deadline, self.send_deadline()].into_iter().flatten().min();
         }
-        [self.close_deadline, self.idle_deadline(), self.ping_deadline()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.close_deadline,
+            self.send_deadline(),
+            self.idle_deadline(),
+            self.ping_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Whether the adapter should close the transport once it has written
@@ -748,8 +784,9 @@ impl Connection {
     /// deadline [`poll_timeout`](Self::poll_timeout) announces: once
     /// [`should_close_transport`](Self::should_close_transport) turns true
     /// with output still pending,
-    /// - after an idle timeout or a close timeout ([`CloseCause::IdleTimeout`],
-    ///   [`CloseCause::CloseTimeout`]) the output is given up at once: the
+    /// - after an idle, send or close timeout ([`CloseCause::IdleTimeout`],
+    ///   [`CloseCause::SendTimeout`], [`CloseCause::CloseTimeout`]) the
+    ///   output is given up at once: the
     ///   deadline is the time of the timeout, so the adapter makes one
     ///   attempt to write (the peer may still read the close frame) and
     ///   gives up what is left;
@@ -1150,7 +1187,7 @@ impl Connection {
         }
         let timed_out = matches!(
             self.closed.as_deref().map(|c| &c.cause),
-            Some(CloseCause::IdleTimeout | CloseCause::CloseTimeout)
+            Some(CloseCause::IdleTimeout | CloseCause::CloseTimeout | CloseCause::SendTimeout)
         );
         self.linger = Some(if timed_out {
             now
@@ -1174,6 +1211,14 @@ impl Connection {
     fn idle_deadline(&self) -> Option<Instant> {
         let timeout = self.config.idle_timeout.filter(|t| !t.is_zero())?;
         Some(self.last_received + timeout)
+    }
+
+    /// Output offered and not taken since `write_blocked_since`; `Some(ZERO)`
+    /// is off, as `None` (see [`Config::send_timeout`]).
+    fn send_deadline(&self) -> Option<Instant> {
+        let timeout = self.config.send_timeout.filter(|t| !t.is_zero())?;
+        let since = self.write_blocked_since.filter(|_| self.transmit.len > 0)?;
+        Some(since + timeout)
     }
 
     /// `Some(Duration::ZERO)` is off, as `None` (see [`Config::ping_interval`]).

@@ -106,6 +106,71 @@ async fn idle_timeout_fails_the_connection() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn send_timeout_after_thirty_seconds_by_default() {
+    // A server that never reads: the client's send of a message larger than
+    // the pipe blocks, and fails after 30 s without progress.
+    let (mut client, server) = pair(WebSocketConfig::default(), WebSocketConfig::default()).await;
+    let started = tokio::time::Instant::now();
+    let end = client.send(Message::Binary(vec![7; 1 << 20].into())).await;
+    let waited = started.elapsed();
+    assert!(matches!(end, Err(Error::SendTimeout)), "{end:?}");
+    assert!(
+        waited >= Duration::from_secs(30) && waited < Duration::from_secs(31),
+        "{waited:?}"
+    );
+    assert_eq!(
+        client.close_info().unwrap().cause,
+        tether_tokio::CloseCause::SendTimeout
+    );
+    assert!(matches!(client.send("x").await, Err(Error::SendTimeout)));
+    // The receive side reports the same end.
+    assert!(matches!(client.recv().await, Some(Err(Error::SendTimeout))));
+    assert!(client.recv().await.is_none());
+    drop(server);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_reader_is_not_cut_off_by_the_send_timeout() {
+    // The peer takes 16 KiB every 20 s: slower than the send timeout as a
+    // whole (a 1 MiB message takes over 20 minutes), but never 30 s without
+    // progress. (No idle timeout: the peer sends nothing meanwhile.)
+    let (mut client, server) = pair(quiet(), quiet()).await;
+    assert_eq!(quiet().connection.send_timeout, Some(Duration::from_secs(30)));
+    let (mut raw, _) = server.into_parts();
+    let reader = tokio::spawn(async move {
+        let mut buf = vec![0; 16 * 1024];
+        let mut total = 0;
+        loop {
+            tokio::time::sleep(Duration::from_secs(20)).await;
+            match raw.read(&mut buf).await.unwrap() {
+                0 => return total,
+                n => total += n,
+            }
+        }
+    });
+    let started = tokio::time::Instant::now();
+    client.send(Message::Binary(vec![7; 1 << 20].into())).await.unwrap();
+    assert!(started.elapsed() > Duration::from_secs(600), "{:?}", started.elapsed());
+    drop(client);
+    assert!(reader.await.unwrap() >= 1 << 20);
+}
+
+#[tokio::test(start_paused = true)]
+async fn send_timeout_off() {
+    // Switched off, a send to a peer that does not read waits: still
+    // waiting after an hour.
+    let mut config = quiet();
+    config.connection.send_timeout = None;
+    let (mut client, _server) = pair(config, quiet()).await;
+    let send = timeout(
+        Duration::from_secs(3600),
+        client.send(Message::Binary(vec![7; 1 << 20].into())),
+    )
+    .await;
+    assert!(send.is_err(), "{send:?}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn keepalive_keeps_an_idle_timeout_at_bay() {
     // Both ends ping every 10 s and time out after 25 s of silence: an idle
     // but healthy connection stays open.

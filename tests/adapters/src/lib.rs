@@ -51,20 +51,31 @@ pub struct Options {
     pub deflate: bool,
     /// `wss://` with a certificate made for the test.
     pub tls: bool,
-    /// Keepalive and idle timeout of the server and the client (default:
-    /// both off, see [`adapters::config`]).
+    /// Keepalive, idle and send timeouts of the server and the client
+    /// (default: all off, see [`adapters::config`]).
     pub timers: Option<Timers>,
     /// Set through the builders' `read_buffer_size` (default: not called).
     pub read_buffer_size: Option<usize>,
 }
 
-/// `ping_interval` and `idle_timeout` of both ends.
+/// `ping_interval`, `idle_timeout` and `send_timeout` of both ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timers {
     /// `Config::ping_interval`.
     pub ping_interval: Option<Duration>,
     /// `Config::idle_timeout`.
     pub idle_timeout: Option<Duration>,
+    /// `Config::send_timeout`.
+    pub send_timeout: Option<Duration>,
+}
+
+impl Timers {
+    /// All three off.
+    pub const OFF: Self = Self {
+        ping_interval: None,
+        idle_timeout: None,
+        send_timeout: None,
+    };
 }
 
 /// One WebSocket client connection, whatever its adapter.

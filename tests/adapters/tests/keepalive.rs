@@ -54,6 +54,7 @@ fn ping_then_idle_timeout(adapter: Adapter) {
             timers: Some(Timers {
                 ping_interval: Some(PING),
                 idle_timeout: Some(IDLE),
+                send_timeout: None,
             }),
             ..Options::default()
         },

@@ -5,6 +5,7 @@ use super::*;
 use crate::close::InvalidClose;
 use crate::frame::{RSV1, RSV2};
 use crate::random::SeededRandom;
+use std::time::Duration;
 
 fn now() -> Instant {
     // One fixed origin per test run; only differences matter.
@@ -1617,5 +1618,114 @@ mod in_place {
                 ..
             }))
         ));
+    }
+}
+
+/// [`Config::send_timeout`]: output the transport does not take fails the
+/// connection; a transport that keeps taking bytes, however slowly, never does.
+mod send_timeout {
+    use super::*;
+
+    const TIMEOUT: Duration = Duration::from_secs(30);
+
+    fn server_with_send_timeout() -> Connection {
+        let mut config = Config::default();
+        config.send_timeout = Some(TIMEOUT);
+        server_with(config)
+    }
+
+    #[test]
+    fn blocked_output_fails_the_connection_after_the_timeout() {
+        let mut conn = server_with_send_timeout();
+        conn.send_binary(&[1; 100]).unwrap();
+        // Queued output alone starts no clock: only a blocked write does.
+        assert_eq!(conn.poll_timeout(), None);
+        let t0 = now() + Duration::from_secs(1);
+        conn.handle_write_blocked(t0);
+        assert_eq!(conn.poll_timeout(), Some(t0 + TIMEOUT));
+        // Reported again while blocked: the clock keeps its start.
+        conn.handle_write_blocked(t0 + Duration::from_secs(10));
+        assert_eq!(conn.poll_timeout(), Some(t0 + TIMEOUT));
+        conn.handle_timeout(t0 + TIMEOUT - Duration::from_millis(1));
+        assert_eq!(conn.state(), State::Open);
+        conn.handle_timeout(t0 + TIMEOUT);
+        assert_eq!(
+            conn.closed(),
+            Some(&Closed {
+                code: CloseCode::ABNORMAL,
+                reason: String::new(),
+                cause: CloseCause::SendTimeout
+            })
+        );
+        assert!(conn.should_close_transport());
+        // No close frame queued behind what the peer does not read: one
+        // more attempt to write, then the output is given up.
+        assert_eq!(conn.pending_transmit(), 102);
+        assert_eq!(conn.poll_timeout(), Some(t0 + TIMEOUT));
+        conn.handle_timeout(t0 + TIMEOUT);
+        assert!(conn.output_abandoned());
+        assert_eq!(conn.send_text("late"), Err(SendError::Closed));
+        assert_eq!(
+            events(&mut conn),
+            vec![Event::Closed(Closed {
+                code: CloseCode::ABNORMAL,
+                reason: String::new(),
+                cause: CloseCause::SendTimeout
+            })]
+        );
+    }
+
+    #[test]
+    fn any_progress_restarts_the_clock() {
+        let mut conn = server_with_send_timeout();
+        conn.send_binary(&[1; 100]).unwrap();
+        conn.handle_write_blocked(now());
+        // A slow reader: one byte 29 s later, then blocked again.
+        let t1 = now() + Duration::from_secs(29);
+        conn.advance_transmit(1);
+        assert_eq!(conn.poll_timeout(), None);
+        conn.handle_write_blocked(t1);
+        assert_eq!(conn.poll_timeout(), Some(t1 + TIMEOUT));
+        conn.handle_timeout(now() + TIMEOUT);
+        assert_eq!(conn.state(), State::Open);
+        // Everything written: nothing is waiting, no deadline.
+        conn.advance_transmit(usize::MAX);
+        conn.handle_write_blocked(t1 + Duration::from_secs(1));
+        assert_eq!(conn.poll_timeout(), None);
+    }
+
+    #[test]
+    fn off_by_default_and_when_zero() {
+        for send_timeout in [None, Some(Duration::ZERO)] {
+            let mut config = Config::default();
+            config.send_timeout = send_timeout;
+            let mut conn = server_with(config);
+            conn.send_binary(&[1; 100]).unwrap();
+            conn.handle_write_blocked(now());
+            assert_eq!(conn.poll_timeout(), None, "{send_timeout:?}");
+            conn.handle_timeout(now() + Duration::from_secs(3600));
+            assert_eq!(conn.state(), State::Open, "{send_timeout:?}");
+        }
+        assert_eq!(Config::default().send_timeout, None);
+    }
+
+    #[test]
+    fn counts_while_closing_too() {
+        let mut conn = server_with_send_timeout();
+        conn.send_binary(&[1; 100]).unwrap();
+        conn.close(CloseCode::NORMAL, "", now()).unwrap();
+        conn.handle_write_blocked(now());
+        // The earlier of the send timeout and the close timeout.
+        assert_eq!(conn.poll_timeout(), Some(now() + Config::default().close_timeout));
+        let mut config = Config::default();
+        config.send_timeout = Some(Duration::from_secs(2));
+        let mut conn = server_with(config);
+        conn.send_binary(&[1; 100]).unwrap();
+        conn.close(CloseCode::NORMAL, "", now()).unwrap();
+        conn.handle_write_blocked(now());
+        let t = now() + Duration::from_secs(2);
+        assert_eq!(conn.poll_timeout(), Some(t));
+        conn.handle_timeout(t);
+        assert_eq!(conn.closed().map(|c| &c.cause), Some(&CloseCause::SendTimeout));
     }
 }

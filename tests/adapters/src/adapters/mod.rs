@@ -12,15 +12,14 @@ use tether_driver::{Accept, DeflateConfig, Error, Received, RuntimeIo, Server, W
 use crate::{parse_close_request, Options, ServerEnd, Timers};
 
 /// The connection settings of every test server and client: no keepalive
-/// pings (they would interleave with the scenario's own), no idle timeout.
+/// pings (they would interleave with the scenario's own), no idle or send
+/// timeout unless [`Options::timers`] asks for them.
 pub fn config(options: Options) -> WebSocketConfig {
     let mut config = WebSocketConfig::default();
-    let timers = options.timers.unwrap_or(Timers {
-        ping_interval: None,
-        idle_timeout: None,
-    });
+    let timers = options.timers.unwrap_or(Timers::OFF);
     config.connection.ping_interval = timers.ping_interval;
     config.connection.idle_timeout = timers.idle_timeout;
+    config.connection.send_timeout = timers.send_timeout;
     config
 }
 
