@@ -249,7 +249,18 @@ impl<R: Runtime> ClientBuilder<R> {
     where
         R: Connect,
     {
-        let addrs = R::resolve(request.host(), request.port()).await?;
+        let addrs = R::resolve(request.host(), request.port())
+            .await
+            .map_err(|error| Error::Resolve {
+                host: request.host().to_owned(),
+                error,
+            })?;
+        if addrs.is_empty() {
+            return Err(Error::Resolve {
+                host: request.host().to_owned(),
+                error: io::Error::new(io::ErrorKind::NotFound, "no address"),
+            });
+        }
         let tcp = connect_addrs::<R>(request.host(), &addrs, self.nodelay, deadline).await?;
         if !request.is_secure() {
             return Ok(R::plain(tcp));

@@ -13,8 +13,16 @@ use tether_proto::{CloseCode, ProtocolError, SendError};
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
-    /// The transport failed (connection refused, reset, DNS lookup failed...).
+    /// The transport failed (connection refused, reset...).
     Io(io::Error),
+    /// The host name of the URI could not be resolved to an address (no
+    /// such host, or no name server answered).
+    Resolve {
+        /// The host name.
+        host: String,
+        /// What the resolver said.
+        error: io::Error,
+    },
     /// The TLS handshake or the TLS session failed (unknown issuer, name
     /// mismatch, protocol alert...).
     #[cfg(feature = "tls")]
@@ -64,7 +72,118 @@ pub enum Error {
     Send(SendError),
 }
 
+/// What kind of error an [`Error`] is: one value to match on to decide
+/// what to do (retry, reconnect, fix the configuration, tell the user),
+/// like the Windows runtime's `WebErrorStatus`. Get it with [`Error::kind`].
+///
+/// The enum may grow: match with a wildcard arm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The host name could not be resolved ([`Error::Resolve`]).
+    HostNotFound,
+    /// Nothing listens at the address (TCP connection refused).
+    ConnectionRefused,
+    /// The transport was reset or aborted (TCP RST, broken pipe), or ended
+    /// in the middle of the opening handshake.
+    ConnectionReset,
+    /// The transport ended without a close handshake (close code 1006,
+    /// [`Error::AbnormalClosure`]).
+    AbnormalClosure,
+    /// The client's connect timeout passed ([`Error::ConnectTimeout`]).
+    ConnectTimeout,
+    /// A server's opening-handshake timeout passed: the client did not send
+    /// its request in time.
+    HandshakeTimeout,
+    /// The peer took none of our output for the send timeout
+    /// ([`Error::SendTimeout`]).
+    SendTimeout,
+    /// Nothing was received for the idle timeout ([`Error::IdleTimeout`]).
+    IdleTimeout,
+    /// The close handshake did not complete in time ([`Error::CloseTimeout`]).
+    CloseTimeout,
+    /// The peer's certificate is not signed by a trusted authority (unknown
+    /// issuer, self-signed, bad signature).
+    CertificateUntrusted,
+    /// The peer's certificate has expired (or is not valid yet).
+    CertificateExpired,
+    /// The peer's certificate is not valid for the host name connected to.
+    CertificateWrongName,
+    /// Another certificate problem: revoked, badly encoded, not presented
+    /// where one is required, or refused by the peer (a TLS alert about our
+    /// certificate).
+    CertificateInvalid,
+    /// Another TLS failure (no common protocol version or cipher suite, a
+    /// peer's alert, a corrupt record), or a host name that is not a valid
+    /// TLS server name.
+    Tls,
+    /// The server answered the opening handshake with 401 Unauthorized:
+    /// credentials are needed (see the `WWW-Authenticate` header of the
+    /// [`HandshakeError::Rejected`]).
+    Unauthorized,
+    /// A proxy answered with 407 Proxy Authentication Required.
+    ProxyAuthenticationRequired,
+    /// The server answered the opening handshake with this status instead
+    /// of accepting the WebSocket (403 for an Origin not allowed, 404...).
+    Rejected(http::StatusCode),
+    /// The opening handshake failed otherwise: the peer is not a WebSocket
+    /// peer, or broke the handshake's rules (a wrong accept key, an
+    /// extension or subprotocol not offered, a malformed request).
+    HandshakeFailed,
+    /// The server application answered the request with a plain HTTP
+    /// response instead of a WebSocket ([`Error::NotWebSocket`]).
+    NotWebSocket,
+    /// The peer violated the protocol; the connection was failed with this
+    /// close code (1002 protocol error, 1007 invalid payload...).
+    ProtocolViolation(CloseCode),
+    /// A received frame or message was over the configured limit
+    /// (`max_frame_size`, `max_message_size`); the connection was failed
+    /// with 1009.
+    MessageTooBig,
+    /// The connection was closed by a close handshake with code 1000, by
+    /// either end: nothing more can be sent ([`Error::Closed`], or
+    /// [`Error::ClosedByPeer`] with 1000).
+    ClosedNormally,
+    /// The peer closed the connection with this code, other than 1000
+    /// (1001 going away, 1011 server error, 1013 try again later, an
+    /// application's 4000-4999...).
+    ClosedByPeer(CloseCode),
+    /// A command was refused before anything was sent (a control payload
+    /// over 125 bytes, an invalid close code, fragments out of order), or
+    /// the URI is not valid.
+    InvalidInput,
+    /// Another I/O error of the transport.
+    Io,
+}
+
 impl Error {
+    /// What kind of error this is, to act on (see [`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Io(e) => io_kind(e),
+            Self::Resolve { .. } => ErrorKind::HostNotFound,
+            #[cfg(feature = "tls")]
+            Self::Tls(e) => tls_kind(e),
+            #[cfg(feature = "tls")]
+            Self::InvalidServerName(_) => ErrorKind::Tls,
+            Self::ConnectTimeout => ErrorKind::ConnectTimeout,
+            Self::Handshake(e) => handshake_kind(e),
+            Self::NotWebSocket(_) => ErrorKind::NotWebSocket,
+            Self::Protocol(ProtocolError::FrameTooLarge { .. } | ProtocolError::MessageTooLarge { .. }) => {
+                ErrorKind::MessageTooBig
+            }
+            Self::Protocol(e) => ErrorKind::ProtocolViolation(e.close_code()),
+            Self::ClosedByPeer { code, .. } if *code == CloseCode::NORMAL => ErrorKind::ClosedNormally,
+            Self::ClosedByPeer { code, .. } => ErrorKind::ClosedByPeer(*code),
+            Self::Closed => ErrorKind::ClosedNormally,
+            Self::IdleTimeout => ErrorKind::IdleTimeout,
+            Self::SendTimeout => ErrorKind::SendTimeout,
+            Self::CloseTimeout => ErrorKind::CloseTimeout,
+            Self::AbnormalClosure => ErrorKind::AbnormalClosure,
+            Self::Send(_) => ErrorKind::InvalidInput,
+        }
+    }
+
     /// The close code that describes this error, where one applies: the
     /// code we failed the connection with (1002, 1007, 1009...), the peer's
     /// code, or 1006 for a connection lost without a close handshake.
@@ -93,10 +212,76 @@ impl Error {
     }
 }
 
+fn io_kind(error: &io::Error) -> ErrorKind {
+    // An error of ours carried through an `io::Error` (a message reader's
+    // `AsyncRead`), or a TLS error from a TLS stream.
+    if let Some(inner) = error.get_ref() {
+        if let Some(ours) = inner.downcast_ref::<Error>() {
+            return ours.kind();
+        }
+        #[cfg(feature = "tls")]
+        if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
+            return tls_kind(tls);
+        }
+    }
+    match error.kind() {
+        io::ErrorKind::ConnectionRefused => ErrorKind::ConnectionRefused,
+        io::ErrorKind::ConnectionReset
+        | io::ErrorKind::ConnectionAborted
+        | io::ErrorKind::BrokenPipe
+        | io::ErrorKind::UnexpectedEof => ErrorKind::ConnectionReset,
+        _ => ErrorKind::Io,
+    }
+}
+
+fn handshake_kind(error: &HandshakeError) -> ErrorKind {
+    match error {
+        HandshakeError::Timeout => ErrorKind::HandshakeTimeout,
+        HandshakeError::UnexpectedEof => ErrorKind::ConnectionReset,
+        HandshakeError::Rejected { status, .. } => match status.as_u16() {
+            401 => ErrorKind::Unauthorized,
+            407 => ErrorKind::ProxyAuthenticationRequired,
+            _ => ErrorKind::Rejected(*status),
+        },
+        HandshakeError::InvalidUri(_) => ErrorKind::InvalidInput,
+        _ => ErrorKind::HandshakeFailed,
+    }
+}
+
+#[cfg(feature = "tls")]
+fn tls_kind(error: &rustls::Error) -> ErrorKind {
+    use rustls::{AlertDescription, CertificateError};
+    match error {
+        rustls::Error::InvalidCertificate(cert) => match cert {
+            CertificateError::UnknownIssuer | CertificateError::BadSignature => ErrorKind::CertificateUntrusted,
+            CertificateError::Expired
+            | CertificateError::ExpiredContext { .. }
+            | CertificateError::NotValidYet
+            | CertificateError::NotValidYetContext { .. } => ErrorKind::CertificateExpired,
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                ErrorKind::CertificateWrongName
+            }
+            _ => ErrorKind::CertificateInvalid,
+        },
+        rustls::Error::NoCertificatesPresented => ErrorKind::CertificateInvalid,
+        rustls::Error::AlertReceived(
+            AlertDescription::BadCertificate
+            | AlertDescription::UnsupportedCertificate
+            | AlertDescription::CertificateRevoked
+            | AlertDescription::CertificateExpired
+            | AlertDescription::CertificateUnknown
+            | AlertDescription::UnknownCA
+            | AlertDescription::CertificateRequired,
+        ) => ErrorKind::CertificateInvalid,
+        _ => ErrorKind::Tls,
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Io(e) => write!(f, "I/O error: {e}"),
+            Self::Resolve { host, error } => write!(f, "host {host:?} not found: {error}"),
             #[cfg(feature = "tls")]
             Self::Tls(e) => write!(f, "TLS error: {e}"),
             #[cfg(feature = "tls")]
@@ -129,7 +314,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Self::Io(e) => Some(e),
+            Self::Io(e) | Self::Resolve { error: e, .. } => Some(e),
             #[cfg(feature = "tls")]
             Self::Tls(e) => Some(e),
             Self::Handshake(e) => Some(e),
@@ -166,5 +351,51 @@ impl From<Error> for io::Error {
             Error::Io(e) => e,
             other => Self::other(other),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_carried_in_an_io_error_keeps_its_kind() {
+        // A message reader's `AsyncRead` carries the connection's error in
+        // an `io::Error`.
+        let carried = Error::Io(io::Error::from(Error::IdleTimeout));
+        assert_eq!(carried.kind(), ErrorKind::IdleTimeout);
+        let carried = Error::from_io(io::Error::from(Error::Protocol(ProtocolError::InvalidUtf8)));
+        assert_eq!(carried.kind(), ErrorKind::ProtocolViolation(CloseCode::INVALID_PAYLOAD));
+    }
+
+    #[test]
+    fn io_kinds() {
+        let kind = |k: io::ErrorKind| Error::Io(k.into()).kind();
+        assert_eq!(kind(io::ErrorKind::ConnectionRefused), ErrorKind::ConnectionRefused);
+        for k in [
+            io::ErrorKind::ConnectionReset,
+            io::ErrorKind::ConnectionAborted,
+            io::ErrorKind::BrokenPipe,
+            io::ErrorKind::UnexpectedEof,
+        ] {
+            assert_eq!(kind(k), ErrorKind::ConnectionReset, "{k:?}");
+        }
+        assert_eq!(kind(io::ErrorKind::PermissionDenied), ErrorKind::Io);
+    }
+
+    #[test]
+    fn closes() {
+        let by_peer = |code: u16| {
+            Error::ClosedByPeer {
+                code: CloseCode::from(code),
+                reason: String::new(),
+            }
+            .kind()
+        };
+        assert_eq!(by_peer(1000), ErrorKind::ClosedNormally);
+        assert_eq!(by_peer(1001), ErrorKind::ClosedByPeer(CloseCode::from(1001)));
+        assert_eq!(Error::Closed.kind(), ErrorKind::ClosedNormally);
+        let too_big = Error::Protocol(ProtocolError::FrameTooLarge { size: 2, limit: 1 });
+        assert_eq!(too_big.kind(), ErrorKind::MessageTooBig);
     }
 }

@@ -68,7 +68,7 @@ use std::time::Duration;
 
 pub use client::{connect_addrs, ClientBuilder, DEFAULT_CONNECT_TIMEOUT};
 pub use driver::{Driver, Incoming, Side};
-pub use error::Error;
+pub use error::{Error, ErrorKind};
 pub use random::OsRandom;
 pub use reader::MessageReader;
 pub use runtime::{Connect, Runtime, RuntimeIo, Timer};

@@ -23,7 +23,7 @@ macro_rules! async_shell_api {
             State, Utf8Bytes,
         };
         pub use $crate::{
-            Accept, ClientRequest, Error, HandshakeConfig, HandshakeError, HttpResponse, Received, Request,
+            Accept, ClientRequest, Error, ErrorKind, HandshakeConfig, HandshakeError, HttpResponse, Received, Request,
             WebSocketConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_PING_INTERVAL,
             DEFAULT_READ_BUFFER_SIZE, DEFAULT_SEND_TIMEOUT, DEFAULT_WRITE_BUFFER_LIMIT,
         };

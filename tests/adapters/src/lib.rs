@@ -18,10 +18,13 @@ pub mod scenario;
 pub mod tls;
 
 use std::net::SocketAddr;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use tether_driver::{CloseCode, Closed, DataKind, Error, Message, Received};
+use tether_driver::tls::rustls::ClientConfig;
+use tether_driver::{
+    CloseCode, Closed, DataKind, Error, HandshakeConfig, HttpResponse, Message, Received, WebSocketConfig,
+};
 
 /// The bound on any one step of a scenario.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -178,5 +181,49 @@ pub fn connect(adapter: Adapter, server: &EchoServer, options: Options) -> Box<d
         Adapter::Smol => adapters::futures::connect(adapters::futures::Exec::Smol, &url, options),
         Adapter::AsyncStd => adapters::futures::connect(adapters::futures::Exec::AsyncStd, &url, options),
         Adapter::Blocking => adapters::blocking::connect(&url, options),
+    }
+}
+
+/// A client's settings for [`try_connect`], where a test needs more than
+/// [`Options`].
+#[derive(Clone, Default)]
+pub struct ClientSettings {
+    /// The connection settings (default: [`adapters::config`] of the
+    /// default options).
+    pub config: Option<WebSocketConfig>,
+    /// The connect timeout (default: the builder's).
+    pub connect_timeout: Option<Duration>,
+    /// The TLS configuration for `wss://` (default: the builder's, with the
+    /// platform's roots).
+    pub tls_config: Option<Arc<ClientConfig>>,
+}
+
+/// Connects `adapter`'s client to `url`, returning the error instead of
+/// panicking.
+pub fn try_connect(adapter: Adapter, url: &str, settings: ClientSettings) -> Result<Box<dyn Ws>, Error> {
+    match adapter {
+        Adapter::Tokio => adapters::tokio::try_connect(url, settings),
+        Adapter::Smol => adapters::futures::try_connect(adapters::futures::Exec::Smol, url, settings),
+        Adapter::AsyncStd => adapters::futures::try_connect(adapters::futures::Exec::AsyncStd, url, settings),
+        Adapter::Blocking => adapters::blocking::try_connect(url, settings),
+    }
+}
+
+/// Runs `adapter`'s server handshake on an accepted TCP connection with
+/// `handshake` settings; `answer`, when given, is the plain HTTP response
+/// the application sends instead of accepting. Returns how it ended: `Ok`
+/// with the connection's first event's error if it was accepted (then
+/// dropped at once), or the accept's error.
+pub fn try_accept(
+    adapter: Adapter,
+    tcp: std::net::TcpStream,
+    handshake: HandshakeConfig,
+    answer: Option<HttpResponse>,
+) -> Result<(), Error> {
+    match adapter {
+        Adapter::Tokio => adapters::tokio::try_accept(tcp, handshake, answer),
+        Adapter::Smol => adapters::futures::try_accept(adapters::futures::Exec::Smol, tcp, handshake, answer),
+        Adapter::AsyncStd => adapters::futures::try_accept(adapters::futures::Exec::AsyncStd, tcp, handshake, answer),
+        Adapter::Blocking => adapters::blocking::try_accept(tcp, handshake, answer),
     }
 }

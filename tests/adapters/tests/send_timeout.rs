@@ -148,6 +148,7 @@ fn client_send_times_out(adapter: Adapter) {
         }
     };
     assert!(matches!(error, Error::SendTimeout), "{adapter:?}: {error:?}");
+    assert_eq!(error.kind(), tether_driver::ErrorKind::SendTimeout);
     // Nothing more can be sent, and the reason stays the same.
     assert!(
         matches!(ws.send(Message::Text("late".into())), Err(Error::SendTimeout)),

@@ -8,7 +8,7 @@ use tether_blocking::{BlockingIo, ClientBuilder, Message, Received, Server, WebS
 use tether_driver::{CloseCode, Closed, DataKind, Error};
 
 use super::{accept_options, config};
-use crate::{parse_close_request, EchoServer, Options, ServerEnd, Ws};
+use crate::{parse_close_request, ClientSettings, EchoServer, Options, ServerEnd, Ws};
 
 /// The echo server: a listener thread and a thread per connection.
 pub fn start_server(options: Options) -> EchoServer {
@@ -125,4 +125,32 @@ impl<S: BlockingIo> Ws for WebSocket<S> {
     fn extensions(&self) -> Vec<String> {
         Self::extensions(self).map(str::to_owned).collect()
     }
+}
+
+/// The client with [`ClientSettings`]; the error instead of a panic.
+pub fn try_connect(url: &str, settings: ClientSettings) -> Result<Box<dyn Ws>, Error> {
+    let mut builder = ClientBuilder::new(url).config(settings.config.unwrap_or_else(|| config(Options::default())));
+    if let Some(timeout) = settings.connect_timeout {
+        builder = builder.connect_timeout(Some(timeout));
+    }
+    if let Some(tls) = settings.tls_config {
+        builder = builder.tls_config(tls);
+    }
+    Ok(Box::new(builder.connect()?))
+}
+
+/// The server handshake on `tcp` (see [`crate::try_accept`]).
+pub fn try_accept(
+    tcp: std::net::TcpStream,
+    handshake: tether_driver::HandshakeConfig,
+    answer: Option<tether_driver::HttpResponse>,
+) -> Result<(), Error> {
+    let server = Server::new()
+        .config(config(Options::default()))
+        .handshake_config(handshake);
+    let mut ws = server.accept_with(tcp, move |_| match answer {
+        Some(response) => Err(response),
+        None => Ok(accept_options(false)),
+    })?;
+    ws.recv().transpose().map(drop)
 }

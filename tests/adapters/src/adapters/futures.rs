@@ -7,7 +7,7 @@ use tether_futures::tls::TlsAcceptor;
 use tether_futures::{ClientBuilder, FuturesIo};
 
 use super::{accept_options, config, echo, server, AsyncWs, Executor};
-use crate::{EchoServer, Options, Ws};
+use crate::{ClientSettings, EchoServer, Options, Ws};
 
 /// Which executor runs the futures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,4 +99,38 @@ pub fn connect(exec: Exec, url: &str, options: Options) -> Box<dyn Ws> {
     }
     let ws = exec.block_on(builder.connect()).unwrap();
     Box::new(AsyncWs { ws, executor: exec })
+}
+
+/// The client with [`ClientSettings`], its every call run on `exec`; the
+/// error instead of a panic.
+pub fn try_connect(exec: Exec, url: &str, settings: ClientSettings) -> Result<Box<dyn Ws>, tether_driver::Error> {
+    let mut builder = ClientBuilder::new(url).config(settings.config.unwrap_or_else(|| config(Options::default())));
+    if let Some(timeout) = settings.connect_timeout {
+        builder = builder.connect_timeout(Some(timeout));
+    }
+    if let Some(tls) = settings.tls_config {
+        builder = builder.tls_config(tls);
+    }
+    let ws = exec.block_on(builder.connect())?;
+    Ok(Box::new(AsyncWs { ws, executor: exec }))
+}
+
+/// The server handshake on `tcp`, run on `exec` (see [`crate::try_accept`]).
+pub fn try_accept(
+    exec: Exec,
+    tcp: std::net::TcpStream,
+    handshake: tether_driver::HandshakeConfig,
+    answer: Option<tether_driver::HttpResponse>,
+) -> Result<(), tether_driver::Error> {
+    exec.block_on(async move {
+        let tcp = async_net::TcpStream::try_from(tcp).unwrap();
+        let server = server::<FuturesIo>(Options::default()).handshake_config(handshake);
+        let mut ws = server
+            .accept_with(tcp, move |_| match answer {
+                Some(response) => Err(response),
+                None => Ok(accept_options(false)),
+            })
+            .await?;
+        ws.recv().await.transpose().map(drop)
+    })
 }

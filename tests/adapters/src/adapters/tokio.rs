@@ -7,7 +7,7 @@ use tether_tokio::tls::TlsAcceptor;
 use tether_tokio::ClientBuilder;
 
 use super::{accept_options, config, echo, server, AsyncWs, Executor};
-use crate::{EchoServer, Options, Ws};
+use crate::{ClientSettings, EchoServer, Options, Ws};
 
 /// A current-thread tokio runtime.
 pub struct TokioExecutor(tokio::runtime::Runtime);
@@ -78,4 +78,39 @@ pub fn connect(url: &str, options: Options) -> Box<dyn Ws> {
     }
     let ws = executor.block_on(builder.connect()).unwrap();
     Box::new(AsyncWs { ws, executor })
+}
+
+/// The client with [`ClientSettings`]; the error instead of a panic.
+pub fn try_connect(url: &str, settings: ClientSettings) -> Result<Box<dyn Ws>, tether_driver::Error> {
+    let executor = TokioExecutor::new();
+    let mut builder = ClientBuilder::new(url).config(settings.config.unwrap_or_else(|| config(Options::default())));
+    if let Some(timeout) = settings.connect_timeout {
+        builder = builder.connect_timeout(Some(timeout));
+    }
+    if let Some(tls) = settings.tls_config {
+        builder = builder.tls_config(tls);
+    }
+    let ws = executor.block_on(builder.connect())?;
+    Ok(Box::new(AsyncWs { ws, executor }))
+}
+
+/// The server handshake on `tcp` (see [`crate::try_accept`]).
+pub fn try_accept(
+    tcp: std::net::TcpStream,
+    handshake: tether_driver::HandshakeConfig,
+    answer: Option<tether_driver::HttpResponse>,
+) -> Result<(), tether_driver::Error> {
+    let executor = TokioExecutor::new();
+    executor.block_on(async move {
+        tcp.set_nonblocking(true).unwrap();
+        let tcp = tokio::net::TcpStream::from_std(tcp).unwrap();
+        let server = server::<tether_tokio::Tokio>(Options::default()).handshake_config(handshake);
+        let mut ws = server
+            .accept_with(tcp, move |_| match answer {
+                Some(response) => Err(response),
+                None => Ok(accept_options(false)),
+            })
+            .await?;
+        ws.recv().await.transpose().map(drop)
+    })
 }
