@@ -1,5 +1,5 @@
 //! What every client/server pair must do alike, written once against
-//! [`Ws`](crate::Ws).
+//! [`Ws`].
 
 use tether_driver::{CloseCause, CloseCode, DataKind, Message, Received};
 

@@ -76,23 +76,35 @@ pub(crate) fn build_extensions(
     role: crate::Role,
     deflate: Option<&DeflateSettings>,
 ) -> Result<Vec<Box<dyn crate::Extension>>, HandshakeError> {
-    #[cfg_attr(not(feature = "deflate"), allow(unused_mut))]
     let mut pipeline: Vec<Box<dyn crate::Extension>> = Vec::with_capacity(negotiated.len());
     for extension in negotiated {
-        #[cfg(feature = "deflate")]
-        if let (true, Some(config)) = (
-            extension.name.eq_ignore_ascii_case(crate::deflate::EXTENSION_NAME),
-            deflate,
-        ) {
-            let codec = crate::deflate::PerMessageDeflate::new(role, extension, config)
-                .map_err(HandshakeError::InvalidExtensionAnswer)?;
-            pipeline.push(Box::new(codec));
-            continue;
+        match build_extension(extension, role, deflate) {
+            Some(built) => pipeline.push(built?),
+            None => return Err(HandshakeError::ExtensionNotImplemented(extension.name.clone())),
         }
-        let _ = (role, deflate);
-        return Err(HandshakeError::ExtensionNotImplemented(extension.name.clone()));
     }
     Ok(pipeline)
+}
+
+/// The implementation of one negotiated extension, if there is one.
+fn build_extension(
+    extension: &ExtensionOffer,
+    role: crate::Role,
+    deflate: Option<&DeflateSettings>,
+) -> Option<Result<Box<dyn crate::Extension>, HandshakeError>> {
+    #[cfg(feature = "deflate")]
+    if let (true, Some(config)) = (
+        extension.name.eq_ignore_ascii_case(crate::deflate::EXTENSION_NAME),
+        deflate,
+    ) {
+        return Some(
+            crate::deflate::PerMessageDeflate::new(role, extension, config)
+                .map(|codec| Box::new(codec) as Box<dyn crate::Extension>)
+                .map_err(HandshakeError::InvalidExtensionAnswer),
+        );
+    }
+    let _ = (extension, role, deflate);
+    None
 }
 
 /// The only protocol version, sent and required in `Sec-WebSocket-Version`
