@@ -1729,3 +1729,73 @@ mod send_timeout {
         assert_eq!(conn.closed().map(|c| &c.cause), Some(&CloseCause::SendTimeout));
     }
 }
+
+/// The documented limits and timers, pinned by value (the README and the
+/// docs promise these figures), and enforced at exactly those figures.
+mod documented_defaults {
+    use super::*;
+
+    #[test]
+    fn limits_and_timers_by_value() {
+        let config = Config::default();
+        assert_eq!(config.max_frame_size, 16 * 1024 * 1024);
+        assert_eq!(config.max_message_size, 64 * 1024 * 1024);
+        assert_eq!(config.close_timeout, Duration::from_secs(10));
+        assert_eq!(config.ping_interval, None);
+        assert_eq!(config.idle_timeout, None);
+        assert_eq!(config.send_timeout, None);
+        assert_eq!(config.stream_threshold, None);
+        assert!(config.auto_pong);
+    }
+
+    /// A masked client frame header announcing `len` payload bytes.
+    fn header(len: u64) -> Vec<u8> {
+        let mut bytes = vec![0x82, 0x80 | 127];
+        bytes.extend_from_slice(&len.to_be_bytes());
+        bytes.extend_from_slice(&[1, 2, 3, 4]);
+        bytes
+    }
+
+    #[test]
+    fn a_frame_of_16_mib_is_taken_and_one_byte_more_fails_1009() {
+        let mut conn = server();
+        conn.handle_read(&header(16 * 1024 * 1024), now());
+        assert!(events(&mut conn).is_empty());
+        assert_eq!(conn.state(), State::Open);
+        let mut conn = server();
+        conn.handle_read(&header(16 * 1024 * 1024 + 1), now());
+        let closed = conn.poll_event();
+        assert!(
+            matches!(&closed, Some(Event::Closed(c)) if c.code == CloseCode::MESSAGE_TOO_BIG),
+            "{closed:?}"
+        );
+    }
+
+    #[test]
+    fn a_message_over_64_mib_fails_1009() {
+        // Five frames of 16 MiB, fragments of one message: the fifth takes
+        // it over 64 MiB.
+        let mut conn = server();
+        let chunk = vec![0u8; 16 * 1024 * 1024];
+        for i in 0..5u8 {
+            let opcode = if i == 0 { 2 } else { 0 };
+            conn.handle_read(&frame(opcode, false, 0, Some([0; 4]), &chunk), now());
+            if let Some(event) = conn.poll_event() {
+                assert_eq!(i, 4, "{event:?}");
+                assert!(
+                    matches!(&event, Event::Closed(c) if c.code == CloseCode::MESSAGE_TOO_BIG),
+                    "{event:?}"
+                );
+                return;
+            }
+        }
+        panic!("64 MiB + 16 MiB accepted");
+    }
+
+    #[test]
+    fn the_close_timeout_is_10_seconds() {
+        let mut conn = server();
+        conn.close(CloseCode::NORMAL, "", now()).unwrap();
+        assert_eq!(conn.poll_timeout(), Some(now() + Duration::from_secs(10)));
+    }
+}
