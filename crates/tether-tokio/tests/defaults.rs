@@ -65,7 +65,10 @@ async fn the_builders_connect_timeout_is_60_seconds_too() {
 
 /// A server on loopback whose connection (with `quiet` settings: no
 /// timers of its own) is handed out.
-async fn quiet_server() -> (String, tokio::task::JoinHandle<tether_tokio::WebSocketStream<TcpStream>>) {
+async fn quiet_server() -> (
+    String,
+    tokio::task::JoinHandle<tether_tokio::WebSocketStream<TcpStream>>,
+) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}/", listener.local_addr().unwrap());
     let task = tokio::spawn(async move {
@@ -177,7 +180,10 @@ async fn addresses_are_tried_in_order_each_with_its_share_of_the_deadline() {
     let deadline = Some(Instant::now().into_std() + Duration::from_secs(3));
     let result = tether_driver::connect_addrs::<Tokio>("test", &[refused, hole], true, deadline).await;
     let waited = started.elapsed();
-    assert!(matches!(&result, Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut), "{result:?}");
+    assert!(
+        matches!(&result, Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut),
+        "{result:?}"
+    );
     assert!(
         waited >= Duration::from_secs(3) && waited < Duration::from_millis(3100),
         "{waited:?}"

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{echo_server, quiet, TEST_TIMEOUT};
+use common::{echo_server, quiet, CountingWrites, TEST_TIMEOUT};
 use futures_util::{SinkExt, StreamExt};
 use tether_tokio::{
     ClientBuilder, ClientRequest, CloseCode, Error, Message, Received, Server, WebSocketConfig, WebSocketStream,
@@ -610,47 +610,6 @@ async fn receiving_stops_while_pongs_pile_up() {
     })
     .await
     .unwrap();
-}
-
-/// A transport that counts the writes made to it.
-struct CountingWrites {
-    inner: DuplexStream,
-    writes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl tokio::io::AsyncRead for CountingWrites {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for CountingWrites {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }
 
 #[tokio::test]

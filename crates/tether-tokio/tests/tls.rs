@@ -96,8 +96,14 @@ async fn name_mismatch_is_a_tls_error() {
     .unwrap();
 }
 
+/// One client configuration serves many builders: the builder holds a
+/// reference, not a copy.
 #[test]
 fn client_config_can_be_shared() {
     let config = tls::client_config(RootCertStore::empty()).unwrap();
-    let _builder = ClientBuilder::new("wss://localhost/").tls_config(Arc::clone(&config));
+    let first = ClientBuilder::new("wss://localhost/").tls_config(Arc::clone(&config));
+    let second = ClientBuilder::new("wss://localhost/").tls_config(Arc::clone(&config));
+    assert_eq!(Arc::strong_count(&config), 3);
+    drop((first, second));
+    assert_eq!(Arc::strong_count(&config), 1);
 }
