@@ -241,16 +241,17 @@ impl<S, R: Runtime> Driver<S, R> {
         }
     }
 
+    /// Why the send side cannot go on after a write failed or the output
+    /// was given up: a timeout that ended the connection (the send side
+    /// polls the timer too, so a sender may be the first to see it) is
+    /// reported as that timeout; otherwise the I/O error.
     fn write_failure(&self) -> Option<Error> {
         let (kind, msg) = self.write_error.as_deref()?;
-        if matches!(
-            self.conn.closed(),
-            Some(Closed {
-                cause: CloseCause::SendTimeout,
-                ..
-            })
-        ) {
-            return Some(Error::SendTimeout);
+        match self.conn.closed().map(|c| &c.cause) {
+            Some(CloseCause::SendTimeout) => return Some(Error::SendTimeout),
+            Some(CloseCause::IdleTimeout) if self.conn.output_abandoned() => return Some(Error::IdleTimeout),
+            Some(CloseCause::CloseTimeout) if self.conn.output_abandoned() => return Some(Error::CloseTimeout),
+            _ => {}
         }
         Some(Error::Io(io::Error::new(*kind, msg.clone())))
     }

@@ -45,6 +45,12 @@ use tokio::time::{sleep, timeout};
 #[global_allocator]
 static ALLOC: alloc::Counting = alloc::Counting;
 
+/// How late a timer may fire, or how long a round trip may take, on a
+/// loaded machine (CI runs on 2 shared cores) before a test calls it a
+/// failure. Which timer fired is proved by what it sends, not by timing;
+/// this bound only catches one that never fires.
+const LATE: Duration = Duration::from_secs(10);
+
 static GATE: RwLock<()> = RwLock::new(());
 
 /// Whether a case may run beside others.
@@ -188,11 +194,11 @@ async fn garbage_instead_of_a_handshake(adapter: Adapter) {
     server.handshake.max_header_bytes = 4 * KIB;
     let server = TestServer::start(adapter, server).await;
     // Lines of garbage: refused as soon as a line ends.
-    let started = Instant::now();
     let (response, error) = rejected(&server, b"\x00\x01\x02 \xff\xfe garbage \x7f\r\n\r\n").await;
     assert_eq!(response.status, 400);
+    // A 400, not the timeout's 408: refused at the line end, without
+    // waiting (no race against the 300 ms timer to assert it).
     assert!(matches!(error, HandshakeError::InvalidHttp(_)), "{error:?}");
-    assert!(started.elapsed() < Duration::from_millis(300));
     // Binary garbage without a line end (a TLS ClientHello on a plain
     // port): nothing to parse, so it is bounded by the handshake
     // timeout...
@@ -298,7 +304,8 @@ async fn slowloris_request_line_times_out_with_408(adapter: Adapter) {
     let mut attacker = Attacker::connect(server.addr).await;
     let peer = attacker.peer();
     let request = Req::websocket().bytes();
-    // One byte every 25 ms: the whole request would take seconds.
+    // One byte every 50 ms: the whole request would take over 7 s, far
+    // beyond the 400 ms timeout even on a loaded machine.
     let (mut read, mut write) = attacker.tcp.split();
     let trickle = async {
         let mut sent = 0;
@@ -307,7 +314,7 @@ async fn slowloris_request_line_times_out_with_408(adapter: Adapter) {
                 break;
             }
             sent += 1;
-            sleep(Duration::from_millis(25)).await;
+            sleep(Duration::from_millis(50)).await;
         }
         sent
     };
@@ -321,7 +328,12 @@ async fn slowloris_request_line_times_out_with_408(adapter: Adapter) {
     let elapsed = started.elapsed();
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
-    assert!(elapsed >= timeout_after && elapsed < timeout_after * 4, "{elapsed:?}");
+    // Not before the timeout; the 408 before the request was whole (above)
+    // proves it was the timeout and not the end of the request.
+    assert!(
+        elapsed >= timeout_after && elapsed < timeout_after + LATE,
+        "{elapsed:?}"
+    );
     let error = server.outcome(peer).await.rejected();
     assert!(matches!(error, Error::Handshake(HandshakeError::Timeout)), "{error:?}");
     server.check_healthy().await;
@@ -849,7 +861,7 @@ async fn silent_peer_hits_the_idle_timeout(adapter: Adapter) {
     assert_eq!(close.payload, close_payload(1011, b"idle timeout"));
     attacker.expect_eof().await;
     assert!(pings >= 1);
-    assert!(elapsed >= idle && elapsed < idle * 4, "{elapsed:?}");
+    assert!(elapsed >= idle && elapsed < idle + LATE, "{elapsed:?}");
     let ended = server.outcome(attacker.peer()).await.ended();
     assert!(matches!(ended.end, Some(Error::IdleTimeout)), "{ended:?}");
     let closed = ended.closed.unwrap();
@@ -888,13 +900,16 @@ async fn peer_that_never_answers_a_close_hits_the_close_timeout(adapter: Adapter
         assert_eq!(attacker.close_frame().await, (1000, "server closing".to_owned()));
         if keep_talking {
             let talk = frame(FIN | TEXT, b"la la la");
-            while attacker.send(&talk).await.is_ok() && started.elapsed() < close_timeout * 4 {
+            while attacker.send(&talk).await.is_ok() && started.elapsed() < close_timeout + LATE {
                 sleep(Duration::from_millis(20)).await;
             }
         }
         attacker.expect_eof().await;
         let elapsed = started.elapsed();
-        assert!(elapsed >= close_timeout && elapsed < close_timeout * 4, "{elapsed:?}");
+        assert!(
+            elapsed >= close_timeout && elapsed < close_timeout + LATE,
+            "{elapsed:?}"
+        );
         let ended = server.outcome(attacker.peer()).await.ended();
         assert!(matches!(ended.end, Some(Error::CloseTimeout)), "{ended:?}");
         let closed = ended.closed.unwrap();
@@ -925,7 +940,7 @@ async fn peer_that_neither_reads_nor_answers_a_close_hits_the_close_timeout(adap
     );
     assert!(matches!(ended.end, Some(Error::CloseTimeout)), "{ended:?}");
     assert!(
-        ended.took >= close_timeout && ended.took < close_timeout * 4,
+        ended.took >= close_timeout && ended.took < close_timeout + LATE,
         "{ended:?}"
     );
     // The transport was closed: what was sent ends.
@@ -941,18 +956,19 @@ async fn vanished_peer_that_stopped_reading_hits_the_idle_timeout(adapter: Adapt
     server.config.write_buffer_limit = 64 * KIB;
     let server = TestServer::start(adapter, server).await;
     // A peer that is gone stops acknowledging too: the server's output
-    // backs up. Then the server receives, and the idle timeout is due.
+    // backs up. The idle timeout ends the connection: seen by the blocked
+    // send itself (the send side runs the timers too), or by the receive
+    // that follows when the sends gave up first.
     let request = Req::websocket().path(path::FILL_THEN_RECV);
     let (mut attacker, _) = Attacker::open_with(server.addr, request).await;
     let ended = server.outcome(attacker.peer()).await.ended();
-    assert!(ended.stalled, "{ended:?}");
     assert!(
         !ended.hung,
         "recv() had not returned {HANG_LIMIT:?} after it started, with an idle timeout of {idle:?} \
          (already due): {ended:?}"
     );
     assert!(matches!(ended.end, Some(Error::IdleTimeout)), "{ended:?}");
-    assert!(ended.took < idle * 4, "{ended:?}");
+    assert!(ended.took < idle + LATE, "{ended:?}");
     let drained = timeout(Duration::from_secs(5), attacker.drain()).await;
     assert!(drained.is_ok(), "the server did not close the transport");
     server.check_healthy().await;
@@ -1058,11 +1074,12 @@ async fn huge_announced_lengths_cost_no_memory(adapter: Adapter) {
     let mut bytes = header(FIN | BINARY, Len::Long(default_max_frame), Some(attack::MASK));
     bytes.extend(attack::mask(&[1u8; 1000], attack::MASK));
     attacker.send(&bytes).await.unwrap();
-    sleep(Duration::from_millis(200)).await;
-    let peak = measure.peak();
     let peer = attacker.peer();
     drop(attacker);
+    // The server's end means it has read and handled everything sent: the
+    // peak since the start covers it (no sleep hoping it is done).
     let ended = server.outcome(peer).await.ended();
+    let peak = measure.peak();
     assert!(matches!(ended.end, Some(Error::AbnormalClosure)), "{ended:?}");
     println!(
         "{adapter:?} server: announced lengths of 2^63, 2^64-1, 2^63-1, 2^40 and {}: peak allocation growth {}",
@@ -1327,7 +1344,10 @@ async fn many_attacks_at_once_leave_a_healthy_client_unaffected(adapter: Adapter
     let ended = server.outcome(peer).await.ended();
     assert!(ended.end.is_none(), "{ended:?}");
     assert_eq!(ended.received, sizes);
-    assert!(slowest < Duration::from_secs(2), "{slowest:?}");
+    // Unaffected: no round trip waited for the attacks (120 handshake
+    // timeouts of 500 ms served one after another would take a minute).
+    // The bound is wide for a loaded machine; the figure is printed above.
+    assert!(slowest < LATE, "{slowest:?}");
     server.check_healthy().await;
 }
 
