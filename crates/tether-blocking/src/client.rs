@@ -134,6 +134,13 @@ impl ClientBuilder {
         Self(self.0.tls_config(config))
     }
 
+    /// TLS settings: extra or own roots from PEM, a client certificate,
+    /// ALPN (see [`TlsClient`](crate::tls::TlsClient)).
+    #[cfg(feature = "tls")]
+    pub fn tls(self, settings: crate::tls::TlsClient) -> Self {
+        Self(self.0.tls(settings))
+    }
+
     /// Resolves the host, connects to each resolved address in turn (each
     /// with its share of the connect timeout, `TcpStream::connect_timeout`)
     /// until one answers, runs TLS for `wss://`, then the opening

@@ -204,6 +204,13 @@ impl<R: Runtime> ClientBuilder<R> {
         self.tls_roots(crate::tls::TlsRoots::Custom(config))
     }
 
+    /// TLS settings: extra or own roots from PEM, a client certificate,
+    /// ALPN (see [`TlsClient`](crate::tls::TlsClient)).
+    #[cfg(feature = "tls")]
+    pub fn tls(self, settings: crate::tls::TlsClient) -> Self {
+        self.tls_roots(crate::tls::TlsRoots::Settings(Box::new(settings)))
+    }
+
     /// Resolves the host, connects to each resolved address in turn until
     /// one answers, runs TLS for `wss://`, then the opening handshake, all
     /// within the connect timeout.

@@ -30,6 +30,10 @@ pub enum Error {
     /// The host name of a `wss://` URI is not a valid TLS server name.
     #[cfg(feature = "tls")]
     InvalidServerName(String),
+    /// A certificate, key or root given for TLS could not be used (bad
+    /// PEM, no certificate in it).
+    #[cfg(feature = "tls")]
+    TlsConfig(String),
     /// The client's connect timeout passed before the connection was open
     /// (it covers DNS, TCP, TLS and the opening handshake).
     ConnectTimeout,
@@ -149,8 +153,8 @@ pub enum ErrorKind {
     /// application's 4000-4999...).
     ClosedByPeer(CloseCode),
     /// A command was refused before anything was sent (a control payload
-    /// over 125 bytes, an invalid close code, fragments out of order), or
-    /// the URI is not valid.
+    /// over 125 bytes, an invalid close code, fragments out of order), the
+    /// URI is not valid, or a certificate or key given for TLS is not.
     InvalidInput,
     /// Another I/O error of the transport.
     Io,
@@ -166,6 +170,8 @@ impl Error {
             Self::Tls(e) => tls_kind(e),
             #[cfg(feature = "tls")]
             Self::InvalidServerName(_) => ErrorKind::Tls,
+            #[cfg(feature = "tls")]
+            Self::TlsConfig(_) => ErrorKind::InvalidInput,
             Self::ConnectTimeout => ErrorKind::ConnectTimeout,
             Self::Handshake(e) => handshake_kind(e),
             Self::NotWebSocket(_) => ErrorKind::NotWebSocket,
@@ -286,6 +292,8 @@ impl fmt::Display for Error {
             Self::Tls(e) => write!(f, "TLS error: {e}"),
             #[cfg(feature = "tls")]
             Self::InvalidServerName(name) => write!(f, "{name:?} is not a valid TLS server name"),
+            #[cfg(feature = "tls")]
+            Self::TlsConfig(detail) => write!(f, "TLS settings: {detail}"),
             Self::ConnectTimeout => f.write_str("connect timeout: the connection did not open in time"),
             Self::Handshake(e) => write!(f, "opening handshake failed: {e}"),
             Self::NotWebSocket(status) => {

@@ -196,6 +196,9 @@ pub struct ClientSettings {
     /// The TLS configuration for `wss://` (default: the builder's, with the
     /// platform's roots).
     pub tls_config: Option<Arc<ClientConfig>>,
+    /// TLS settings through the builder's `tls` (roots from PEM, a client
+    /// certificate, ALPN...).
+    pub tls: Option<tether_driver::tls::TlsClient>,
 }
 
 /// Connects `adapter`'s client to `url`, returning the error instead of

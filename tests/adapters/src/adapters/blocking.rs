@@ -136,6 +136,9 @@ pub fn try_connect(url: &str, settings: ClientSettings) -> Result<Box<dyn Ws>, E
     if let Some(tls) = settings.tls_config {
         builder = builder.tls_config(tls);
     }
+    if let Some(tls) = settings.tls {
+        builder = builder.tls(tls);
+    }
     Ok(Box::new(builder.connect()?))
 }
 

@@ -111,6 +111,9 @@ pub fn try_connect(exec: Exec, url: &str, settings: ClientSettings) -> Result<Bo
     if let Some(tls) = settings.tls_config {
         builder = builder.tls_config(tls);
     }
+    if let Some(tls) = settings.tls {
+        builder = builder.tls(tls);
+    }
     let ws = exec.block_on(builder.connect())?;
     Ok(Box::new(AsyncWs { ws, executor: exec }))
 }

@@ -90,6 +90,9 @@ pub fn try_connect(url: &str, settings: ClientSettings) -> Result<Box<dyn Ws>, t
     if let Some(tls) = settings.tls_config {
         builder = builder.tls_config(tls);
     }
+    if let Some(tls) = settings.tls {
+        builder = builder.tls(tls);
+    }
     let ws = executor.block_on(builder.connect())?;
     Ok(Box::new(AsyncWs { ws, executor }))
 }
