@@ -1,7 +1,8 @@
 //! TLS controls on every adapter's client, against TLS servers configured
 //! in the test with certificates made by rcgen: a private CA trusted from
 //! PEM, client certificates required (presented, missing, from another
-//! CA), the loudly named opt-in that accepts any certificate, and ALPN.
+//! CA), the loudly named opt-in that accepts any certificate, ALPN, and the
+//! host name sent as SNI.
 #![allow(clippy::unwrap_used)]
 
 use std::net::{SocketAddr, TcpListener};
@@ -51,8 +52,12 @@ impl Ca {
 }
 
 /// What the server saw of one connection: the client's certificate chain
-/// length and the ALPN protocol agreed, or the TLS error.
-type Seen = Result<(usize, Option<Vec<u8>>), String>;
+/// length, the ALPN protocol agreed and the SNI name, or the TLS error.
+type Seen = Result<(usize, Option<Vec<u8>>, Option<String>), String>;
+
+fn localhost() -> Option<String> {
+    Some("localhost".to_owned())
+}
 
 /// A TLS echo server (tether-blocking over rustls) with `config`: answers
 /// one message per connection, then closes. Reports what it saw.
@@ -75,7 +80,8 @@ fn tls_echo_server(config: Arc<ServerConfig>) -> (SocketAddr, mpsc::Receiver<See
                 }
                 let certs = tls.conn.peer_certificates().map_or(0, <[_]>::len);
                 let alpn = tls.conn.alpn_protocol().map(<[u8]>::to_vec);
-                let _ = tx.send(Ok((certs, alpn)));
+                let sni = tls.conn.server_name().map(str::to_owned);
+                let _ = tx.send(Ok((certs, alpn, sni)));
                 let Ok(mut ws) = tether_blocking::accept(tls) else {
                     return;
                 };
@@ -127,7 +133,7 @@ fn private_ca_trusted_from_pem(adapter: Adapter) {
         &url(addr),
         TlsClient::new().only_roots_pem(ca.pem().as_bytes()).unwrap(),
     );
-    assert_eq!(seen.recv_timeout(STEP_TIMEOUT).unwrap(), Ok((0, None)));
+    assert_eq!(seen.recv_timeout(STEP_TIMEOUT).unwrap(), Ok((0, None, localhost())));
     // Without it: untrusted.
     let error = try_connect(adapter, &url(addr), settings(TlsClient::new()))
         .err()
@@ -153,7 +159,7 @@ fn client_certificates_required(adapter: Adapter) {
         .client_certificate_pem(client_chain.as_bytes(), client_key.as_bytes())
         .unwrap();
     echo_once(adapter, &url(addr), tls);
-    assert_eq!(seen.recv_timeout(STEP_TIMEOUT).unwrap(), Ok((2, None)));
+    assert_eq!(seen.recv_timeout(STEP_TIMEOUT).unwrap(), Ok((2, None, localhost())));
 
     // Missing: the server refuses the handshake.
     let error = try_connect(adapter, &url(addr), settings(trusting())).err().unwrap();
@@ -201,7 +207,7 @@ fn alpn_is_offered_and_agreed(adapter: Adapter) {
     echo_once(adapter, &url(addr), tls);
     assert_eq!(
         seen.recv_timeout(STEP_TIMEOUT).unwrap(),
-        Ok((0, Some(b"http/1.1".to_vec())))
+        Ok((0, Some(b"http/1.1".to_vec()), localhost()))
     );
 }
 
