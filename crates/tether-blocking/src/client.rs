@@ -134,6 +134,17 @@ impl ClientBuilder {
         Self(self.0.tls_config(config))
     }
 
+    /// How many redirects to follow (default 10; 0 follows none). See
+    /// the driver's `ClientBuilder::max_redirects`.
+    pub fn max_redirects(self, max: usize) -> Self {
+        Self(self.0.max_redirects(max))
+    }
+
+    /// Follows a redirect from `wss://` to `ws://` (default: refused).
+    pub fn allow_insecure_redirects(self, allow: bool) -> Self {
+        Self(self.0.allow_insecure_redirects(allow))
+    }
+
     /// TLS settings: extra or own roots from PEM, a client certificate,
     /// ALPN (see [`TlsClient`](crate::tls::TlsClient)).
     #[cfg(feature = "tls")]

@@ -154,7 +154,8 @@ pub use websocket::{MessageReader, Messages, WebSocket};
 pub use tether_driver::{tether_proto, Accept, ClientRequest, HandshakeConfig, HandshakeError, Request};
 pub use tether_driver::{
     Error, ErrorKind, HttpResponse, Received, WebSocketConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_PING_INTERVAL, DEFAULT_READ_BUFFER_SIZE, DEFAULT_SEND_TIMEOUT, DEFAULT_WRITE_BUFFER_LIMIT,
+    DEFAULT_MAX_REDIRECTS, DEFAULT_PING_INTERVAL, DEFAULT_READ_BUFFER_SIZE, DEFAULT_SEND_TIMEOUT,
+    DEFAULT_WRITE_BUFFER_LIMIT,
 };
 #[cfg(feature = "deflate")]
 pub use tether_proto::deflate::DeflateConfig;

@@ -44,10 +44,15 @@ pub struct ClientBuilder<R> {
     config: WebSocketConfig,
     connect_timeout: Option<Duration>,
     nodelay: bool,
+    max_redirects: usize,
+    insecure_redirects: bool,
     #[cfg(feature = "tls")]
     roots: crate::tls::TlsRoots,
     runtime: PhantomData<fn() -> R>,
 }
+
+/// Default [`ClientBuilder::max_redirects`]: 10.
+pub const DEFAULT_MAX_REDIRECTS: usize = 10;
 
 impl<R> std::fmt::Debug for ClientBuilder<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -56,6 +61,8 @@ impl<R> std::fmt::Debug for ClientBuilder<R> {
             .field("config", &self.config)
             .field("connect_timeout", &self.connect_timeout)
             .field("nodelay", &self.nodelay)
+            .field("max_redirects", &self.max_redirects)
+            .field("insecure_redirects", &self.insecure_redirects)
             .finish_non_exhaustive()
     }
 }
@@ -67,6 +74,8 @@ impl<R> Clone for ClientBuilder<R> {
             config: self.config.clone(),
             connect_timeout: self.connect_timeout,
             nodelay: self.nodelay,
+            max_redirects: self.max_redirects,
+            insecure_redirects: self.insecure_redirects,
             #[cfg(feature = "tls")]
             roots: self.roots.clone(),
             runtime: PhantomData,
@@ -92,6 +101,8 @@ impl<R: Runtime> ClientBuilder<R> {
             config: WebSocketConfig::default(),
             connect_timeout: Some(DEFAULT_CONNECT_TIMEOUT),
             nodelay: true,
+            max_redirects: DEFAULT_MAX_REDIRECTS,
+            insecure_redirects: false,
             #[cfg(feature = "tls")]
             roots: crate::tls::TlsRoots::default(),
             runtime: PhantomData,
@@ -128,6 +139,23 @@ impl<R: Runtime> ClientBuilder<R> {
     #[cfg(feature = "deflate")]
     pub fn permessage_deflate(self, config: tether_proto::deflate::DeflateConfig) -> Self {
         self.map_request(|r| r.permessage_deflate(config))
+    }
+
+    /// How many redirects (301, 302, 303, 307, 308 with a `Location`) to
+    /// follow before giving up with the last one's
+    /// [`HandshakeError::Rejected`]; 0 follows none. Default 10. Every hop
+    /// shares the connect timeout; see [`ClientRequest::redirect`] for how
+    /// a location is resolved and which headers follow.
+    pub fn max_redirects(mut self, max: usize) -> Self {
+        self.max_redirects = max;
+        self
+    }
+
+    /// Follows a redirect from `wss://` to `ws://` (default: refused with
+    /// [`Error::RedirectRefused`]: the connection would lose its TLS).
+    pub fn allow_insecure_redirects(mut self, allow: bool) -> Self {
+        self.insecure_redirects = allow;
+        self
     }
 
     /// All connection settings at once.
@@ -220,10 +248,7 @@ impl<R: Runtime> ClientBuilder<R> {
     {
         let request = self.request.clone()?;
         let deadline = self.connect_timeout.map(|t| R::now() + t);
-        let open = async {
-            let stream = self.open(&request, deadline).await?;
-            handshake::<R::Stream, R>(stream, request, &self.config, deadline).await
-        };
+        let open = self.follow_redirects(request, deadline);
         // The core's handshake timer ends the handshake at the deadline; the
         // runtime's timer ends the steps before it (DNS, TCP, TLS). Either
         // way it is the connect timeout that passed.
@@ -249,6 +274,52 @@ impl<R: Runtime> ClientBuilder<R> {
         let request = self.request?;
         let deadline = self.connect_timeout.map(|t| R::now() + t);
         handshake::<S, R>(stream, request, &self.config, deadline).await
+    }
+
+    /// Opens the connection for `request`, following redirects as the
+    /// builder allows.
+    async fn follow_redirects(
+        &self,
+        mut request: ClientRequest,
+        deadline: Option<Instant>,
+    ) -> Result<WebSocketStream<R::Stream, R>, Error>
+    where
+        R: Connect + RuntimeIo<<R as Connect>::Stream>,
+    {
+        let mut hops = 0;
+        loop {
+            let stream = self.open(&request, deadline).await?;
+            let error = match handshake::<R::Stream, R>(stream, request.clone(), &self.config, deadline).await {
+                Err(Error::Handshake(error)) => error,
+                other => return other,
+            };
+            let status = match &error {
+                HandshakeError::Rejected { status, .. } => Some(*status),
+                _ => None,
+            };
+            let redirect = status.is_some_and(|s| matches!(s.as_u16(), 301 | 302 | 303 | 307 | 308));
+            let (Some(status), true, Some(location)) = (status, redirect, error.location()) else {
+                return Err(Error::Handshake(error));
+            };
+            if hops == self.max_redirects {
+                return Err(Error::Handshake(error));
+            }
+            let next = request.redirect(location).map_err(|_| Error::RedirectRefused {
+                status,
+                location: location.to_owned(),
+                reason: "not a ws, wss, http or https URL",
+            })?;
+            if request.is_secure() && !next.is_secure() && !self.insecure_redirects {
+                return Err(Error::RedirectRefused {
+                    status,
+                    location: location.to_owned(),
+                    reason: "from wss:// to ws:// (allow_insecure_redirects)",
+                });
+            }
+            tracing::debug!(%status, location, "following a redirect");
+            hops += 1;
+            request = next;
+        }
     }
 
     /// TCP to the first resolved address that answers, then TLS for `wss://`.

@@ -41,6 +41,17 @@ pub enum Error {
     /// [`HandshakeError::Rejected`] with its status, headers and body;
     /// [`HandshakeError::status`] is what a server answered for the others.
     Handshake(HandshakeError),
+    /// A redirect was not followed: it pointed to something other than a
+    /// WebSocket URL, or from `wss://` down to `ws://` (see
+    /// `ClientBuilder::allow_insecure_redirects`).
+    RedirectRefused {
+        /// The redirect's status.
+        status: http::StatusCode,
+        /// Where it pointed.
+        location: String,
+        /// Why it was not followed.
+        reason: &'static str,
+    },
     /// The server application answered the request with a plain HTTP
     /// response (a page, a 404...) instead of accepting a WebSocket; the
     /// response was sent and the transport closed.
@@ -175,6 +186,7 @@ impl Error {
             Self::ConnectTimeout => ErrorKind::ConnectTimeout,
             Self::Handshake(e) => handshake_kind(e),
             Self::NotWebSocket(_) => ErrorKind::NotWebSocket,
+            Self::RedirectRefused { status, .. } => ErrorKind::Rejected(*status),
             Self::Protocol(ProtocolError::FrameTooLarge { .. } | ProtocolError::MessageTooLarge { .. }) => {
                 ErrorKind::MessageTooBig
             }
@@ -296,6 +308,11 @@ impl fmt::Display for Error {
             Self::TlsConfig(detail) => write!(f, "TLS settings: {detail}"),
             Self::ConnectTimeout => f.write_str("connect timeout: the connection did not open in time"),
             Self::Handshake(e) => write!(f, "opening handshake failed: {e}"),
+            Self::RedirectRefused {
+                status,
+                location,
+                reason,
+            } => write!(f, "redirect {status} to {location:?} not followed: {reason}"),
             Self::NotWebSocket(status) => {
                 write!(f, "the request was answered with HTTP status {status}, not a WebSocket")
             }

@@ -66,7 +66,7 @@ pub mod tls;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub use client::{connect_addrs, ClientBuilder, DEFAULT_CONNECT_TIMEOUT};
+pub use client::{connect_addrs, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_REDIRECTS};
 pub use driver::{Driver, Incoming, Side};
 pub use error::{Error, ErrorKind};
 pub use random::OsRandom;

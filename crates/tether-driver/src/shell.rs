@@ -24,8 +24,8 @@ macro_rules! async_shell_api {
         };
         pub use $crate::{
             Accept, ClientRequest, Error, ErrorKind, HandshakeConfig, HandshakeError, HttpResponse, Received, Request,
-            WebSocketConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_PING_INTERVAL,
-            DEFAULT_READ_BUFFER_SIZE, DEFAULT_SEND_TIMEOUT, DEFAULT_WRITE_BUFFER_LIMIT,
+            WebSocketConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_REDIRECTS,
+            DEFAULT_PING_INTERVAL, DEFAULT_READ_BUFFER_SIZE, DEFAULT_SEND_TIMEOUT, DEFAULT_WRITE_BUFFER_LIMIT,
         };
 
         /// An open WebSocket connection on a transport `S` of this runtime:

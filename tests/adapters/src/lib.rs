@@ -199,6 +199,12 @@ pub struct ClientSettings {
     /// TLS settings through the builder's `tls` (roots from PEM, a client
     /// certificate, ALPN...).
     pub tls: Option<tether_driver::tls::TlsClient>,
+    /// Headers of the opening handshake.
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// `max_redirects` (default: the builder's).
+    pub max_redirects: Option<usize>,
+    /// `allow_insecure_redirects`.
+    pub allow_insecure_redirects: bool,
 }
 
 /// Connects `adapter`'s client to `url`, returning the error instead of

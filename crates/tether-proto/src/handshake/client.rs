@@ -300,6 +300,54 @@ impl ClientRequest {
         self.port
     }
 
+    /// The request to send after a redirect (301, 302, 303, 307, 308) to
+    /// `location`: an absolute `ws`, `wss`, `http` or `https` URL (`http`
+    /// and `https` become `ws` and `wss`), a scheme-relative `//host/path`,
+    /// an absolute path or a relative one, resolved against this request's
+    /// URI (RFC 3986 section 5.2, without dot segments). Origin,
+    /// subprotocols, extension offers and headers are kept, except that
+    /// `Authorization` and `Cookie` are dropped when the host changes: the
+    /// credentials were meant for this host only.
+    ///
+    /// Whether to follow at all (how many hops, `wss` to `ws`) is the
+    /// caller's policy.
+    pub fn redirect(&self, location: &str) -> Result<Self, HandshakeError> {
+        let location = location.trim();
+        let lower = location.to_ascii_lowercase();
+        let scheme = if self.secure { "wss" } else { "ws" };
+        let authority = self.uri.authority().map_or("", |a| a.as_str());
+        let absolute = if let Some(rest) = strip_scheme(location, &lower, &["ws://", "http://"]) {
+            format!("ws://{rest}")
+        } else if let Some(rest) = strip_scheme(location, &lower, &["wss://", "https://"]) {
+            format!("wss://{rest}")
+        } else if let Some(rest) = location.strip_prefix("//") {
+            format!("{scheme}://{rest}")
+        } else if location.starts_with('/') {
+            format!("{scheme}://{authority}{location}")
+        } else if location.contains("://") {
+            return Err(HandshakeError::InvalidUri(
+                "a redirect to a scheme other than ws, wss, http or https",
+            ));
+        } else {
+            // Relative to the directory of the current path.
+            let path = self.uri.path();
+            let dir = &path[..path.rfind('/').map_or(0, |i| i + 1)];
+            let dir = if dir.is_empty() { "/" } else { dir };
+            format!("{scheme}://{authority}{dir}{location}")
+        };
+        let mut next = Self::new(&absolute)?;
+        next.origin.clone_from(&self.origin);
+        next.protocols.clone_from(&self.protocols);
+        next.extensions.clone_from(&self.extensions);
+        next.deflate.clone_from(&self.deflate);
+        next.headers = self.headers.clone();
+        if !next.host.eq_ignore_ascii_case(&self.host) {
+            next.headers.remove(http::header::AUTHORIZATION);
+            next.headers.remove(http::header::COOKIE);
+        }
+        Ok(next)
+    }
+
     /// Checks the parts the builder methods took without checking.
     fn validate(&self) -> Result<(), HandshakeError> {
         let invalid = |reason: String| Err(HandshakeError::InvalidRequest(reason));
@@ -822,6 +870,15 @@ impl Chunked {
             Self::Data { remaining: size }
         }
     }
+}
+
+/// `location` after the first of `schemes` it starts with (compared
+/// without case on `lower`, its lowercase copy).
+fn strip_scheme<'a>(location: &'a str, lower: &str, schemes: &[&str]) -> Option<&'a str> {
+    schemes
+        .iter()
+        .find(|scheme| lower.starts_with(*scheme))
+        .map(|scheme| &location[scheme.len()..])
 }
 
 #[cfg(test)]
@@ -1387,5 +1444,59 @@ mod tests {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod redirect_tests {
+    use super::*;
+
+    fn request() -> ClientRequest {
+        ClientRequest::new("wss://a.example:8443/chat/room?x=1")
+            .unwrap()
+            .origin("https://a.example")
+            .protocols(["v1"])
+            .header(http::header::AUTHORIZATION, HeaderValue::from_static("Bearer t"))
+            .header(http::header::COOKIE, HeaderValue::from_static("s=1"))
+            .header(HeaderName::from_static("x-trace"), HeaderValue::from_static("7"))
+    }
+
+    #[test]
+    fn locations_resolve_against_the_request() {
+        let r = request();
+        let cases = [
+            ("wss://b.example/x", "wss://b.example/x"),
+            ("https://b.example/x", "wss://b.example/x"),
+            ("HTTP://b.example:81/x", "ws://b.example:81/x"),
+            ("ws://b.example/x", "ws://b.example/x"),
+            ("//b.example/y", "wss://b.example/y"),
+            ("/other?q=2", "wss://a.example:8443/other?q=2"),
+            ("lobby", "wss://a.example:8443/chat/lobby"),
+        ];
+        for (location, expected) in cases {
+            let next = r.redirect(location).unwrap();
+            assert_eq!(next.uri().to_string(), expected, "{location}");
+        }
+    }
+
+    #[test]
+    fn everything_but_credentials_follows_to_another_host() {
+        let r = request();
+        let same = r.redirect("/elsewhere").unwrap();
+        assert_eq!(same.headers.get(http::header::AUTHORIZATION).unwrap(), "Bearer t");
+        assert_eq!(same.headers.get(http::header::COOKIE).unwrap(), "s=1");
+        let other = r.redirect("wss://b.example/").unwrap();
+        assert!(other.headers.get(http::header::AUTHORIZATION).is_none());
+        assert!(other.headers.get(http::header::COOKIE).is_none());
+        assert_eq!(other.headers.get("x-trace").unwrap(), "7");
+        assert_eq!(other.origin.as_deref(), Some("https://a.example"));
+        assert_eq!(other.protocols, ["v1"]);
+    }
+
+    #[test]
+    fn other_schemes_are_refused() {
+        assert!(request().redirect("ftp://b.example/").is_err());
+        assert!(request().redirect("javascript://x").is_err());
     }
 }

@@ -139,6 +139,13 @@ pub fn try_connect(url: &str, settings: ClientSettings) -> Result<Box<dyn Ws>, E
     if let Some(tls) = settings.tls {
         builder = builder.tls(tls);
     }
+    for (name, value) in settings.headers {
+        builder = builder.header(name, value);
+    }
+    if let Some(max) = settings.max_redirects {
+        builder = builder.max_redirects(max);
+    }
+    builder = builder.allow_insecure_redirects(settings.allow_insecure_redirects);
     Ok(Box::new(builder.connect()?))
 }
 

@@ -114,6 +114,13 @@ pub fn try_connect(exec: Exec, url: &str, settings: ClientSettings) -> Result<Bo
     if let Some(tls) = settings.tls {
         builder = builder.tls(tls);
     }
+    for (name, value) in settings.headers {
+        builder = builder.header(name, value);
+    }
+    if let Some(max) = settings.max_redirects {
+        builder = builder.max_redirects(max);
+    }
+    builder = builder.allow_insecure_redirects(settings.allow_insecure_redirects);
     let ws = exec.block_on(builder.connect())?;
     Ok(Box::new(AsyncWs { ws, executor: exec }))
 }
