@@ -5,7 +5,8 @@
 //! permessage-deflate negotiated by Chromium.
 //!
 //! The echo app is the `echo-app` example of tether-tokio, built here by
-//! cargo into this test's target directory and run on port 0.
+//! cargo into this test's target directory and run on port 0; its own
+//! routes are tested here too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
@@ -76,21 +77,8 @@ async fn build_echo_app() -> PathBuf {
 async fn chromium_uses_the_echo_app_page() {
     let chromium = chromium();
     let node = node();
-    let app = build_echo_app().await;
-
-    let mut command = Command::new(&app);
-    command.arg("127.0.0.1:0").env("RUST_LOG", "off");
-    let mut server = Process::spawn("echo app", command);
-    let line = server
-        .stderr_line("echo app on http://", STEP_TIMEOUT)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    // "echo app on http://127.0.0.1:PORT/ (WebSocket endpoint ...)"
-    let page = line.split_whitespace().nth(3).unwrap().to_owned();
-    assert!(
-        page.starts_with("http://127.0.0.1:"),
-        "unexpected page address in {line:?}"
-    );
+    let (mut server, addr) = start_echo_app().await;
+    let page = format!("http://{addr}/");
 
     let mut command = Command::new(node);
     command
@@ -134,5 +122,75 @@ async fn chromium_uses_the_echo_app_page() {
     assert!(
         closed.ends_with("closed (1000 \"bye\")"),
         "the echo app logged {closed:?}"
+    );
+}
+
+/// Starts the echo app on port 0 and returns it with its address.
+async fn start_echo_app() -> (Process, std::net::SocketAddr) {
+    let app = build_echo_app().await;
+    let mut command = Command::new(&app);
+    command.arg("127.0.0.1:0").env("RUST_LOG", "off");
+    let mut server = Process::spawn("echo app", command);
+    let line = server
+        .stderr_line("echo app on http://", STEP_TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let addr = line
+        .split_whitespace()
+        .nth(3)
+        .and_then(|url| url.strip_prefix("http://"))
+        .and_then(|url| url.strip_suffix('/'))
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected address in {line:?}"));
+    (server, addr)
+}
+
+/// One plain HTTP request; the response's status line, headers and body.
+async fn get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(STEP_TIMEOUT, tcp.read_to_end(&mut response))
+        .await
+        .expect("the echo app answered and closed")
+        .unwrap();
+    let response = String::from_utf8(response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    (head.to_owned(), body.to_owned())
+}
+
+/// The echo app's own routes, on the app itself (not the library): the page
+/// at `/`, the WebSocket endpoint at `/ws` (echoing text and binary), 400
+/// for a plain request to `/ws`, 404 elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_app_routes() {
+    use tether_tokio::{CloseCode, Message};
+    let (_server, addr) = start_echo_app().await;
+
+    let (head, body) = get(addr, "/").await;
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert!(head.to_ascii_lowercase().contains("content-type: text/html"), "{head}");
+    assert!(body.contains("<title>tether echo</title>") && body.contains("Communication Log"));
+
+    let (head, _) = get(addr, "/ws").await;
+    assert!(head.starts_with("HTTP/1.1 400 "), "a plain request to /ws: {head}");
+    let (head, _) = get(addr, "/nope").await;
+    assert!(head.starts_with("HTTP/1.1 404 "), "{head}");
+
+    let mut ws = tether_tokio::connect(&format!("ws://{addr}/ws")).await.unwrap();
+    for message in [
+        Message::Text("hello".into()),
+        Message::Binary(vec![0, 1, 2, 255].into()),
+    ] {
+        ws.send(message.clone()).await.unwrap();
+        assert_eq!(ws.recv().await.unwrap().unwrap(), message);
+    }
+    ws.close(CloseCode::NORMAL, "done").await.unwrap();
+    assert_eq!(
+        ws.close_info().unwrap().reason,
+        "done",
+        "the app echoes the close reason"
     );
 }
