@@ -114,6 +114,8 @@ fn exchange(pair: &mut Pair, messages: &[String]) {
 
 #[test]
 fn rfc7692_every_parameter_combination_both_directions() {
+    // Each combination of offer and server settings: the parameters both
+    // ends agreed on, then messages both ways.
     let bits = [9u8, 12, 15];
     for server_nct in [false, true] {
         for client_nct in [false, true] {
@@ -139,8 +141,38 @@ fn rfc7692_every_parameter_combination_both_directions() {
                         pair.server.conn.extensions().collect::<Vec<_>>(),
                         ["permessage-deflate"]
                     );
+                    // Both ends run on the same answer: the client's
+                    // requests honoured, each window the smaller of what the
+                    // client allows and the server wants.
+                    let agreed = pair.client.conn.deflate_params().unwrap();
+                    assert_eq!(pair.server.conn.deflate_params(), Some(agreed));
+                    assert_eq!(
+                        (
+                            agreed.server_no_context_takeover,
+                            agreed.client_no_context_takeover,
+                            agreed.server_max_window_bits,
+                            agreed.client_max_window_bits
+                        ),
+                        (
+                            server_nct,
+                            client_nct,
+                            server_bits.min(24 - server_bits),
+                            client_bits.min(24 - client_bits)
+                        ),
+                        "offer: server_nct {server_nct}, client_nct {client_nct}, \
+                         server bits {server_bits}, client bits {client_bits}"
+                    );
                     let messages: Vec<String> = (0..4).map(|i| text(3000 + i * 500, i)).collect();
                     exchange(&mut pair, &messages);
+                    // The core's counters: what one end sent, the other
+                    // received; compressed on the wire.
+                    let (client, server) = (pair.client.conn.stats(), pair.server.conn.stats());
+                    assert_eq!(client.messages_sent, 4);
+                    assert_eq!(server.messages_received, 4);
+                    assert_eq!(client.payload_bytes_sent, server.payload_bytes_received);
+                    assert_eq!(client.wire_bytes_sent, server.wire_bytes_received);
+                    assert_eq!(server.wire_bytes_sent, client.wire_bytes_received);
+                    assert!(client.wire_bytes_sent < client.payload_bytes_sent);
                 }
             }
         }

@@ -158,7 +158,7 @@ pub use tether_driver::{
     DEFAULT_WRITE_BUFFER_LIMIT,
 };
 #[cfg(feature = "deflate")]
-pub use tether_proto::deflate::DeflateConfig;
+pub use tether_proto::deflate::{DeflateConfig, DeflateParams};
 pub use tether_proto::{
     CloseCause, CloseCode, CloseReply, Closed, Config, DataKind, Message, ProtocolError, Role, SendOptions, State,
     Utf8Bytes,

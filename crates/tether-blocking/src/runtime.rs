@@ -322,6 +322,11 @@ impl<S: BlockingIo> tether_driver::TransportAddrs<Transport<S>> for Blocking {
     fn peer_addr(io: &Transport<S>) -> io::Result<SocketAddr> {
         io.io.peer_addr()
     }
+
+    #[cfg(feature = "tls")]
+    fn tls_info(io: &Transport<S>) -> Option<tether_driver::tls::TlsInfo> {
+        io.io.tls_info()
+    }
 }
 
 impl Connect for Blocking {

@@ -85,6 +85,58 @@ fn lock<S>(shared: &Shared<S>) -> MutexGuard<'_, Driver<Transport<S>, Blocking>>
     shared.driver.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// What both halves tell about the connection, read under the lock.
+macro_rules! connection_info {
+    ($half:ident) => {
+        impl<S: SplitIo> $half<S> {
+            /// What went through the connection so far, counted by the core.
+            pub fn stats(&self) -> tether_proto::Stats {
+                lock(&self.shared).conn().stats()
+            }
+
+            /// The subprotocol the handshake settled on.
+            pub fn subprotocol(&self) -> Option<String> {
+                lock(&self.shared).conn().subprotocol().map(str::to_owned)
+            }
+
+            /// The negotiated extensions with their agreed parameters.
+            pub fn negotiated_extensions(&self) -> Vec<tether_proto::handshake::ExtensionOffer> {
+                lock(&self.shared)
+                    .conn()
+                    .negotiated_extensions()
+                    .cloned()
+                    .collect()
+            }
+
+            /// The permessage-deflate parameters agreed, if it was negotiated.
+            #[cfg(feature = "deflate")]
+            pub fn deflate_params(&self) -> Option<tether_proto::deflate::DeflateParams> {
+                lock(&self.shared).conn().deflate_params()
+            }
+
+            /// The local address of the transport.
+            pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+                lock(&self.shared).io().get_ref().local_addr()
+            }
+
+            /// The peer's address.
+            pub fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
+                lock(&self.shared).io().get_ref().peer_addr()
+            }
+
+            /// For TLS: the peer's certificates, the TLS version, the ALPN
+            /// protocol.
+            #[cfg(feature = "tls")]
+            pub fn tls_info(&self) -> Option<tether_driver::tls::TlsInfo> {
+                lock(&self.shared).io().get_ref().tls_info()
+            }
+        }
+    };
+}
+
+connection_info!(Reader);
+connection_info!(Writer);
+
 impl<S: SplitIo> Reader<S> {
     /// The next whole message; `None` once the connection closed cleanly,
     /// `Some(Err(..))` once if it ended otherwise. See

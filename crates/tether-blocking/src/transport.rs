@@ -44,6 +44,12 @@ pub trait BlockingIo: Read + Write {
             "the transport has no IP address",
         ))
     }
+
+    /// What TLS agreed, for a TLS stream (default: `None`).
+    #[cfg(feature = "tls")]
+    fn tls_info(&self) -> Option<tether_driver::tls::TlsInfo> {
+        None
+    }
 }
 
 /// A transport that a second thread can read while the first writes:
@@ -230,6 +236,14 @@ impl<S: BlockingIo> BlockingIo for MaybeTlsStream<S> {
     fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.socket().peer_addr()
     }
+
+    #[cfg(feature = "tls")]
+    fn tls_info(&self) -> Option<tether_driver::tls::TlsInfo> {
+        match self {
+            Self::Plain(s) => s.tls_info(),
+            Self::Tls(s) => s.tls_info(),
+        }
+    }
 }
 
 impl<S: SplitIo> SplitIo for MaybeTlsStream<S> {
@@ -300,6 +314,12 @@ mod tls {
 
         fn peer_addr(&self) -> io::Result<SocketAddr> {
             self.sock.peer_addr()
+        }
+
+        fn tls_info(&self) -> Option<tether_driver::tls::TlsInfo> {
+            // The SNI name is known on a server only, which this impl cannot
+            // tell from a client: none here.
+            Some(tether_driver::tls::TlsInfo::from_state(&self.conn, None))
         }
     }
 

@@ -69,6 +69,22 @@ impl<S> WebSocket<S> {
         self.inner.extensions()
     }
 
+    /// The negotiated extensions with their agreed parameters.
+    pub fn negotiated_extensions(&self) -> impl Iterator<Item = &tether_proto::handshake::ExtensionOffer> + '_ {
+        self.inner.negotiated_extensions()
+    }
+
+    /// The permessage-deflate parameters agreed, if it was negotiated.
+    #[cfg(feature = "deflate")]
+    pub fn deflate_params(&self) -> Option<tether_proto::deflate::DeflateParams> {
+        self.inner.deflate_params()
+    }
+
+    /// What went through the connection so far, counted by the core.
+    pub fn stats(&self) -> tether_proto::Stats {
+        self.inner.stats()
+    }
+
     /// Client or server.
     pub fn role(&self) -> Role {
         self.inner.role()
@@ -115,6 +131,12 @@ impl<S: BlockingIo> WebSocket<S> {
     /// The peer's address.
     pub fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
         self.inner.peer_addr()
+    }
+
+    /// For TLS: the peer's certificates, the TLS version, the ALPN protocol.
+    #[cfg(feature = "tls")]
+    pub fn tls_info(&self) -> Option<tether_driver::tls::TlsInfo> {
+        self.inner.tls_info()
     }
 
     /// The next whole message, waiting for it; `None` once the connection

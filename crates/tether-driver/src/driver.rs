@@ -571,7 +571,7 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
             match self.poll_write_inner(cx) {
                 Poll::Ready(Err(e)) => {
                     self.write_error = Some(Box::new((e.kind(), e.to_string())));
-                    self.conn.advance_transmit(usize::MAX);
+                    self.conn.discard_transmit();
                     return Poll::Ready(Err(e));
                 }
                 Poll::Pending => {
@@ -591,7 +591,7 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
     fn poll_write_inner(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.write_error.is_some() {
             // Output queued after a failed write goes nowhere.
-            self.conn.advance_transmit(usize::MAX);
+            self.conn.discard_transmit();
             return Poll::Ready(Ok(()));
         }
         if self.conn.pending_transmit() > 0 {

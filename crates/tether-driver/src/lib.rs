@@ -78,11 +78,11 @@ pub use stream::{Received, WebSocketStream};
 
 pub use tether_proto;
 #[cfg(feature = "deflate")]
-pub use tether_proto::deflate::DeflateConfig;
+pub use tether_proto::deflate::{DeflateConfig, DeflateParams};
 pub use tether_proto::handshake::{Accept, ClientRequest, HandshakeConfig, HandshakeError, Request};
 pub use tether_proto::{
     CloseCause, CloseCode, CloseReply, Closed, Config, DataKind, Message, ProtocolError, Role, SendOptions, State,
-    Utf8Bytes,
+    Stats, Utf8Bytes,
 };
 
 /// The local and peer addresses of a runtime's transports, for
@@ -92,6 +92,13 @@ pub trait TransportAddrs<S>: Runtime {
     fn local_addr(io: &S) -> std::io::Result<SocketAddr>;
     /// The peer's address of `io`.
     fn peer_addr(io: &S) -> std::io::Result<SocketAddr>;
+
+    /// What TLS agreed on `io`, if it is a TLS stream (default: `None`).
+    #[cfg(feature = "tls")]
+    fn tls_info(io: &S) -> Option<tls::TlsInfo> {
+        let _ = io;
+        None
+    }
 }
 
 /// The keepalive interval the adapters use by default: 2 minutes, as

@@ -18,13 +18,14 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures_core::Stream;
 use futures_sink::Sink;
-use tether_proto::{CloseCode, Closed, DataKind, Message, SendOptions, State};
+use tether_proto::handshake::ExtensionOffer;
+use tether_proto::{CloseCode, Closed, DataKind, Message, SendOptions, State, Stats};
 
 use crate::driver::{Driver, Side};
 use crate::reader::MessageReader;
 use crate::runtime::{Runtime, RuntimeIo};
 use crate::stream::{poll_received, Received};
-use crate::{Error, WebSocketStream};
+use crate::{Error, TransportAddrs, WebSocketStream};
 
 /// The receiving half of a split [`WebSocketStream`]: a [`Stream`] of
 /// messages. Receiving also sends the automatic pongs and the close reply.
@@ -74,6 +75,65 @@ impl<S, R: Runtime> std::fmt::Debug for WriteHalf<S, R> {
         f.debug_struct("WriteHalf").finish_non_exhaustive()
     }
 }
+
+/// What both halves tell about the connection, read under the lock.
+macro_rules! connection_info {
+    ($half:ident) => {
+        impl<S, R: Runtime> $half<S, R> {
+            /// What went through the connection so far (see
+            /// [`WebSocketStream::stats`]).
+            pub fn stats(&self) -> Stats {
+                lock(&self.shared).conn().stats()
+            }
+
+            /// The names of the negotiated extensions, in pipeline order.
+            pub fn extensions(&self) -> Vec<String> {
+                lock(&self.shared)
+                    .conn()
+                    .extensions()
+                    .map(str::to_owned)
+                    .collect()
+            }
+
+            /// The negotiated extensions with their agreed parameters.
+            pub fn negotiated_extensions(&self) -> Vec<ExtensionOffer> {
+                lock(&self.shared)
+                    .conn()
+                    .negotiated_extensions()
+                    .cloned()
+                    .collect()
+            }
+
+            /// The permessage-deflate parameters agreed, if it was negotiated.
+            #[cfg(feature = "deflate")]
+            pub fn deflate_params(&self) -> Option<tether_proto::deflate::DeflateParams> {
+                lock(&self.shared).conn().deflate_params()
+            }
+        }
+
+        impl<S, R: TransportAddrs<S>> $half<S, R> {
+            /// The local address of the transport.
+            pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+                R::local_addr(lock(&self.shared).io())
+            }
+
+            /// The peer's address.
+            pub fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+                R::peer_addr(lock(&self.shared).io())
+            }
+
+            /// For `wss://` and TLS servers: the peer's certificates, the TLS
+            /// version and the ALPN protocol (see [`WebSocketStream::tls_info`]).
+            #[cfg(feature = "tls")]
+            pub fn tls_info(&self) -> Option<crate::tls::TlsInfo> {
+                R::tls_info(lock(&self.shared).io())
+            }
+        }
+    };
+}
+
+connection_info!(ReadHalf);
+connection_info!(WriteHalf);
 
 impl<S, R: Runtime> ReadHalf<S, R> {
     /// Puts the halves back together.
@@ -137,6 +197,16 @@ impl<S, R: Runtime> WriteHalf<S, R> {
     /// Open, closing or closed.
     pub fn state(&self) -> State {
         lock(&self.shared).conn().state()
+    }
+
+    /// How the connection ended, once it has.
+    pub fn close_info(&self) -> Option<Closed> {
+        lock(&self.shared).closed().cloned()
+    }
+
+    /// The subprotocol the handshake settled on.
+    pub fn subprotocol(&self) -> Option<String> {
+        lock(&self.shared).conn().subprotocol().map(str::to_owned)
     }
 
     /// Bytes queued for the transport and not yet written.

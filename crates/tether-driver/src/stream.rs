@@ -84,6 +84,25 @@ impl<S, R: Runtime> WebSocketStream<S, R> {
         self.driver.conn().extensions()
     }
 
+    /// The negotiated extensions with their parameters, as the server's
+    /// answer agreed them.
+    pub fn negotiated_extensions(&self) -> impl Iterator<Item = &tether_proto::handshake::ExtensionOffer> + '_ {
+        self.driver.conn().negotiated_extensions()
+    }
+
+    /// The permessage-deflate parameters agreed, if it was negotiated.
+    #[cfg(feature = "deflate")]
+    pub fn deflate_params(&self) -> Option<tether_proto::deflate::DeflateParams> {
+        self.driver.conn().deflate_params()
+    }
+
+    /// What went through the connection so far, counted by the core: bytes
+    /// on the wire (frames, after compression) and of payload (before
+    /// compression), data messages, each way.
+    pub fn stats(&self) -> tether_proto::Stats {
+        self.driver.conn().stats()
+    }
+
     /// Client or server.
     pub fn role(&self) -> Role {
         self.driver.conn().role()
@@ -138,6 +157,13 @@ impl<S, R: TransportAddrs<S>> WebSocketStream<S, R> {
     /// The peer's address.
     pub fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
         R::peer_addr(self.driver.io())
+    }
+
+    /// For `wss://` and TLS servers: the peer's certificate chain, the TLS
+    /// version and the ALPN protocol agreed; `None` over plain TCP.
+    #[cfg(feature = "tls")]
+    pub fn tls_info(&self) -> Option<crate::tls::TlsInfo> {
+        R::tls_info(self.driver.io())
     }
 }
 

@@ -379,3 +379,45 @@ impl TlsRoots {
         }
     }
 }
+
+/// What a TLS session agreed: the peer's certificate chain (a client's, on
+/// a server that asked for one), the protocol version, the ALPN protocol,
+/// and on a server the name the client asked for (SNI).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TlsInfo {
+    /// The peer's certificates, leaf first (empty when it presented none).
+    pub peer_certificates: Vec<CertificateDer<'static>>,
+    /// The TLS version.
+    pub protocol_version: Option<rustls::ProtocolVersion>,
+    /// The ALPN protocol agreed.
+    pub alpn_protocol: Option<Vec<u8>>,
+    /// The server name the client sent (SNI), on a server.
+    pub server_name: Option<String>,
+}
+
+impl TlsInfo {
+    /// From a client session.
+    pub fn from_client(conn: &rustls::ClientConnection) -> Self {
+        Self::from_state(conn, None)
+    }
+
+    /// From a server session.
+    pub fn from_server(conn: &rustls::ServerConnection) -> Self {
+        Self::from_state(conn, conn.server_name().map(str::to_owned))
+    }
+
+    /// From the state either side of a session shares, with the SNI name
+    /// where the caller knows it.
+    pub fn from_state(state: &rustls::CommonState, server_name: Option<String>) -> Self {
+        Self {
+            peer_certificates: state
+                .peer_certificates()
+                .map(|certs| certs.iter().map(|c| c.clone().into_owned()).collect())
+                .unwrap_or_default(),
+            protocol_version: state.protocol_version(),
+            alpn_protocol: state.alpn_protocol().map(<[u8]>::to_vec),
+            server_name,
+        }
+    }
+}

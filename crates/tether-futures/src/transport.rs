@@ -31,9 +31,10 @@ macro_rules! tcp_addrs {
     };
 }
 
-/// A wrapper's addresses: those of the stream it wraps.
+/// A wrapper's addresses: those of the stream it wraps; and what its TLS
+/// session agreed, if it has one.
 macro_rules! wrapper_addrs {
-    ($(#[$attr:meta])* $($wrapper:ident)::+, |$io:ident| $inner:expr) => {
+    ($(#[$attr:meta])* $($wrapper:ident)::+, |$io:ident| $inner:expr, tls: |$t:ident| $tls:expr) => {
         $(#[$attr])*
         impl<S> TransportAddrs<$($wrapper)::+<S>> for FuturesIo
         where
@@ -46,6 +47,11 @@ macro_rules! wrapper_addrs {
             fn peer_addr($io: &$($wrapper)::+<S>) -> io::Result<SocketAddr> {
                 <Self as TransportAddrs<S>>::peer_addr($inner)
             }
+
+            #[cfg(feature = "tls")]
+            fn tls_info($t: &$($wrapper)::+<S>) -> Option<tether_driver::tls::TlsInfo> {
+                $tls
+            }
         }
     };
 }
@@ -56,16 +62,21 @@ tcp_addrs!(
     #[cfg(feature = "async-std")]
     async_std::net::TcpStream
 );
-wrapper_addrs!(MaybeTlsStream, |io| io.tcp());
+wrapper_addrs!(MaybeTlsStream, |io| io.tcp(), tls: |io| match io {
+    MaybeTlsStream::Plain(_) => None,
+    MaybeTlsStream::Tls(s) => Some(tether_driver::tls::TlsInfo::from_client(s.get_ref().1)),
+});
 wrapper_addrs!(
     #[cfg(feature = "tls")]
     futures_rustls::client::TlsStream,
-    |io| io.get_ref().0
+    |io| io.get_ref().0,
+    tls: |io| Some(tether_driver::tls::TlsInfo::from_client(io.get_ref().1))
 );
 wrapper_addrs!(
     #[cfg(feature = "tls")]
     futures_rustls::server::TlsStream,
-    |io| io.get_ref().0
+    |io| io.get_ref().0,
+    tls: |io| Some(tether_driver::tls::TlsInfo::from_server(io.get_ref().1))
 );
 
 /// The transport of a connection opened with [`connect`](crate::connect):

@@ -108,6 +108,32 @@ pub enum CloseCause {
     SendTimeout,
 }
 
+/// What went through a connection so far (the Windows runtime's
+/// `BandwidthStatistics`), counted by the core as it works: a few integer
+/// additions per message, nothing per byte.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Bytes handed to the transport: frames with their headers, after
+    /// compression ([`Connection::advance_transmit`], or taken with
+    /// [`Connection::poll_transmit`]).
+    pub wire_bytes_sent: u64,
+    /// Bytes received from the transport (everything handed in, whether
+    /// parsed yet or not).
+    pub wire_bytes_received: u64,
+    /// Payload bytes of the data messages sent, before compression.
+    pub payload_bytes_sent: u64,
+    /// Payload bytes of the data messages received, after decompression
+    /// (pieces of a streamed message as they are delivered).
+    pub payload_bytes_received: u64,
+    /// Data messages sent (a fragmented one counts once, at its last
+    /// fragment).
+    pub messages_sent: u64,
+    /// Data messages received (a streamed one counts once, at its last
+    /// piece).
+    pub messages_received: u64,
+}
+
 /// Per-message options for [`Connection::send_with`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -178,6 +204,10 @@ pub struct Connection {
     linger: Option<Instant>,
     /// Unwritten output was dropped because the peer did not take it.
     abandoned: bool,
+    stats: Stats,
+    /// The receive buffer's length when it was last handed out or taken
+    /// note of: what `handle_received` finds beyond it was just received.
+    recv_mark: usize,
 }
 
 /// An unfragmented, untransformed data frame whose payload accumulates in
@@ -299,6 +329,8 @@ impl Connection {
             closed: None,
             linger: None,
             abandoned: false,
+            stats: Stats::default(),
+            recv_mark: 0,
         }
     }
 
@@ -327,7 +359,10 @@ impl Connection {
             return;
         }
         if self.state != State::Closed {
+            self.recv_mark = self.recv.len();
             self.recv.extend_from_slice(data);
+        } else {
+            self.stats.wire_bytes_received += data.len() as u64;
         }
         self.handle_received(now);
     }
@@ -341,6 +376,7 @@ impl Connection {
     /// [`handle_received`](Self::handle_received); this skips the copy that
     /// [`handle_read`](Self::handle_read) makes.
     pub fn recv_buffer_mut(&mut self) -> RecvBuf<'_> {
+        self.recv_mark = self.recv.len();
         RecvBuf { buf: &mut self.recv }
     }
 
@@ -348,6 +384,8 @@ impl Connection {
     /// [`recv_buffer_mut`](Self::recv_buffer_mut); `now` is the time of the
     /// read.
     pub fn handle_received(&mut self, now: Instant) {
+        self.stats.wire_bytes_received += self.recv.len().saturating_sub(self.recv_mark) as u64;
+        self.recv_mark = self.recv.len();
         if self.state == State::Closed {
             self.recv = BytesMut::new();
         } else if !self.recv.is_empty() {
@@ -447,6 +485,8 @@ impl Connection {
         let message = message.into();
         let kind = message.kind();
         let mut payload = message.into_bytes();
+        self.stats.payload_bytes_sent += payload.len() as u64;
+        self.stats.messages_sent += 1;
         let mut rsv = 0;
         if options.compress {
             for ext in &mut self.extensions {
@@ -512,7 +552,9 @@ impl Connection {
         }
         if fin {
             self.outgoing = None;
+            self.stats.messages_sent += 1;
         }
+        self.stats.payload_bytes_sent += data.len() as u64;
         self.write_frame(opcode, fin, 0, data);
         Ok(())
     }
@@ -614,6 +656,7 @@ impl Connection {
         }
         let t = &mut self.transmit;
         let mut n = n.min(t.len);
+        self.stats.wire_bytes_sent += n as u64;
         t.len -= n;
         while n > 0 {
             if let Some(front) = t.queue.front_mut() {
@@ -662,6 +705,7 @@ impl Connection {
             }
         };
         self.transmit.len -= chunk.len();
+        self.stats.wire_bytes_sent += chunk.len() as u64;
         Some(chunk)
     }
 
@@ -739,6 +783,35 @@ impl Connection {
     /// The names of the negotiated extensions, in pipeline order.
     pub fn extensions(&self) -> impl Iterator<Item = &str> + '_ {
         self.extensions.iter().map(|e| e.name())
+    }
+
+    /// The negotiated extensions with their parameters, as the server's
+    /// answer agreed them, in pipeline order (those that keep their answer:
+    /// see [`Extension::agreed`]).
+    pub fn negotiated_extensions(&self) -> impl Iterator<Item = &crate::handshake::ExtensionOffer> + '_ {
+        self.extensions.iter().filter_map(|e| e.agreed())
+    }
+
+    /// The permessage-deflate parameters agreed, if it was negotiated.
+    #[cfg(feature = "deflate")]
+    pub fn deflate_params(&self) -> Option<crate::deflate::DeflateParams> {
+        self.negotiated_extensions()
+            .find(|e| e.name.eq_ignore_ascii_case(crate::deflate::EXTENSION_NAME))
+            .and_then(|answer| crate::deflate::DeflateParams::from_answer(answer).ok())
+    }
+
+    /// What went through the connection so far: bytes on the wire and of
+    /// payload, messages, each way.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Drops everything queued for the transport without counting it as
+    /// sent: for an adapter whose transport failed.
+    pub fn discard_transmit(&mut self) {
+        let sent = self.stats.wire_bytes_sent;
+        self.advance_transmit(usize::MAX);
+        self.stats.wire_bytes_sent = sent;
     }
 
     /// Gives the memory of every buffer that holds nothing back to the
@@ -854,6 +927,7 @@ impl Connection {
                 }
                 let payload = self.recv.split_to(whole.len).freeze();
                 self.whole = None;
+                self.count_received(payload.len(), true);
                 let message = if text {
                     Message::Text(Utf8Bytes::from_validated(payload))
                 } else {
@@ -983,6 +1057,7 @@ impl Connection {
         } else {
             Message::Binary(payload)
         };
+        self.count_received(message.len(), true);
         self.events.push_back(Event::Message(message));
         Ok(true)
     }
@@ -1078,6 +1153,8 @@ impl Connection {
                 let data = msg.buf.split_to(ready).freeze();
                 let first = !msg.started;
                 msg.started = true;
+                self.stats.payload_bytes_received += data.len() as u64;
+                self.stats.messages_received += u64::from(message_done);
                 self.events.push_back(Event::Fragment(Fragment::from_connection(
                     msg.kind,
                     data,
@@ -1091,6 +1168,7 @@ impl Connection {
                 if !msg.streaming {
                     let msg = *msg;
                     let payload = msg.buf.freeze();
+                    self.count_received(payload.len(), true);
                     self.events.push_back(Event::Message(match msg.kind {
                         // Validated piece by piece above.
                         DataKind::Text => Message::Text(Utf8Bytes::from_validated(payload)),
@@ -1202,6 +1280,11 @@ impl Connection {
     }
 
     /// Gives up the unwritten output (the peer does not read it).
+    fn count_received(&mut self, payload: usize, message_done: bool) {
+        self.stats.payload_bytes_received += payload as u64;
+        self.stats.messages_received += u64::from(message_done);
+    }
+
     fn abandon_output(&mut self) {
         self.transmit = Transmit::default();
         self.abandoned = true;

@@ -250,6 +250,35 @@ impl DeflateConfig {
     }
 }
 
+/// The permessage-deflate parameters a connection agreed on (RFC 7692
+/// section 7.1), from the server's answer: whether each side resets its
+/// compression context after every message, and each side's LZ77 window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct DeflateParams {
+    /// The server resets its compressor after each message.
+    pub server_no_context_takeover: bool,
+    /// The client resets its compressor after each message.
+    pub client_no_context_takeover: bool,
+    /// The server's compression window, in bits (15 when not limited).
+    pub server_max_window_bits: u8,
+    /// The client's compression window, in bits (15 when not limited).
+    pub client_max_window_bits: u8,
+}
+
+impl DeflateParams {
+    /// The parameters of a server's permessage-deflate answer.
+    pub fn from_answer(answer: &ExtensionOffer) -> Result<Self, String> {
+        let params = Params::parse(answer)?;
+        Ok(Self {
+            server_no_context_takeover: params.server_no_context_takeover,
+            client_no_context_takeover: params.client_no_context_takeover,
+            server_max_window_bits: params.server_max_window_bits.unwrap_or(MAX_WINDOW_BITS),
+            client_max_window_bits: params.client_max_window_bits.flatten().unwrap_or(MAX_WINDOW_BITS),
+        })
+    }
+}
+
 /// What was agreed, from the answer's parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Params {
@@ -306,6 +335,8 @@ fn window_bits(name: &str, value: &str) -> Result<u8, String> {
 
 /// The permessage-deflate codec of one connection.
 pub(crate) struct PerMessageDeflate {
+    /// The server's answer, as agreed.
+    answer: ExtensionOffer,
     /// Window of our compressor; `None` when the peer asked for 8 bits,
     /// which zlib cannot produce: messages then go uncompressed.
     compress_bits: Option<u8>,
@@ -353,6 +384,7 @@ impl PerMessageDeflate {
         };
         let compress_bits = ours.min(our_limit);
         Ok(Self {
+            answer: answer.clone(),
             compress_bits: (compress_bits >= MIN_COMPRESS_WINDOW_BITS).then_some(compress_bits),
             compress_reset: our_reset,
             decompress_bits: theirs,
@@ -384,6 +416,10 @@ impl PerMessageDeflate {
 impl Extension for PerMessageDeflate {
     fn name(&self) -> &str {
         EXTENSION_NAME
+    }
+
+    fn agreed(&self) -> Option<&ExtensionOffer> {
+        Some(&self.answer)
     }
 
     fn rsv_bits(&self) -> u8 {

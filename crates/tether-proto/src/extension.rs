@@ -47,4 +47,11 @@ pub trait Extension: Send {
     /// more than `limit` bytes (what is left of the message size limit);
     /// return [`DecodeError::TooLarge`] instead, before spending the memory.
     fn decode(&mut self, input: &[u8], last: bool, out: &mut BytesMut, limit: usize) -> Result<(), DecodeError>;
+
+    /// The extension as agreed: its name and parameters as in the server's
+    /// answer, for [`Connection::negotiated_extensions`](crate::Connection::negotiated_extensions).
+    /// `None` (the default) when the extension does not keep it.
+    fn agreed(&self) -> Option<&crate::handshake::ExtensionOffer> {
+        None
+    }
 }

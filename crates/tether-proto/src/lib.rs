@@ -147,7 +147,7 @@ pub mod __internal {
 
 pub use close::{CloseCode, CloseFrame, CloseReply, InvalidClose, MAX_REASON_LEN};
 pub use config::Config;
-pub use connection::{CloseCause, Closed, Connection, Event, RecvBuf, Role, SendOptions, State};
+pub use connection::{CloseCause, Closed, Connection, Event, RecvBuf, Role, SendOptions, State, Stats};
 pub use error::{ProtocolError, SendError};
 pub use extension::Extension;
 pub use message::{DataKind, Fragment, Message, Utf8Bytes};

@@ -6,6 +6,11 @@
 //! to the connection once hyper hands over the upgraded I/O. Serve the
 //! connection with `.with_upgrades()` (`hyper::server::conn::http1`).
 //!
+//! hyper hands over the upgraded I/O without its addresses: to have
+//! `local_addr` and `peer_addr` on the connection, put a [`ConnectionAddrs`]
+//! in each request's extensions from the accept loop (the service closure
+//! knows them).
+//!
 //! ```no_run
 //! use http_body_util::Empty;
 //! use bytes::Bytes;
@@ -27,18 +32,98 @@
 //! ```
 
 use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tether_proto::handshake::{accept_response, server_connection, Accept, HandshakeConfig, Request};
 
-use crate::{Error, WebSocketConfig, WebSocketStream};
+use crate::{Error, SocketAddrs, WebSocketConfig, WebSocketStream};
 use tether_driver::runtime::Runtime;
 
 /// A connection accepted through hyper.
-pub type HyperWebSocket = WebSocketStream<TokioIo<Upgraded>>;
+pub type HyperWebSocket = WebSocketStream<HyperIo>;
+
+/// The addresses of the TCP connection a request came on. Insert it into
+/// the request's extensions before [`upgrade`]
+/// (`request.extensions_mut().insert(ConnectionAddrs { local, peer })`),
+/// and the WebSocket knows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionAddrs {
+    /// The server's address.
+    pub local: SocketAddr,
+    /// The client's address.
+    pub peer: SocketAddr,
+}
+
+/// The transport of a connection accepted through hyper: hyper's upgraded
+/// I/O, and the addresses if the request carried a [`ConnectionAddrs`].
+#[derive(Debug)]
+pub struct HyperIo {
+    io: TokioIo<Upgraded>,
+    addrs: Option<ConnectionAddrs>,
+}
+
+impl HyperIo {
+    /// hyper's upgraded I/O.
+    pub fn get_ref(&self) -> &TokioIo<Upgraded> {
+        &self.io
+    }
+}
+
+impl AsyncRead for HyperIo {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for HyperIo {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+impl SocketAddrs for HyperIo {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.addrs.map(|a| a.local).ok_or_else(no_addrs)
+    }
+
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.addrs.map(|a| a.peer).ok_or_else(no_addrs)
+    }
+}
+
+fn no_addrs() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "the request carried no tether_tokio::hyper::ConnectionAddrs",
+    )
+}
 
 /// Whether `request` asks for a WebSocket (`Upgrade: websocket`), as
 /// opposed to a plain HTTP request on the same path.
@@ -79,14 +164,15 @@ where
     // Built before answering 101, so that a negotiation the core cannot run
     // is refused while the request can still be answered otherwise.
     let connection = server_connection(&response, &options, config.connection.clone(), crate::Tokio::now())?;
+    let addrs = request.extensions().get::<ConnectionAddrs>().copied();
     let on_upgrade = hyper::upgrade::on(request);
     let future = async move {
         let upgraded = on_upgrade.await.map_err(|e| Error::Io(std::io::Error::other(e)))?;
-        Ok(WebSocketStream::from_connection(
-            TokioIo::new(upgraded),
-            connection,
-            &config,
-        ))
+        let io = HyperIo {
+            io: TokioIo::new(upgraded),
+            addrs,
+        };
+        Ok(WebSocketStream::from_connection(io, connection, &config))
     };
     Ok((response.map(|()| R::default()), Upgrade(Box::pin(future))))
 }

@@ -87,6 +87,11 @@ impl<S: SocketAddrs> tether_driver::TransportAddrs<S> for Tokio {
     fn peer_addr(io: &S) -> io::Result<SocketAddr> {
         io.peer_addr()
     }
+
+    #[cfg(feature = "tls")]
+    fn tls_info(io: &S) -> Option<tether_driver::tls::TlsInfo> {
+        io.tls_info()
+    }
 }
 
 impl Connect for Tokio {

@@ -16,6 +16,12 @@ pub trait SocketAddrs {
     fn local_addr(&self) -> io::Result<SocketAddr>;
     /// The peer's address.
     fn peer_addr(&self) -> io::Result<SocketAddr>;
+
+    /// What TLS agreed, for a TLS stream (default: `None`).
+    #[cfg(feature = "tls")]
+    fn tls_info(&self) -> Option<tether_driver::tls::TlsInfo> {
+        None
+    }
 }
 
 impl SocketAddrs for TcpStream {
@@ -37,6 +43,10 @@ impl<S: SocketAddrs> SocketAddrs for tokio_rustls::client::TlsStream<S> {
     fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.get_ref().0.peer_addr()
     }
+
+    fn tls_info(&self) -> Option<tether_driver::tls::TlsInfo> {
+        Some(tether_driver::tls::TlsInfo::from_client(self.get_ref().1))
+    }
 }
 
 #[cfg(feature = "tls")]
@@ -47,6 +57,10 @@ impl<S: SocketAddrs> SocketAddrs for tokio_rustls::server::TlsStream<S> {
 
     fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.get_ref().0.peer_addr()
+    }
+
+    fn tls_info(&self) -> Option<tether_driver::tls::TlsInfo> {
+        Some(tether_driver::tls::TlsInfo::from_server(self.get_ref().1))
     }
 }
 
@@ -64,6 +78,14 @@ impl<S: SocketAddrs> SocketAddrs for MaybeTlsStream<S> {
             Self::Plain(s) => s.peer_addr(),
             #[cfg(feature = "tls")]
             Self::Tls(s) => s.peer_addr(),
+        }
+    }
+
+    #[cfg(feature = "tls")]
+    fn tls_info(&self) -> Option<tether_driver::tls::TlsInfo> {
+        match self {
+            Self::Plain(s) => s.tls_info(),
+            Self::Tls(s) => s.tls_info(),
         }
     }
 }

@@ -31,9 +31,17 @@ async fn service(
     };
     match tether_tokio::hyper::upgrade(&mut request, options, WebSocketConfig::default()) {
         Ok((response, upgrade)) => {
+            let addrs = request
+                .extensions()
+                .get::<tether_tokio::hyper::ConnectionAddrs>()
+                .copied()
+                .unwrap();
             tokio::spawn(async move {
                 let mut ws = upgrade.await.unwrap();
                 assert_eq!(ws.subprotocol(), Some("chat"));
+                // The addresses the accept loop put in the request.
+                assert_eq!(ws.local_addr().unwrap(), addrs.local);
+                assert_eq!(ws.peer_addr().unwrap(), addrs.peer);
                 while let Some(Ok(message)) = ws.recv().await {
                     ws.send(message).await.unwrap();
                 }
@@ -54,10 +62,18 @@ async fn hyper_server(connections: usize) -> (std::net::SocketAddr, tokio::task:
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
         for _ in 0..connections {
-            let (tcp, _) = listener.accept().await.unwrap();
+            let (tcp, peer) = listener.accept().await.unwrap();
+            let addrs = tether_tokio::hyper::ConnectionAddrs {
+                local: tcp.local_addr().unwrap(),
+                peer,
+            };
             tokio::spawn(async move {
+                let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(addrs);
+                    service(request)
+                });
                 let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), service_fn(service))
+                    .serve_connection(TokioIo::new(tcp), service)
                     .with_upgrades()
                     .await;
             });

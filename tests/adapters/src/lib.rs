@@ -97,6 +97,25 @@ pub trait Ws {
     fn close_info(&self) -> Option<Closed>;
     /// The negotiated extensions.
     fn extensions(&self) -> Vec<String>;
+    /// What the connection tells about itself: statistics, addresses,
+    /// TLS, agreed permessage-deflate parameters.
+    fn facts(&self) -> Facts;
+}
+
+/// What a connection tells about itself (`stats`, `local_addr`,
+/// `peer_addr`, `tls_info`, `deflate_params`), the same on every adapter.
+#[derive(Debug, Clone)]
+pub struct Facts {
+    /// The core's counters.
+    pub stats: tether_driver::Stats,
+    /// The local address.
+    pub local_addr: Option<SocketAddr>,
+    /// The peer's address.
+    pub peer_addr: Option<SocketAddr>,
+    /// What TLS agreed, over TLS.
+    pub tls: Option<tether_driver::tls::TlsInfo>,
+    /// The permessage-deflate parameters, if negotiated.
+    pub deflate: Option<tether_driver::DeflateParams>,
 }
 
 /// A running echo server of one adapter. Each connection's end is sent on
@@ -116,6 +135,9 @@ pub struct ServerEnd {
     pub closed: Option<Closed>,
     /// The error that ended it, if not a clean close.
     pub error: Option<String>,
+    /// What the connection told about itself: addresses, TLS and deflate
+    /// parameters as it opened, statistics as it ended.
+    pub facts: Facts,
 }
 
 impl EchoServer {

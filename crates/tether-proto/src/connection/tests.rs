@@ -1799,3 +1799,86 @@ mod documented_defaults {
         assert_eq!(conn.poll_timeout(), Some(now() + Duration::from_secs(10)));
     }
 }
+
+/// [`Connection::stats`]: the core's counters, exact.
+mod stats {
+    use super::*;
+
+    #[test]
+    fn a_text_message_each_way() {
+        let mut client = client();
+        client.send_text("hello").unwrap();
+        // Counted as the transport takes it, not when queued.
+        assert_eq!(client.stats().wire_bytes_sent, 0);
+        let bytes = offered(&client);
+        assert_eq!(bytes.len(), 2 + 4 + 5, "header, mask, payload");
+        client.advance_transmit(4);
+        assert_eq!(client.stats().wire_bytes_sent, 4);
+        client.advance_transmit(usize::MAX);
+        let sent = client.stats();
+        assert_eq!(
+            (sent.wire_bytes_sent, sent.payload_bytes_sent, sent.messages_sent),
+            (11, 5, 1)
+        );
+
+        let mut server = server();
+        // In two reads, through the append-only buffer and handle_read.
+        server.recv_buffer_mut().put_slice(&bytes[..3]);
+        server.handle_received(now());
+        server.handle_read(&bytes[3..], now());
+        assert_eq!(server.stats().wire_bytes_received, 11);
+        assert_eq!(server.stats().messages_received, 0, "not parsed yet");
+        assert_eq!(events(&mut server), vec![text("hello")]);
+        let received = server.stats();
+        assert_eq!((received.payload_bytes_received, received.messages_received), (5, 1));
+    }
+
+    #[test]
+    fn fragments_count_as_one_message_and_control_frames_as_none() {
+        let mut client = client();
+        client.send_fragment(DataKind::Binary, &[1; 10], false).unwrap();
+        client.send_fragment(DataKind::Binary, &[2; 20], true).unwrap();
+        client.ping(b"p").unwrap();
+        let stats = client.stats();
+        assert_eq!((stats.payload_bytes_sent, stats.messages_sent), (30, 1));
+
+        let mut server = server();
+        let mut input = cf(2, false, &[1; 10]);
+        input.extend(cf(9, true, b"p"));
+        input.extend(cf(0, true, &[2; 20]));
+        server.handle_read(&input, now());
+        assert_eq!(events(&mut server).len(), 2, "the ping and the message");
+        let stats = server.stats();
+        assert_eq!((stats.payload_bytes_received, stats.messages_received), (30, 1));
+        assert_eq!(stats.wire_bytes_received, input.len() as u64);
+        // The pong went out: wire bytes, no message.
+        server.advance_transmit(usize::MAX);
+        assert_eq!(server.stats().wire_bytes_sent, 3);
+        assert_eq!(server.stats().messages_sent, 0);
+    }
+
+    #[test]
+    fn streamed_pieces_count_as_they_are_delivered() {
+        let mut config = Config::default();
+        config.stream_threshold = Some(0);
+        let mut server = server_with(config);
+        server.handle_read(&cf(2, false, &[1; 10]), now());
+        events(&mut server);
+        assert_eq!(server.stats().payload_bytes_received, 10);
+        assert_eq!(server.stats().messages_received, 0);
+        server.handle_read(&cf(0, true, &[1; 5]), now());
+        events(&mut server);
+        assert_eq!(server.stats().payload_bytes_received, 15);
+        assert_eq!(server.stats().messages_received, 1);
+    }
+
+    #[test]
+    fn discarded_output_is_not_sent() {
+        let mut server = server();
+        server.send_binary(&[0; 100]).unwrap();
+        server.advance_transmit(10);
+        server.discard_transmit();
+        assert_eq!(server.pending_transmit(), 0);
+        assert_eq!(server.stats().wire_bytes_sent, 10);
+    }
+}

@@ -44,6 +44,7 @@ pub fn start_server(options: Options) -> EchoServer {
 
 /// The echo loop with the blocking API.
 fn echo<S: BlockingIo>(mut ws: WebSocket<S>, ends: &mpsc::Sender<ServerEnd>) {
+    let mut facts = facts(&ws);
     let mut error = None;
     while let Some(event) = ws.recv_event() {
         match event {
@@ -76,10 +77,23 @@ fn echo<S: BlockingIo>(mut ws: WebSocket<S>, ends: &mpsc::Sender<ServerEnd>) {
             }
         }
     }
+    facts.stats = ws.stats();
     let _ = ends.send(ServerEnd {
         closed: ws.close_info().cloned(),
         error,
+        facts,
     });
+}
+
+/// What a blocking connection tells about itself.
+fn facts<S: BlockingIo>(ws: &WebSocket<S>) -> crate::Facts {
+    crate::Facts {
+        stats: ws.stats(),
+        local_addr: ws.local_addr().ok(),
+        peer_addr: ws.peer_addr().ok(),
+        tls: ws.tls_info(),
+        deflate: ws.deflate_params(),
+    }
 }
 
 /// The client.
@@ -124,6 +138,10 @@ impl<S: BlockingIo> Ws for WebSocket<S> {
 
     fn extensions(&self) -> Vec<String> {
         Self::extensions(self).map(str::to_owned).collect()
+    }
+
+    fn facts(&self) -> crate::Facts {
+        facts(self)
     }
 }
 

@@ -72,6 +72,7 @@ pub fn start_server(exec: Exec, options: Options) -> EchoServer {
 async fn serve<S>(tcp: S, acceptor: TlsAcceptor, options: Options, ends: mpsc::Sender<crate::ServerEnd>)
 where
     S: futures_io::AsyncRead + futures_io::AsyncWrite + Unpin + Send + 'static,
+    FuturesIo: tether_driver::TransportAddrs<S>,
 {
     let server = server::<FuturesIo>(options);
     let accept = accept_options(options.deflate);

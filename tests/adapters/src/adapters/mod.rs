@@ -7,7 +7,7 @@ pub mod tokio;
 use std::future::Future;
 use std::sync::mpsc;
 
-use tether_driver::{Accept, DeflateConfig, Error, Received, RuntimeIo, Server, WebSocketConfig};
+use tether_driver::{Accept, DeflateConfig, Error, Received, RuntimeIo, Server, TransportAddrs, WebSocketConfig};
 
 use crate::{parse_close_request, Options, ServerEnd, Timers};
 
@@ -52,7 +52,11 @@ pub trait Executor {
 /// The echo loop of every async server: echoes messages (answers written
 /// together by `feed` + the next receive), closes when asked by a
 /// [`close_request`](crate::close_request), and reports the end.
-pub async fn echo<S, R: RuntimeIo<S>>(mut ws: tether_driver::WebSocketStream<S, R>, ends: mpsc::Sender<ServerEnd>) {
+pub async fn echo<S, R: RuntimeIo<S> + TransportAddrs<S>>(
+    mut ws: tether_driver::WebSocketStream<S, R>,
+    ends: mpsc::Sender<ServerEnd>,
+) {
+    let mut facts = async_facts(&ws);
     let mut error = None;
     while let Some(event) = ws.recv_event().await {
         match event {
@@ -87,10 +91,23 @@ pub async fn echo<S, R: RuntimeIo<S>>(mut ws: tether_driver::WebSocketStream<S, 
             }
         }
     }
+    facts.stats = ws.stats();
     let _ = ends.send(ServerEnd {
         closed: ws.close_info().cloned(),
         error,
+        facts,
     });
+}
+
+/// What an async adapter's connection tells about itself.
+pub fn async_facts<S, R: TransportAddrs<S>>(ws: &tether_driver::WebSocketStream<S, R>) -> crate::Facts {
+    crate::Facts {
+        stats: ws.stats(),
+        local_addr: ws.local_addr().ok(),
+        peer_addr: ws.peer_addr().ok(),
+        tls: ws.tls_info(),
+        deflate: ws.deflate_params(),
+    }
 }
 
 /// A [`Ws`](crate::Ws) over an async adapter's stream: each call runs on
@@ -102,7 +119,7 @@ pub struct AsyncWs<S, R: tether_driver::Runtime, E> {
     pub executor: E,
 }
 
-impl<S, R: RuntimeIo<S>, E: Executor> crate::Ws for AsyncWs<S, R, E> {
+impl<S, R: RuntimeIo<S> + TransportAddrs<S>, E: Executor> crate::Ws for AsyncWs<S, R, E> {
     fn send(&mut self, message: tether_driver::Message) -> Result<(), Error> {
         self.executor.block_on(self.ws.send(message))
     }
@@ -129,5 +146,9 @@ impl<S, R: RuntimeIo<S>, E: Executor> crate::Ws for AsyncWs<S, R, E> {
 
     fn extensions(&self) -> Vec<String> {
         self.ws.extensions().map(str::to_owned).collect()
+    }
+
+    fn facts(&self) -> crate::Facts {
+        async_facts(&self.ws)
     }
 }
