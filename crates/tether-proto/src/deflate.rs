@@ -7,23 +7,26 @@
 //! [`SendOptions::uncompressed`](crate::SendOptions::uncompressed), or leave
 //! compression off.
 //!
-//! The codec is zlib-rs (the pure-Rust zlib behind flate2's `zlib-rs`
-//! backend), used directly because it exposes every knob RFC 7692 needs:
-//! window bits 9 to 15 on both sides and the memory level. zlib cannot build
-//! a raw-deflate compressor with an 8-bit window, and compressing with 9 bits
-//! for a peer that asked for 8 would send back-references it cannot follow:
-//! so a server declines an offer that would force its compressor to 8 bits,
-//! and a client told to compress with 8 bits sends its messages uncompressed
-//! (RFC 7692 lets any message go uncompressed). Decompressing with 8 bits is
-//! fine.
+//! The codec is flate2, on its pure-Rust zlib-rs backend by default (enable
+//! flate2's `zlib` or `zlib-ng` feature in your Cargo.toml for a C one): raw
+//! deflate with window bits 9 to 15 on both sides, through flate2's zlib
+//! API. zlib cannot build a raw-deflate compressor with an 8-bit window,
+//! and compressing with 9 bits for a peer that asked for 8 would send
+//! back-references it cannot follow: so a server declines an offer that
+//! would force its compressor to 8 bits, and a client told to compress with
+//! 8 bits sends its messages uncompressed (RFC 7692 lets any message go
+//! uncompressed). Decompressing a peer's 8-bit stream is fine: it runs with
+//! a 9-bit window, which holds every distance an 8-bit one can refer to.
+//!
+//! flate2 does not expose zlib's memory level: every compressor runs at
+//! zlib's default, 8 (see below for what that costs).
 //!
 //! # Memory per connection
 //!
 //! zlib-rs keeps fixed-size tables whatever the window and memory level (the
-//! hash table alone is 128 KiB), so those two knobs change the compression
-//! ratio more than the memory: measured, a compressor costs about 371 KiB at
-//! window 15 and memory level 8, and still 134 KiB at window 9 and memory
-//! level 1; a decompressor about 46 KiB at any window. The states are
+//! hash table alone is 128 KiB), so the window changes the compression ratio
+//! more than the memory: measured, a compressor costs about 371 KiB at
+//! window 15 (memory level 8); a decompressor about 46 KiB at any window. The states are
 //! allocated on the first compressed message in each direction. What frees
 //! memory is [`DeflateConfig::release_between_messages`] with no context
 //! takeover: the state then exists only while a message is being
@@ -40,7 +43,7 @@
 //! [`ClientRequest::permessage_deflate`]: crate::handshake::ClientRequest::permessage_deflate
 
 use bytes::BytesMut;
-use zlib_rs::{DeflateFlush, InflateFlush, Status};
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
 use crate::connection::Role;
 use crate::extension::{DecodeError, Extension};
@@ -93,9 +96,6 @@ pub struct DeflateConfig {
     pub client_max_window_bits: u8,
     /// zlib compression level, 0 (store) to 9 (smallest). Default 6.
     pub level: u8,
-    /// zlib memory level, 1 to 9: the compressor's hash table and buffers.
-    /// Default 8.
-    pub mem_level: u8,
     /// Messages shorter than this many bytes are sent uncompressed.
     /// Default 64.
     pub threshold: usize,
@@ -114,7 +114,6 @@ impl Default for DeflateConfig {
             server_max_window_bits: MAX_WINDOW_BITS,
             client_max_window_bits: MAX_WINDOW_BITS,
             level: 6,
-            mem_level: 8,
             threshold: 64,
             release_between_messages: false,
         }
@@ -134,7 +133,6 @@ impl DeflateConfig {
             client_no_context_takeover: true,
             server_max_window_bits: 10,
             client_max_window_bits: 10,
-            mem_level: 4,
             release_between_messages: true,
             ..Self::default()
         }
@@ -152,9 +150,6 @@ impl DeflateConfig {
         }
         if self.level > 9 {
             return Err(format!("compression level is {}; it goes from 0 to 9", self.level));
-        }
-        if !(1..=9).contains(&self.mem_level) {
-            return Err(format!("memory level is {}; it goes from 1 to 9", self.mem_level));
         }
         Ok(())
     }
@@ -347,11 +342,10 @@ pub(crate) struct PerMessageDeflate {
     /// Reset the decompressor after each message.
     decompress_reset: bool,
     level: u8,
-    mem_level: u8,
     threshold: usize,
     release: bool,
-    deflate: Option<zlib_rs::Deflate>,
-    inflate: Option<zlib_rs::Inflate>,
+    deflate: Option<Compress>,
+    inflate: Option<Decompress>,
 }
 
 impl PerMessageDeflate {
@@ -390,7 +384,6 @@ impl PerMessageDeflate {
             decompress_bits: theirs,
             decompress_reset: their_reset,
             level: config.level,
-            mem_level: config.mem_level,
             threshold: config.threshold,
             release: config.release_between_messages,
             deflate: None,
@@ -398,18 +391,11 @@ impl PerMessageDeflate {
         })
     }
 
-    fn deflater(&mut self, bits: u8) -> &mut zlib_rs::Deflate {
-        let (level, mem_level) = (i32::from(self.level), i32::from(self.mem_level));
-        self.deflate.get_or_insert_with(|| {
-            zlib_rs::Deflate::new_with_config(zlib_rs::DeflateConfig {
-                level,
-                method: zlib_rs::Method::Deflated,
-                // Negative: raw deflate, no zlib header.
-                window_bits: -i32::from(bits),
-                mem_level,
-                strategy: zlib_rs::Strategy::Default,
-            })
-        })
+    fn deflater(&mut self, bits: u8) -> &mut Compress {
+        let level = Compression::new(u32::from(self.level));
+        // Raw deflate: no zlib header.
+        self.deflate
+            .get_or_insert_with(|| Compress::new_with_window_bits(level, false, bits))
     }
 }
 
@@ -446,8 +432,8 @@ impl Extension for PerMessageDeflate {
             let room = spare.len();
             let (before_in, before_out) = (deflate.total_in(), deflate.total_out());
             deflate
-                .compress_uninit(input, spare, DeflateFlush::SyncFlush)
-                .map_err(|e| format!("deflate failed: {}", e.as_str()))?;
+                .compress_uninit(input, spare, FlushCompress::Sync)
+                .map_err(|e| format!("deflate failed: {e}"))?;
             let consumed = (deflate.total_in() - before_in) as usize;
             let produced = (deflate.total_out() - before_out) as usize;
             // SAFETY: zlib initialised the first `produced` bytes of the
@@ -485,8 +471,12 @@ impl Extension for PerMessageDeflate {
     }
 
     fn decode(&mut self, input: &[u8], last: bool, out: &mut BytesMut, limit: usize) -> Result<(), DecodeError> {
-        let bits = self.decompress_bits;
-        let inflate = self.inflate.get_or_insert_with(|| zlib_rs::Inflate::new(false, bits));
+        // A 9-bit window holds every distance of an 8-bit stream; zlib's
+        // raw inflate takes no less than 9.
+        let bits = self.decompress_bits.max(MIN_COMPRESS_WINDOW_BITS);
+        let inflate = self
+            .inflate
+            .get_or_insert_with(|| Decompress::new_with_window_bits(false, bits));
         let start = out.len();
         let mut pieces: [&[u8]; 2] = [input, if last { &TAIL } else { &[] }];
         for piece in &mut pieces {
@@ -504,8 +494,8 @@ impl Extension for PerMessageDeflate {
                 let spare = &mut out.spare_capacity_mut()[..room];
                 let (before_in, before_out) = (inflate.total_in(), inflate.total_out());
                 let status = inflate
-                    .decompress_uninit(piece, spare, InflateFlush::SyncFlush)
-                    .map_err(|e| DecodeError::Invalid(format!("invalid deflate data: {}", e.as_str())));
+                    .decompress_uninit(piece, spare, FlushDecompress::Sync)
+                    .map_err(|e| DecodeError::Invalid(format!("invalid deflate data: {e}")));
                 let consumed = (inflate.total_in() - before_in) as usize;
                 let produced = (inflate.total_out() - before_out) as usize;
                 // SAFETY: zlib initialised the first `produced` bytes of the
@@ -796,10 +786,6 @@ mod tests {
                 },
                 DeflateConfig {
                     level: 10,
-                    ..DeflateConfig::default()
-                },
-                DeflateConfig {
-                    mem_level: 0,
                     ..DeflateConfig::default()
                 },
             ] {
