@@ -152,6 +152,28 @@ impl ClientBuilder {
         Self(self.0.tls(settings))
     }
 
+    /// Connects through `proxy` (HTTP `CONNECT` over `http://` or
+    /// `https://`, or SOCKS5); see the driver's `ClientBuilder::proxy`.
+    pub fn proxy(self, proxy: crate::proxy::Proxy) -> Self {
+        Self(self.0.proxy(proxy))
+    }
+
+    /// Connects through the proxy the environment names (`https_proxy`,
+    /// `no_proxy`...; see [`Proxy::from_env_for`](crate::proxy::Proxy::from_env_for)).
+    pub fn proxy_from_env(self) -> Self {
+        Self(self.0.proxy_from_env())
+    }
+
+    /// [`proxy_from_env`](Self::proxy_from_env) with variables from `lookup`.
+    pub fn proxy_from_env_with(self, lookup: impl Fn(&str) -> Option<String> + Send + Sync + 'static) -> Self {
+        Self(self.0.proxy_from_env_with(lookup))
+    }
+
+    /// Connects directly, without a proxy (the default).
+    pub fn no_proxy(self) -> Self {
+        Self(self.0.no_proxy())
+    }
+
     /// Resolves the host, connects to each resolved address in turn (each
     /// with its share of the connect timeout, `TcpStream::connect_timeout`)
     /// until one answers, runs TLS for `wss://`, then the opening

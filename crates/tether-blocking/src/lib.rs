@@ -151,6 +151,7 @@ pub use split::{Reader, ReaderMessages, Writer};
 pub use transport::{BlockingIo, MaybeTlsStream, NoTimeouts, SplitIo};
 pub use websocket::{MessageReader, Messages, WebSocket};
 
+pub use tether_driver::proxy;
 pub use tether_driver::{tether_proto, Accept, ClientRequest, HandshakeConfig, HandshakeError, Request};
 pub use tether_driver::{
     Error, ErrorKind, HttpResponse, Received, WebSocketConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT,

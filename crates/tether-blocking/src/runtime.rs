@@ -359,33 +359,52 @@ impl Connect for Blocking {
     // signature so the `Send` bound stays visible.
     #[allow(clippy::manual_async_fn)]
     fn tls(
-        tcp: TcpStream,
+        stream: Self::Stream,
         name: rustls::pki_types::ServerName<'static>,
         config: std::sync::Arc<rustls::ClientConfig>,
         deadline: Option<Instant>,
     ) -> impl Future<Output = Result<Self::Stream, Error>> + Send {
         async move {
-            let mut conn = rustls::ClientConnection::new(config, name).map_err(Error::Tls)?;
-            let mut tcp = tcp;
-            let mut timeouts = Timeouts::default();
-            while conn.is_handshaking() {
-                if deadline.is_some_and(|d| Instant::now() >= d) {
-                    return Err(Error::ConnectTimeout);
+            let conn = rustls::ClientConnection::new(config, name).map_err(Error::Tls)?;
+            match stream.into_inner() {
+                MaybeTlsStream::Plain(tcp) => {
+                    let tls = tls_handshake(conn, tcp, deadline)?;
+                    Ok(Transport::new(MaybeTlsStream::Tls(Box::new(tls))))
                 }
-                if let Some(timeout) = timeouts.update(deadline, None) {
-                    tcp.set_read_timeout(timeout)?;
-                    tcp.set_write_timeout(timeout)?;
-                }
-                match conn.complete_io(&mut tcp) {
-                    Ok(_) => {}
-                    Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(Error::from_io(e)),
+                // Through an https:// proxy's tunnel.
+                tunnel => {
+                    let tls = tls_handshake(conn, tunnel, deadline)?;
+                    Ok(Transport::new(MaybeTlsStream::TlsInTls(Box::new(tls))))
                 }
             }
-            let tls = rustls::StreamOwned::new(conn, tcp);
-            Ok(Transport::new(MaybeTlsStream::Tls(Box::new(tls))))
         }
     }
+}
+
+/// Runs a client's TLS handshake over `io`, its socket's timeouts bounding
+/// each wait by `deadline`.
+#[cfg(feature = "tls")]
+fn tls_handshake<S: BlockingIo>(
+    mut conn: rustls::ClientConnection,
+    mut io: S,
+    deadline: Option<Instant>,
+) -> Result<rustls::StreamOwned<rustls::ClientConnection, S>, Error> {
+    let mut timeouts = Timeouts::default();
+    while conn.is_handshaking() {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(Error::ConnectTimeout);
+        }
+        if let Some(timeout) = timeouts.update(deadline, None) {
+            io.set_read_timeout(timeout)?;
+            io.set_write_timeout(timeout)?;
+        }
+        match conn.complete_io(&mut io) {
+            Ok(_) => {}
+            Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::from_io(e)),
+        }
+    }
+    Ok(rustls::StreamOwned::new(conn, io))
 }
 
 /// Runs `future` to completion on this thread: polls it with a no-op waker

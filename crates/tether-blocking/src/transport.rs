@@ -171,9 +171,13 @@ impl<T: Read + Write> BlockingIo for NoTimeouts<T> {
 pub enum MaybeTlsStream<S: Read + Write> {
     /// `ws://`.
     Plain(S),
-    /// `wss://`.
+    /// `wss://`, or `ws://` through an `https://` proxy (TLS to the proxy).
     #[cfg(feature = "tls")]
     Tls(Box<rustls::StreamOwned<rustls::ClientConnection, S>>),
+    /// `wss://` through an `https://` proxy: TLS to the server inside the
+    /// TLS session with the proxy.
+    #[cfg(feature = "tls")]
+    TlsInTls(Box<rustls::StreamOwned<rustls::ClientConnection, Self>>),
 }
 
 impl<S: Read + Write> Read for MaybeTlsStream<S> {
@@ -182,6 +186,8 @@ impl<S: Read + Write> Read for MaybeTlsStream<S> {
             Self::Plain(s) => s.read(buf),
             #[cfg(feature = "tls")]
             Self::Tls(s) => s.read(buf),
+            #[cfg(feature = "tls")]
+            Self::TlsInTls(s) => s.read(buf),
         }
     }
 }
@@ -192,6 +198,8 @@ impl<S: Read + Write> Write for MaybeTlsStream<S> {
             Self::Plain(s) => s.write(buf),
             #[cfg(feature = "tls")]
             Self::Tls(s) => s.write(buf),
+            #[cfg(feature = "tls")]
+            Self::TlsInTls(s) => s.write(buf),
         }
     }
 
@@ -200,6 +208,8 @@ impl<S: Read + Write> Write for MaybeTlsStream<S> {
             Self::Plain(s) => s.write_vectored(bufs),
             #[cfg(feature = "tls")]
             Self::Tls(s) => s.write_vectored(bufs),
+            #[cfg(feature = "tls")]
+            Self::TlsInTls(s) => s.write_vectored(bufs),
         }
     }
 
@@ -208,6 +218,8 @@ impl<S: Read + Write> Write for MaybeTlsStream<S> {
             Self::Plain(s) => s.flush(),
             #[cfg(feature = "tls")]
             Self::Tls(s) => s.flush(),
+            #[cfg(feature = "tls")]
+            Self::TlsInTls(s) => s.flush(),
         }
     }
 }
@@ -226,6 +238,8 @@ impl<S: BlockingIo> BlockingIo for MaybeTlsStream<S> {
             Self::Plain(s) => s.shutdown_write(),
             #[cfg(feature = "tls")]
             Self::Tls(s) => s.shutdown_write(),
+            #[cfg(feature = "tls")]
+            Self::TlsInTls(s) => s.shutdown_write(),
         }
     }
 
@@ -242,6 +256,7 @@ impl<S: BlockingIo> BlockingIo for MaybeTlsStream<S> {
         match self {
             Self::Plain(s) => s.tls_info(),
             Self::Tls(s) => s.tls_info(),
+            Self::TlsInTls(s) => s.tls_info(),
         }
     }
 }
@@ -254,6 +269,8 @@ impl<S: SplitIo> SplitIo for MaybeTlsStream<S> {
             Self::Plain(s) => s.read_side(),
             #[cfg(feature = "tls")]
             Self::Tls(s) => s.read_side(),
+            #[cfg(feature = "tls")]
+            Self::TlsInTls(s) => s.read_side(),
         }
     }
 
@@ -262,6 +279,8 @@ impl<S: SplitIo> SplitIo for MaybeTlsStream<S> {
             Self::Plain(s) => s.decode(raw, plain),
             #[cfg(feature = "tls")]
             Self::Tls(s) => s.decode(raw, plain),
+            #[cfg(feature = "tls")]
+            Self::TlsInTls(s) => s.decode(raw, plain),
         }
     }
 }
@@ -273,6 +292,8 @@ impl<S: Read + Write> MaybeTlsStream<S> {
             Self::Plain(s) => s,
             #[cfg(feature = "tls")]
             Self::Tls(s) => &s.sock,
+            #[cfg(feature = "tls")]
+            Self::TlsInTls(s) => s.sock.socket(),
         }
     }
 }
@@ -337,7 +358,11 @@ mod tls {
             self.sock.read_side()
         }
 
-        fn decode<'a>(&mut self, mut raw: &'a [u8], plain: &'a mut Vec<u8>) -> io::Result<&'a [u8]> {
+        fn decode<'a>(&mut self, raw: &'a [u8], plain: &'a mut Vec<u8>) -> io::Result<&'a [u8]> {
+            // What the socket carries: the raw bytes, or (TLS inside an
+            // https:// proxy's TLS) what the outer session decrypted.
+            let mut outer = Vec::new();
+            let mut raw = self.sock.decode(raw, &mut outer)?;
             plain.clear();
             while !raw.is_empty() {
                 self.conn.read_tls(&mut raw)?;

@@ -10,6 +10,7 @@ use http::{HeaderName, HeaderValue};
 use tether_proto::handshake::{ClientHandshake, ClientRequest, HandshakeError};
 
 use crate::io::{read_until, with_deadline, write_all};
+use crate::proxy::{tunnel, Proxy, ProxyScheme, ProxySetting};
 use crate::random::OsRandom;
 use crate::runtime::{share_of_deadline, Connect, Runtime, RuntimeIo};
 use crate::{Error, WebSocketConfig, WebSocketStream};
@@ -46,6 +47,7 @@ pub struct ClientBuilder<R> {
     nodelay: bool,
     max_redirects: usize,
     insecure_redirects: bool,
+    proxy: ProxySetting,
     #[cfg(feature = "tls")]
     roots: crate::tls::TlsRoots,
     runtime: PhantomData<fn() -> R>,
@@ -63,6 +65,7 @@ impl<R> std::fmt::Debug for ClientBuilder<R> {
             .field("nodelay", &self.nodelay)
             .field("max_redirects", &self.max_redirects)
             .field("insecure_redirects", &self.insecure_redirects)
+            .field("proxy", &self.proxy)
             .finish_non_exhaustive()
     }
 }
@@ -76,6 +79,7 @@ impl<R> Clone for ClientBuilder<R> {
             nodelay: self.nodelay,
             max_redirects: self.max_redirects,
             insecure_redirects: self.insecure_redirects,
+            proxy: self.proxy.clone(),
             #[cfg(feature = "tls")]
             roots: self.roots.clone(),
             runtime: PhantomData,
@@ -103,6 +107,7 @@ impl<R: Runtime> ClientBuilder<R> {
             nodelay: true,
             max_redirects: DEFAULT_MAX_REDIRECTS,
             insecure_redirects: false,
+            proxy: ProxySetting::Direct,
             #[cfg(feature = "tls")]
             roots: crate::tls::TlsRoots::default(),
             runtime: PhantomData,
@@ -155,6 +160,38 @@ impl<R: Runtime> ClientBuilder<R> {
     /// [`Error::RedirectRefused`]: the connection would lose its TLS).
     pub fn allow_insecure_redirects(mut self, allow: bool) -> Self {
         self.insecure_redirects = allow;
+        self
+    }
+
+    /// Connects through `proxy` (HTTP `CONNECT` over `http://` or
+    /// `https://`, or SOCKS5), except to the hosts of its
+    /// [`no_proxy`](Proxy::no_proxy) list. The connect timeout covers the
+    /// proxy's leg too; a redirect goes through the same proxy.
+    pub fn proxy(mut self, proxy: Proxy) -> Self {
+        self.proxy = ProxySetting::Fixed(proxy);
+        self
+    }
+
+    /// Connects through the proxy the environment names for each
+    /// destination (`wss_proxy`, `https_proxy`, `ws_proxy`, `http_proxy`,
+    /// `all_proxy`, `no_proxy`; see [`Proxy::from_env_for`] for the
+    /// precedence), read at every connect. Off by default: a library does
+    /// not route through a proxy unless its user says so.
+    pub fn proxy_from_env(self) -> Self {
+        self.proxy_from_env_with(|name| std::env::var(name).ok())
+    }
+
+    /// [`proxy_from_env`](Self::proxy_from_env) with variables from
+    /// `lookup` instead of the process environment (a configuration file,
+    /// a test).
+    pub fn proxy_from_env_with(mut self, lookup: impl Fn(&str) -> Option<String> + Send + Sync + 'static) -> Self {
+        self.proxy = ProxySetting::Env(std::sync::Arc::new(lookup));
+        self
+    }
+
+    /// Connects directly, without a proxy (the default).
+    pub fn no_proxy(mut self) -> Self {
+        self.proxy = ProxySetting::Direct;
         self
     }
 
@@ -322,40 +359,71 @@ impl<R: Runtime> ClientBuilder<R> {
         }
     }
 
-    /// TCP to the first resolved address that answers, then TLS for `wss://`.
+    /// TCP to the first resolved address that answers (of the server, or
+    /// of the proxy and then the proxy's tunnel), then TLS for `wss://`.
     async fn open(&self, request: &ClientRequest, deadline: Option<Instant>) -> Result<R::Stream, Error>
+    where
+        R: Connect + RuntimeIo<<R as Connect>::Stream>,
+    {
+        let proxy = self
+            .proxy
+            .for_target(request.is_secure(), request.host(), request.port())?;
+        let stream = match &proxy {
+            None => R::plain(self.tcp(request.host(), request.port(), deadline).await?),
+            Some(proxy) => {
+                tracing::debug!(proxy = %format_args!("{}:{}", proxy.host(), proxy.port()), "connecting through a proxy");
+                let tcp = self.tcp(proxy.host(), proxy.port(), deadline).await?;
+                let mut stream = R::plain(tcp);
+                if proxy.scheme() == ProxyScheme::Https {
+                    stream = self.start_tls(stream, proxy.host(), deadline).await?;
+                }
+                tunnel::<R::Stream, R>(&mut stream, proxy, request.host(), request.port(), deadline).await?;
+                stream
+            }
+        };
+        if request.is_secure() {
+            self.start_tls(stream, request.host(), deadline).await
+        } else {
+            Ok(stream)
+        }
+    }
+
+    /// Resolves `host` and connects to the first address that answers.
+    async fn tcp(&self, host: &str, port: u16, deadline: Option<Instant>) -> Result<R::Tcp, Error>
     where
         R: Connect,
     {
-        let addrs = R::resolve(request.host(), request.port())
-            .await
-            .map_err(|error| Error::Resolve {
-                host: request.host().to_owned(),
-                error,
-            })?;
+        let addrs = R::resolve(host, port).await.map_err(|error| Error::Resolve {
+            host: host.to_owned(),
+            error,
+        })?;
         if addrs.is_empty() {
             return Err(Error::Resolve {
-                host: request.host().to_owned(),
+                host: host.to_owned(),
                 error: io::Error::new(io::ErrorKind::NotFound, "no address"),
             });
         }
-        let tcp = connect_addrs::<R>(request.host(), &addrs, self.nodelay, deadline).await?;
-        if !request.is_secure() {
-            return Ok(R::plain(tcp));
-        }
+        connect_addrs::<R>(host, &addrs, self.nodelay, deadline).await
+    }
+
+    /// TLS for the server `host` over `stream` (TCP, or a proxy's tunnel).
+    #[cfg_attr(not(feature = "tls"), allow(clippy::unused_async))]
+    async fn start_tls(&self, stream: R::Stream, host: &str, deadline: Option<Instant>) -> Result<R::Stream, Error>
+    where
+        R: Connect,
+    {
         #[cfg(feature = "tls")]
         {
-            let host = request.host();
             let name = rustls::pki_types::ServerName::try_from(host.to_owned())
                 .map_err(|_| Error::InvalidServerName(host.to_owned()))?;
             let config = self.roots.client_config()?;
-            R::tls(tcp, name, config, deadline).await
+            R::tls(stream, name, config, deadline).await
         }
         #[cfg(not(feature = "tls"))]
         {
-            drop(tcp);
+            let _ = (stream, host, deadline);
             Err(Error::Handshake(HandshakeError::InvalidUri(
-                "wss:// needs the `tls` feature of the adapter",
+                "wss:// and https:// proxies need the `tls` feature of the adapter",
             )))
         }
     }

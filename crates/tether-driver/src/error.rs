@@ -56,6 +56,11 @@ pub enum Error {
     /// response (a page, a 404...) instead of accepting a WebSocket; the
     /// response was sent and the transport closed.
     NotWebSocket(http::StatusCode),
+    /// A proxy refused the tunnel or failed (see
+    /// [`ProxyError`](crate::proxy::ProxyError)); a 407 or a SOCKS5
+    /// authentication failure is
+    /// [`ErrorKind::ProxyAuthenticationRequired`].
+    Proxy(crate::proxy::ProxyError),
     /// The peer violated the protocol; the connection was failed with the
     /// close code of [`ProtocolError::close_code`].
     Protocol(ProtocolError),
@@ -136,8 +141,15 @@ pub enum ErrorKind {
     /// credentials are needed (see the `WWW-Authenticate` header of the
     /// [`HandshakeError::Rejected`]).
     Unauthorized,
-    /// A proxy answered with 407 Proxy Authentication Required.
+    /// A proxy wants (other) credentials: an HTTP proxy answered 407 Proxy
+    /// Authentication Required (its challenge is in
+    /// [`ProxyError::Rejected`](crate::proxy::ProxyError::Rejected)), a
+    /// SOCKS5 proxy asked for a password or refused it.
     ProxyAuthenticationRequired,
+    /// A proxy refused the tunnel for another reason (a destination it does
+    /// not allow, a server it could not reach), broke its protocol, or its
+    /// URL is not valid ([`Error::Proxy`]).
+    Proxy,
     /// The server answered the opening handshake with this status instead
     /// of accepting the WebSocket (403 for an Origin not allowed, 404...).
     Rejected(http::StatusCode),
@@ -186,6 +198,8 @@ impl Error {
             Self::ConnectTimeout => ErrorKind::ConnectTimeout,
             Self::Handshake(e) => handshake_kind(e),
             Self::NotWebSocket(_) => ErrorKind::NotWebSocket,
+            Self::Proxy(e) if e.needs_credentials() => ErrorKind::ProxyAuthenticationRequired,
+            Self::Proxy(_) => ErrorKind::Proxy,
             Self::RedirectRefused { status, .. } => ErrorKind::Rejected(*status),
             Self::Protocol(ProtocolError::FrameTooLarge { .. } | ProtocolError::MessageTooLarge { .. }) => {
                 ErrorKind::MessageTooBig
@@ -199,6 +213,17 @@ impl Error {
             Self::CloseTimeout => ErrorKind::CloseTimeout,
             Self::AbnormalClosure => ErrorKind::AbnormalClosure,
             Self::Send(_) => ErrorKind::InvalidInput,
+        }
+    }
+
+    /// The authentication challenge that came with a refusal: the
+    /// server's `WWW-Authenticate` with a 401, a proxy's
+    /// `Proxy-Authenticate` with a 407.
+    pub fn challenge(&self) -> Option<&str> {
+        match self {
+            Self::Handshake(e) => e.challenge(),
+            Self::Proxy(crate::proxy::ProxyError::Rejected { challenge, .. }) => challenge.as_deref(),
+            _ => None,
         }
     }
 
@@ -316,6 +341,7 @@ impl fmt::Display for Error {
             Self::NotWebSocket(status) => {
                 write!(f, "the request was answered with HTTP status {status}, not a WebSocket")
             }
+            Self::Proxy(e) => write!(f, "proxy: {e}"),
             Self::Protocol(e) => write!(f, "protocol violation by the peer ({}): {e}", e.close_code()),
             Self::ClosedByPeer { code, reason } => {
                 write!(f, "the peer closed the connection with code {code}")?;
@@ -343,6 +369,7 @@ impl std::error::Error for Error {
             #[cfg(feature = "tls")]
             Self::Tls(e) => Some(e),
             Self::Handshake(e) => Some(e),
+            Self::Proxy(e) => Some(e),
             Self::Protocol(e) => Some(e),
             Self::Send(e) => Some(e),
             _ => None,

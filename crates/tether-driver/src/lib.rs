@@ -53,6 +53,7 @@ mod client;
 mod driver;
 mod error;
 mod io;
+pub mod proxy;
 mod random;
 mod reader;
 pub mod runtime;

@@ -108,11 +108,13 @@ pub trait Connect: Runtime {
     /// The transport of a `ws://` connection.
     fn plain(tcp: Self::Tcp) -> Self::Stream;
 
-    /// Runs the TLS handshake for the server `name` over `tcp` (`wss://`),
-    /// by `deadline` when given.
+    /// Runs the TLS handshake for the server `name` over `stream` (`wss://`),
+    /// by `deadline` when given. `stream` is plain TCP, or a tunnel through
+    /// an `https://` proxy, which is TLS already: the result is then TLS
+    /// inside TLS.
     #[cfg(feature = "tls")]
     fn tls(
-        tcp: Self::Tcp,
+        stream: Self::Stream,
         name: rustls::pki_types::ServerName<'static>,
         config: std::sync::Arc<rustls::ClientConfig>,
         deadline: Option<Instant>,

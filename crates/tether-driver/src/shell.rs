@@ -15,6 +15,7 @@
 #[macro_export]
 macro_rules! async_shell_api {
     (runtime: $rt:ty, client_stream: $stream:ty) => {
+        pub use $crate::proxy;
         pub use $crate::tether_proto;
         #[cfg(feature = "deflate")]
         pub use $crate::tether_proto::deflate::{DeflateConfig, DeflateParams};

@@ -188,16 +188,23 @@ impl Connect for FuturesIo {
 
     #[cfg(feature = "tls")]
     fn tls(
-        tcp: TcpStream,
+        stream: Self::Stream,
         name: rustls::pki_types::ServerName<'static>,
         config: std::sync::Arc<rustls::ClientConfig>,
         _deadline: Option<Instant>,
     ) -> impl Future<Output = Result<Self::Stream, Error>> + Send {
         let connector = futures_rustls::TlsConnector::from(config);
         async move {
-            match connector.connect(name, tcp).await {
-                Ok(tls) => Ok(MaybeTlsStream::Tls(Box::new(tls))),
-                Err(e) => Err(Error::from_io(e)),
+            match stream {
+                MaybeTlsStream::Plain(tcp) => match connector.connect(name, tcp).await {
+                    Ok(tls) => Ok(MaybeTlsStream::Tls(Box::new(tls))),
+                    Err(e) => Err(Error::from_io(e)),
+                },
+                // Through an https:// proxy's tunnel.
+                tunnel => match connector.connect(name, tunnel).await {
+                    Ok(tls) => Ok(MaybeTlsStream::TlsInTls(Box::new(tls))),
+                    Err(e) => Err(Error::from_io(e)),
+                },
             }
         }
     }

@@ -65,6 +65,7 @@ tcp_addrs!(
 wrapper_addrs!(MaybeTlsStream, |io| io.tcp(), tls: |io| match io {
     MaybeTlsStream::Plain(_) => None,
     MaybeTlsStream::Tls(s) => Some(tether_driver::tls::TlsInfo::from_client(s.get_ref().1)),
+    MaybeTlsStream::TlsInTls(s) => Some(tether_driver::tls::TlsInfo::from_client(s.get_ref().1)),
 });
 wrapper_addrs!(
     #[cfg(feature = "tls")]
@@ -86,9 +87,13 @@ wrapper_addrs!(
 pub enum MaybeTlsStream<S> {
     /// `ws://`.
     Plain(S),
-    /// `wss://`.
+    /// `wss://`, or `ws://` through an `https://` proxy (TLS to the proxy).
     #[cfg(feature = "tls")]
     Tls(Box<futures_rustls::client::TlsStream<S>>),
+    /// `wss://` through an `https://` proxy: TLS to the server inside the
+    /// TLS session with the proxy.
+    #[cfg(feature = "tls")]
+    TlsInTls(Box<futures_rustls::client::TlsStream<Self>>),
 }
 
 /// What both variants are, to forward each call through one `match`.
@@ -103,6 +108,8 @@ impl<S> MaybeTlsStream<S> {
             Self::Plain(s) => s,
             #[cfg(feature = "tls")]
             Self::Tls(s) => s.get_ref().0,
+            #[cfg(feature = "tls")]
+            Self::TlsInTls(s) => s.get_ref().0.tcp(),
         }
     }
 }
@@ -115,6 +122,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> MaybeTlsStream<S> {
             Self::Plain(s) => Pin::new(s),
             #[cfg(feature = "tls")]
             Self::Tls(s) => Pin::new(&mut **s),
+            #[cfg(feature = "tls")]
+            Self::TlsInTls(s) => Pin::new(&mut **s),
         }
     }
 }

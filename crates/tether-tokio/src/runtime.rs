@@ -115,15 +115,22 @@ impl Connect for Tokio {
 
     #[cfg(feature = "tls")]
     async fn tls(
-        tcp: TcpStream,
+        stream: Self::Stream,
         name: rustls::pki_types::ServerName<'static>,
         config: std::sync::Arc<rustls::ClientConfig>,
         _deadline: Option<Instant>,
     ) -> Result<Self::Stream, Error> {
-        let tls = tokio_rustls::TlsConnector::from(config)
-            .connect(name, tcp)
-            .await
-            .map_err(Error::from_io)?;
-        Ok(MaybeTlsStream::Tls(Box::new(tls)))
+        let connector = tokio_rustls::TlsConnector::from(config);
+        match stream {
+            MaybeTlsStream::Plain(tcp) => {
+                let tls = connector.connect(name, tcp).await.map_err(Error::from_io)?;
+                Ok(MaybeTlsStream::Tls(Box::new(tls)))
+            }
+            // Through an https:// proxy's tunnel.
+            tunnel => {
+                let tls = connector.connect(name, tunnel).await.map_err(Error::from_io)?;
+                Ok(MaybeTlsStream::TlsInTls(Box::new(tls)))
+            }
+        }
     }
 }

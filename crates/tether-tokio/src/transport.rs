@@ -70,6 +70,8 @@ impl<S: SocketAddrs> SocketAddrs for MaybeTlsStream<S> {
             Self::Plain(s) => s.local_addr(),
             #[cfg(feature = "tls")]
             Self::Tls(s) => s.local_addr(),
+            #[cfg(feature = "tls")]
+            Self::TlsInTls(s) => s.local_addr(),
         }
     }
 
@@ -78,6 +80,8 @@ impl<S: SocketAddrs> SocketAddrs for MaybeTlsStream<S> {
             Self::Plain(s) => s.peer_addr(),
             #[cfg(feature = "tls")]
             Self::Tls(s) => s.peer_addr(),
+            #[cfg(feature = "tls")]
+            Self::TlsInTls(s) => s.peer_addr(),
         }
     }
 
@@ -86,6 +90,7 @@ impl<S: SocketAddrs> SocketAddrs for MaybeTlsStream<S> {
         match self {
             Self::Plain(s) => s.tls_info(),
             Self::Tls(s) => s.tls_info(),
+            Self::TlsInTls(s) => s.tls_info(),
         }
     }
 }
@@ -97,9 +102,13 @@ impl<S: SocketAddrs> SocketAddrs for MaybeTlsStream<S> {
 pub enum MaybeTlsStream<S> {
     /// `ws://`.
     Plain(S),
-    /// `wss://`.
+    /// `wss://`, or `ws://` through an `https://` proxy (TLS to the proxy).
     #[cfg(feature = "tls")]
     Tls(Box<tokio_rustls::client::TlsStream<S>>),
+    /// `wss://` through an `https://` proxy: TLS to the server inside the
+    /// TLS session with the proxy.
+    #[cfg(feature = "tls")]
+    TlsInTls(Box<tokio_rustls::client::TlsStream<Self>>),
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for MaybeTlsStream<S> {
@@ -108,6 +117,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for MaybeTlsStream<S> {
             Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
             #[cfg(feature = "tls")]
             Self::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            #[cfg(feature = "tls")]
+            Self::TlsInTls(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -118,6 +129,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MaybeTlsStream<S> {
             Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
             #[cfg(feature = "tls")]
             Self::Tls(s) => Pin::new(s).poll_write(cx, buf),
+            #[cfg(feature = "tls")]
+            Self::TlsInTls(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -130,6 +143,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MaybeTlsStream<S> {
             Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             #[cfg(feature = "tls")]
             Self::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            #[cfg(feature = "tls")]
+            Self::TlsInTls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -138,6 +153,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MaybeTlsStream<S> {
             Self::Plain(s) => s.is_write_vectored(),
             #[cfg(feature = "tls")]
             Self::Tls(s) => s.is_write_vectored(),
+            #[cfg(feature = "tls")]
+            Self::TlsInTls(s) => s.is_write_vectored(),
         }
     }
 
@@ -146,6 +163,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MaybeTlsStream<S> {
             Self::Plain(s) => Pin::new(s).poll_flush(cx),
             #[cfg(feature = "tls")]
             Self::Tls(s) => Pin::new(s).poll_flush(cx),
+            #[cfg(feature = "tls")]
+            Self::TlsInTls(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -154,6 +173,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MaybeTlsStream<S> {
             Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
             #[cfg(feature = "tls")]
             Self::Tls(s) => Pin::new(s).poll_shutdown(cx),
+            #[cfg(feature = "tls")]
+            Self::TlsInTls(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }

@@ -227,6 +227,64 @@ pub struct ClientSettings {
     pub max_redirects: Option<usize>,
     /// `allow_insecure_redirects`.
     pub allow_insecure_redirects: bool,
+    /// A proxy set with the builder's `proxy`.
+    pub proxy: Option<tether_driver::proxy::Proxy>,
+    /// Environment variables for `proxy_from_env_with` (when given).
+    pub proxy_env: Option<Vec<(String, String)>>,
+}
+
+impl ClientSettings {
+    /// The driver's builder for `url` with these settings: what every
+    /// adapter's client is built from (the tokio and futures builders are
+    /// the driver's; the blocking one wraps it).
+    pub fn builder<R: tether_driver::Runtime>(self, url: &str) -> tether_driver::ClientBuilder<R> {
+        let mut builder = tether_driver::ClientBuilder::<R>::new(url)
+            .config(self.config.unwrap_or_else(|| adapters::config(Options::default())));
+        if let Some(timeout) = self.connect_timeout {
+            builder = builder.connect_timeout(Some(timeout));
+        }
+        if let Some(tls) = self.tls_config {
+            builder = builder.tls_config(tls);
+        }
+        if let Some(tls) = self.tls {
+            builder = builder.tls(tls);
+        }
+        for (name, value) in self.headers {
+            builder = builder.header(name, value);
+        }
+        if let Some(max) = self.max_redirects {
+            builder = builder.max_redirects(max);
+        }
+        if let Some(proxy) = self.proxy {
+            builder = builder.proxy(proxy);
+        }
+        if let Some(vars) = self.proxy_env {
+            let vars: std::collections::HashMap<String, String> = vars.into_iter().collect();
+            builder = builder.proxy_from_env_with(move |name| vars.get(name).cloned());
+        }
+        builder.allow_insecure_redirects(self.allow_insecure_redirects)
+    }
+}
+
+/// One `#[test]` per adapter for each function named, each called with its
+/// [`Adapter`]: `mod tokio { fn name() }`, `mod smol`, `mod async_std`,
+/// `mod blocking`.
+#[macro_export]
+macro_rules! every_adapter {
+    ($($name:ident),* $(,)?) => {
+        mod tokio {
+            $(#[test] fn $name() { super::$name($crate::Adapter::Tokio); })*
+        }
+        mod smol {
+            $(#[test] fn $name() { super::$name($crate::Adapter::Smol); })*
+        }
+        mod async_std {
+            $(#[test] fn $name() { super::$name($crate::Adapter::AsyncStd); })*
+        }
+        mod blocking {
+            $(#[test] fn $name() { super::$name($crate::Adapter::Blocking); })*
+        }
+    };
 }
 
 /// Connects `adapter`'s client to `url`, returning the error instead of

@@ -8,6 +8,8 @@ use tether_driver::tls::rustls::{ClientConfig, RootCertStore, ServerConfig};
 struct Certificate {
     cert: CertificateDer<'static>,
     key: PrivatePkcs8KeyDer<'static>,
+    cert_pem: String,
+    key_pem: String,
 }
 
 fn certificate() -> &'static Certificate {
@@ -15,6 +17,8 @@ fn certificate() -> &'static Certificate {
     CERT.get_or_init(|| {
         let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
         Certificate {
+            cert_pem: certified.cert.pem(),
+            key_pem: certified.key_pair.serialize_pem(),
             cert: certified.cert.der().clone(),
             key: PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()),
         }
@@ -32,4 +36,11 @@ pub fn client_config() -> Arc<ClientConfig> {
     let mut roots = RootCertStore::empty();
     roots.add(certificate().cert.clone()).unwrap();
     tether_driver::tls::client_config(roots).unwrap()
+}
+
+/// The test certificate and its key in PEM, for servers outside the test
+/// (stunnel).
+pub fn pem() -> (&'static str, &'static str) {
+    let cert = certificate();
+    (&cert.cert_pem, &cert.key_pem)
 }

@@ -463,24 +463,7 @@ fn not_websocket(adapter: Adapter) {
     assert_eq!(error.kind(), ErrorKind::NotWebSocket, "{adapter:?}: {error:?}");
 }
 
-macro_rules! every_adapter {
-    ($($name:ident),* $(,)?) => {
-        mod tokio {
-            $(#[test] fn $name() { super::$name(super::Adapter::Tokio); })*
-        }
-        mod smol {
-            $(#[test] fn $name() { super::$name(super::Adapter::Smol); })*
-        }
-        mod async_std {
-            $(#[test] fn $name() { super::$name(super::Adapter::AsyncStd); })*
-        }
-        mod blocking {
-            $(#[test] fn $name() { super::$name(super::Adapter::Blocking); })*
-        }
-    };
-}
-
-every_adapter!(
+tether_adapter_tests::every_adapter!(
     host_not_found,
     connection_refused,
     connection_reset,

@@ -241,24 +241,52 @@ fn credentials_stay_with_their_host(adapter: Adapter) {
     assert!(has_header(&heads[1], "cookie"), "{}", heads[1]);
 }
 
-macro_rules! every_adapter {
-    ($($name:ident),* $(,)?) => {
-        mod tokio {
-            $(#[test] fn $name() { super::$name(super::Adapter::Tokio); })*
-        }
-        mod smol {
-            $(#[test] fn $name() { super::$name(super::Adapter::Smol); })*
-        }
-        mod async_std {
-            $(#[test] fn $name() { super::$name(super::Adapter::AsyncStd); })*
-        }
-        mod blocking {
-            $(#[test] fn $name() { super::$name(super::Adapter::Blocking); })*
-        }
-    };
+/// `ws://user:password@host/`: a Basic `Authorization` header, never the
+/// credentials in the request line; a 401 comes back with its challenge.
+fn uri_credentials_become_basic_authorization(adapter: Adapter) {
+    let (server, heads) = raw_server(accept);
+    let url = format!("ws://Aladdin:open%20sesame@{server}/chat?room=1");
+    drop(try_connect(adapter, &url, ClientSettings::default()).unwrap());
+    let head = heads.lock().unwrap()[0].clone();
+    assert!(head.starts_with("GET /chat?room=1 HTTP/1.1\r\n"), "{head}");
+    assert!(
+        head.contains("\r\nauthorization: Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==\r\n")
+            || head.contains("\r\nAuthorization: Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==\r\n"),
+        "{head}"
+    );
+    assert!(
+        !head.contains("sesame") && !head.contains("Aladdin") && !head.contains('@'),
+        "{head}"
+    );
+
+    let (server, _) = raw_server(|_| {
+        "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"chat\"\r\nContent-Length: 0\r\n\r\n".to_owned()
+    });
+    let error = try_connect(adapter, &format!("ws://u:wrong@{server}/"), ClientSettings::default())
+        .err()
+        .unwrap();
+    assert_eq!(error.kind(), ErrorKind::Unauthorized, "{error}");
+    assert_eq!(error.challenge(), Some("Basic realm=\"chat\""));
+    // The error does not show the password either.
+    assert!(!format!("{error} {error:?}").contains("wrong"), "{error:?}");
 }
 
-every_adapter!(
+/// A URI's credentials follow a redirect to the same host only.
+fn uri_credentials_stay_with_their_host(adapter: Adapter) {
+    let (target, heads) = raw_server(accept);
+    for host in ["localhost", "127.0.0.1"] {
+        let location = format!("ws://{host}:{}/ws", target.port());
+        let (from, _) = raw_server(move |_| redirect_to(302, &location));
+        drop(try_connect(adapter, &format!("ws://u:p@{from}/"), ClientSettings::default()).unwrap());
+    }
+    let heads = heads.lock().unwrap();
+    assert!(!has_header(&heads[0], "authorization"), "{}", heads[0]);
+    assert!(has_header(&heads[1], "authorization"), "{}", heads[1]);
+}
+
+tether_adapter_tests::every_adapter!(
+    uri_credentials_become_basic_authorization,
+    uri_credentials_stay_with_their_host,
     every_redirect_status_is_followed,
     relative_locations_and_chains,
     the_limit_is_10_by_default_and_0_follows_none,

@@ -219,24 +219,7 @@ fn bad_pem_is_invalid_input() {
     assert_eq!(error.kind(), ErrorKind::InvalidInput, "{error}");
 }
 
-macro_rules! every_adapter {
-    ($($name:ident),* $(,)?) => {
-        mod tokio {
-            $(#[test] fn $name() { super::$name(super::Adapter::Tokio); })*
-        }
-        mod smol {
-            $(#[test] fn $name() { super::$name(super::Adapter::Smol); })*
-        }
-        mod async_std {
-            $(#[test] fn $name() { super::$name(super::Adapter::AsyncStd); })*
-        }
-        mod blocking {
-            $(#[test] fn $name() { super::$name(super::Adapter::Blocking); })*
-        }
-    };
-}
-
-every_adapter!(
+tether_adapter_tests::every_adapter!(
     private_ca_trusted_from_pem,
     client_certificates_required,
     accept_any_certificate_is_an_explicit_opt_in,

@@ -68,6 +68,10 @@ pub struct ClientRequest {
     /// permessage-deflate offers, in the order they appear in `extensions`.
     deflate: Vec<super::DeflateSettings>,
     headers: HeaderMap,
+    /// `Basic` credentials from the URI's userinfo: a sensitive header
+    /// value (`Debug` shows `Sensitive`), sent as `Authorization` unless a
+    /// header of that name was added.
+    credentials: Option<HeaderValue>,
 }
 
 /// A client's opening handshake in progress: checks the server's response.
@@ -178,11 +182,30 @@ impl ClientRequest {
         let Some(authority) = uri.authority() else {
             return Err(HandshakeError::InvalidUri("missing host"));
         };
-        if authority.as_str().contains('@') {
-            return Err(HandshakeError::InvalidUri(
-                "credentials in the URI are not supported; add an Authorization header instead",
-            ));
-        }
+        // `user:password@`: Basic credentials, as browsers and Python
+        // `websockets` take them. They never stay in the URI (it is logged,
+        // shown by `Debug`, followed by redirects).
+        let userinfo = authority
+            .as_str()
+            .rsplit_once('@')
+            .map(|(userinfo, host_port)| (userinfo.to_owned(), host_port.to_owned()));
+        let (uri, credentials) = match userinfo {
+            None => (uri, None),
+            Some((userinfo, host_port)) => {
+                let credentials = basic_credentials(&userinfo)?;
+                let mut parts = uri.into_parts();
+                parts.authority = Some(
+                    host_port
+                        .parse()
+                        .map_err(|_| HandshakeError::InvalidUri("not a valid host and port"))?,
+                );
+                let uri = Uri::from_parts(parts).map_err(|_| HandshakeError::InvalidUri("not a valid URI"))?;
+                (uri, Some(credentials))
+            }
+        };
+        let Some(authority) = uri.authority() else {
+            return Err(HandshakeError::InvalidUri("missing host"));
+        };
         let bracketed = authority.host();
         let host = bracketed
             .strip_prefix('[')
@@ -222,6 +245,7 @@ impl ClientRequest {
             extensions: Vec::new(),
             deflate: Vec::new(),
             headers: HeaderMap::new(),
+            credentials,
         })
     }
 
@@ -278,7 +302,15 @@ impl ClientRequest {
         self
     }
 
-    /// The URI requested.
+    /// Whether the request carries credentials from the URI's userinfo
+    /// (`ws://user:password@host/`), sent as a `Basic` `Authorization`
+    /// header unless [`header`](Self::header) set one.
+    pub fn has_uri_credentials(&self) -> bool {
+        self.credentials.is_some()
+    }
+
+    /// The URI requested, without its userinfo (the credentials are kept
+    /// apart: see [`has_uri_credentials`](Self::has_uri_credentials)).
     pub fn uri(&self) -> &Uri {
         &self.uri
     }
@@ -341,7 +373,12 @@ impl ClientRequest {
         next.extensions.clone_from(&self.extensions);
         next.deflate.clone_from(&self.deflate);
         next.headers = self.headers.clone();
-        if !next.host.eq_ignore_ascii_case(&self.host) {
+        if next.host.eq_ignore_ascii_case(&self.host) {
+            // A location's own credentials win; otherwise the URI's follow.
+            if next.credentials.is_none() {
+                next.credentials.clone_from(&self.credentials);
+            }
+        } else {
             next.headers.remove(http::header::AUTHORIZATION);
             next.headers.remove(http::header::COOKIE);
         }
@@ -404,6 +441,11 @@ impl ClientRequest {
                 &http::header::SEC_WEBSOCKET_EXTENSIONS,
                 ExtensionOffer::format_list(&self.extensions).as_bytes(),
             );
+        }
+        if let Some(credentials) = &self.credentials {
+            if !self.headers.contains_key(http::header::AUTHORIZATION) {
+                line(&http::header::AUTHORIZATION, credentials.as_bytes());
+            }
         }
         write_headers(&mut out, &self.headers); // item 12
         out.extend_from_slice(b"\r\n");
@@ -874,6 +916,35 @@ impl Chunked {
 
 /// `location` after the first of `schemes` it starts with (compared
 /// without case on `lower`, its lowercase copy).
+/// The `Authorization` value for a URI's userinfo (`user` or
+/// `user:password`, percent-encoded, RFC 3986 section 3.2.1): `Basic`
+/// with the decoded `user:password` in base64 (RFC 7617), marked
+/// sensitive.
+fn basic_credentials(userinfo: &str) -> Result<HeaderValue, HandshakeError> {
+    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    let decode = |part: &str| -> Result<Vec<u8>, HandshakeError> {
+        let bytes: Vec<u8> = percent_encoding::percent_decode_str(part).collect();
+        if bytes.iter().any(u8::is_ascii_control) {
+            return Err(HandshakeError::InvalidUri(
+                "control characters in the URI's credentials",
+            ));
+        }
+        Ok(bytes)
+    };
+    let mut pair = decode(user)?;
+    if pair.contains(&b':') {
+        return Err(HandshakeError::InvalidUri(
+            "a user name in the URI cannot contain ':' (RFC 7617 section 2)",
+        ));
+    }
+    pair.push(b':');
+    pair.extend(decode(password)?);
+    let mut value = HeaderValue::from_str(&format!("Basic {}", BASE64.encode(&pair)))
+        .map_err(|_| HandshakeError::InvalidUri("the URI's credentials"))?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
 fn strip_scheme<'a>(location: &'a str, lower: &str, schemes: &[&str]) -> Option<&'a str> {
     schemes
         .iter()
@@ -995,8 +1066,9 @@ mod tests {
             "/relative",
             "example.com",
             "ws://example.com/#frag",
-            "ws://user:pass@example.com/",
             "ws:///path",
+            "ws://us%3Aer:pass@example.com/",
+            "ws://user:pa%0Ass@example.com/",
             "ws://exa mple.com/",
             "",
         ] {
@@ -1492,6 +1564,60 @@ mod redirect_tests {
         assert_eq!(other.headers.get("x-trace").unwrap(), "7");
         assert_eq!(other.origin.as_deref(), Some("https://a.example"));
         assert_eq!(other.protocols, ["v1"]);
+    }
+
+    #[test]
+    fn uri_credentials_become_basic_authorization() {
+        // RFC 7617 section 2's example, percent-encoded in the URI.
+        let r = ClientRequest::new("wss://Aladdin:open%20sesame@example.com:8443/chat?x=1").unwrap();
+        assert!(r.has_uri_credentials());
+        assert_eq!(r.uri().to_string(), "wss://example.com:8443/chat?x=1");
+        assert_eq!((r.host(), r.port()), ("example.com", 8443));
+        let debug = format!("{r:?}");
+        assert!(
+            !debug.contains("QWxhZGRpbjpvcGVuIHNlc2FtZQ") && !debug.contains("sesame"),
+            "{debug}"
+        );
+        let request_text = |uri: &str| {
+            let mut random = crate::SeededRandom::new(1);
+            let request = ClientRequest::new(uri).unwrap();
+            let (_, bytes) = ClientHandshake::new(request, &mut random, Instant::now(), None).unwrap();
+            String::from_utf8(bytes).unwrap()
+        };
+        let text = request_text("wss://Aladdin:open%20sesame@example.com:8443/chat?x=1");
+        assert!(
+            text.starts_with("GET /chat?x=1 HTTP/1.1\r\nHost: example.com:8443\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\r\nAuthorization: Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==\r\n"),
+            "{text}"
+        );
+        assert!(!text.contains("sesame") && !text.contains('@'));
+        // A user without a password; an empty password; IPv6 hosts.
+        assert!(request_text("ws://bob@[::1]:9/").contains("Authorization: Basic Ym9iOg==\r\n"));
+        assert!(request_text("ws://bob:@[::1]/").contains("\r\nHost: [::1]\r\n"));
+        // An Authorization header of the caller's wins over the URI's.
+        let mut random = crate::SeededRandom::new(1);
+        let explicit = ClientRequest::new("ws://u:p@a/")
+            .unwrap()
+            .header(http::header::AUTHORIZATION, HeaderValue::from_static("Bearer t"));
+        let (_, bytes) = ClientHandshake::new(explicit, &mut random, Instant::now(), None).unwrap();
+        let text = String::from_utf8(bytes).unwrap();
+        assert_eq!(text.matches("Authorization").count(), 1);
+        assert!(text.contains("Authorization: Bearer t\r\n"));
+    }
+
+    #[test]
+    fn uri_credentials_follow_redirects_on_the_same_host_only() {
+        let r = ClientRequest::new("ws://u:p@a.example/x").unwrap();
+        let same = r.redirect("/y").unwrap();
+        assert!(same.has_uri_credentials());
+        assert_eq!(same.uri().to_string(), "ws://a.example/y");
+        let other = r.redirect("ws://b.example/").unwrap();
+        assert!(!other.has_uri_credentials());
+        let own = r.redirect("ws://v:q@b.example/").unwrap();
+        assert!(own.has_uri_credentials());
     }
 
     #[test]

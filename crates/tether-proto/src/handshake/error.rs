@@ -205,6 +205,23 @@ impl HandshakeError {
         Some(write_response(status, &headers, body.as_bytes()))
     }
 
+    /// The authentication challenge of a rejection: `WWW-Authenticate` of
+    /// a 401, `Proxy-Authenticate` of a 407 (which scheme and realm the
+    /// credentials are for).
+    pub fn challenge(&self) -> Option<&str> {
+        match self {
+            Self::Rejected { status, headers, .. } => {
+                let name = match status.as_u16() {
+                    401 => http::header::WWW_AUTHENTICATE,
+                    407 => http::header::PROXY_AUTHENTICATE,
+                    _ => return None,
+                };
+                headers.get(name)?.to_str().ok()
+            }
+            _ => None,
+        }
+    }
+
     /// The `Location` header of a rejection, where a redirect points to.
     pub fn location(&self) -> Option<&str> {
         match self {

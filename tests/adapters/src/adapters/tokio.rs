@@ -83,23 +83,7 @@ pub fn connect(url: &str, options: Options) -> Box<dyn Ws> {
 /// The client with [`ClientSettings`]; the error instead of a panic.
 pub fn try_connect(url: &str, settings: ClientSettings) -> Result<Box<dyn Ws>, tether_driver::Error> {
     let executor = TokioExecutor::new();
-    let mut builder = ClientBuilder::new(url).config(settings.config.unwrap_or_else(|| config(Options::default())));
-    if let Some(timeout) = settings.connect_timeout {
-        builder = builder.connect_timeout(Some(timeout));
-    }
-    if let Some(tls) = settings.tls_config {
-        builder = builder.tls_config(tls);
-    }
-    if let Some(tls) = settings.tls {
-        builder = builder.tls(tls);
-    }
-    for (name, value) in settings.headers {
-        builder = builder.header(name, value);
-    }
-    if let Some(max) = settings.max_redirects {
-        builder = builder.max_redirects(max);
-    }
-    builder = builder.allow_insecure_redirects(settings.allow_insecure_redirects);
+    let builder = settings.builder::<tether_tokio::Tokio>(url);
     let ws = executor.block_on(builder.connect())?;
     Ok(Box::new(AsyncWs { ws, executor }))
 }
