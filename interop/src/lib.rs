@@ -22,6 +22,7 @@
 //! is killed by process-group id when its test ends.
 #![allow(clippy::missing_panics_doc)]
 
+pub mod cli;
 pub mod data;
 pub mod deflate;
 pub mod peer;

@@ -4,74 +4,21 @@
 //! echo in the communication log, Close Socket, see the clean close, with
 //! permessage-deflate negotiated by Chromium.
 //!
-//! The echo app is the `echo-app` example of tether-tokio, built here by
-//! cargo into this test's target directory and run on port 0; its own
-//! routes are tested here too.
+//! The echo app is `tether serve` (crates/tether-cli), built here by cargo
+//! into this test's target directory and run on port 0; its own routes are
+//! tested here too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
 use std::time::Duration;
 
+use tether_interop::cli::start_serve;
 use tether_interop::peer::{chromium, interop_dir, node};
 use tether_interop::process::Process;
 use tokio::process::Command;
 
-/// Building the example, when the test run did not already.
-const BUILD_TIMEOUT: Duration = Duration::from_secs(600);
 /// The whole browser session (launch, three echoes, close).
 const BROWSER_TIMEOUT: Duration = Duration::from_secs(180);
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Builds the echo-app example with this test's profile and target
-/// directory and returns its path.
-async fn build_echo_app() -> PathBuf {
-    // target/<profile>/deps/browser-<hash>
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap().to_owned();
-    let target_dir = profile_dir.parent().unwrap().to_owned();
-    let mut command = Command::new(env!("CARGO"));
-    command
-        .current_dir(interop_dir().parent().unwrap())
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "tether-tokio",
-            "--example",
-            "echo-app",
-            "--target-dir",
-        ])
-        .arg(&target_dir)
-        .kill_on_drop(true);
-    // Without the variables cargo set for this test: build scripts that
-    // watch them (ring's watches CARGO_MANIFEST_DIR) would rerun, and the
-    // next `cargo test` would rebuild them again.
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        let set_for_crates = [
-            "CARGO_PKG_",
-            "CARGO_MANIFEST_",
-            "CARGO_CRATE_",
-            "CARGO_BIN_",
-            "CARGO_PRIMARY_PACKAGE",
-        ]
-        .iter()
-        .any(|prefix| name.starts_with(prefix))
-            || ["CARGO_TARGET_TMPDIR", "CARGO_RUSTC_CURRENT_DIR", "OUT_DIR"].contains(&name.as_ref());
-        if set_for_crates {
-            command.env_remove(name.as_ref());
-        }
-    }
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        command.arg("--release");
-    }
-    let status = tokio::time::timeout(BUILD_TIMEOUT, command.status())
-        .await
-        .expect("building the echo app timed out")
-        .expect("cargo runs");
-    assert!(status.success(), "building the echo app failed: {status}");
-    profile_dir.join("examples").join("echo-app")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_uses_the_echo_app_page() {
@@ -109,40 +56,21 @@ async fn chromium_uses_the_echo_app_page() {
         "code 1000, reason: bye"
     );
 
-    // The server's side: one connection, opened and closed by the page with
-    // its code and reason.
-    server
-        .stderr_line(": open", STEP_TIMEOUT)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    // The server's side: one connection, closed by the page with its code
+    // and reason, over permessage-deflate.
     let closed = server
-        .stderr_line(": closed", STEP_TIMEOUT)
+        .stderr_line("connection closed", STEP_TIMEOUT)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        closed.ends_with("closed (1000 \"bye\")"),
-        "the echo app logged {closed:?}"
-    );
+    for part in ["close_code=1000", "close_reason=bye", "permessage-deflate", "HTTP/1.1"] {
+        assert!(closed.contains(part), "the echo app logged {closed:?}");
+    }
 }
 
-/// Starts the echo app on port 0 and returns it with its address.
+/// Starts the echo app (`tether serve`, accepting permessage-deflate) on
+/// port 0 and returns it with its address.
 async fn start_echo_app() -> (Process, std::net::SocketAddr) {
-    let app = build_echo_app().await;
-    let mut command = Command::new(&app);
-    command.arg("127.0.0.1:0").env("RUST_LOG", "off");
-    let mut server = Process::spawn("echo app", command);
-    let line = server
-        .stderr_line("echo app on http://", STEP_TIMEOUT)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let addr = line
-        .split_whitespace()
-        .nth(3)
-        .and_then(|url| url.strip_prefix("http://"))
-        .and_then(|url| url.strip_suffix('/'))
-        .and_then(|addr| addr.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected address in {line:?}"));
-    (server, addr)
+    start_serve(&["--compression"]).await
 }
 
 /// One plain HTTP request; the response's status line, headers and body.
