@@ -364,3 +364,107 @@ proptest! {
         prop_assert_eq!(pair.client.messages(), sent);
     }
 }
+
+/// Prepared messages (encoded once for many connections) interleaved with
+/// ordinary ones, for every parameter combination, both roles: each peer
+/// receives every message intact. Without server context takeover the
+/// server sends the message compressed once and shared (the same bytes on
+/// every connection); with it, each connection compresses for itself
+/// (sharing would break the peer's window); a client re-masks.
+#[test]
+fn prepared_messages_on_every_parameter_combination() {
+    use tether_proto::PreparedMessage;
+    let bits = [9u8, 12, 15];
+    let messages: Vec<String> = (0..6).map(|i| text(2000 + i * 300, i + 10)).collect();
+    let prepared: Vec<PreparedMessage> = messages
+        .iter()
+        .map(|m| PreparedMessage::new(Message::Text(m.as_str().into())))
+        .collect();
+    for server_nct in [false, true] {
+        for client_nct in [false, true] {
+            for &server_bits in &bits {
+                let client = deflate(|c| {
+                    c.server_no_context_takeover = server_nct;
+                    c.client_no_context_takeover = client_nct;
+                    c.server_max_window_bits = server_bits;
+                });
+                // Two server connections with the same agreement.
+                let mut pairs = [
+                    pair(client.clone(), DeflateConfig::default()),
+                    pair(client, DeflateConfig::default()),
+                ];
+                let mut wire = Vec::new();
+                for pair in &mut pairs {
+                    for (i, p) in prepared.iter().enumerate() {
+                        // Ordinary messages in between keep each side's
+                        // context moving.
+                        pair.server
+                            .conn
+                            .send(Message::Text(messages[i].as_str().into()))
+                            .unwrap();
+                        pair.server.conn.send_prepared(p).unwrap();
+                        pair.client.conn.send_prepared(p).unwrap();
+                        pair.client
+                            .conn
+                            .send(Message::Text(messages[i].as_str().into()))
+                            .unwrap();
+                    }
+                    let before = pair.server.written;
+                    pair.drive();
+                    wire.push(pair.server.written - before);
+                    let expected: Vec<Message> = messages
+                        .iter()
+                        .flat_map(|m| [Message::Text(m.as_str().into()), Message::Text(m.as_str().into())])
+                        .collect();
+                    // (Compared without printing 30 KB of text on failure.)
+                    assert!(
+                        pair.client.messages() == expected,
+                        "client received other messages: server_nct {server_nct}, bits {server_bits}"
+                    );
+                    assert!(
+                        pair.server.messages() == expected,
+                        "server received other messages: client_nct {client_nct}"
+                    );
+                    let stats = pair.server.conn.stats();
+                    assert_eq!(stats.messages_sent, 12);
+                    assert_eq!(
+                        stats.payload_bytes_sent,
+                        2 * messages.iter().map(String::len).sum::<usize>() as u64
+                    );
+                }
+                // Compressed either way, and alike on both connections.
+                assert_eq!(wire[0], wire[1]);
+                let raw = 2 * messages.iter().map(String::len).sum::<usize>();
+                assert!(wire[0] < raw, "{} < {raw}", wire[0]);
+            }
+        }
+    }
+}
+
+/// Without server context takeover, a prepared message is compressed once:
+/// two connections queue the very same bytes.
+#[test]
+fn prepared_messages_are_compressed_once_and_shared() {
+    use tether_proto::PreparedMessage;
+    let client = deflate(|c| c.server_no_context_takeover = true);
+    let prepared = PreparedMessage::new(Message::Text(text(5000, 3).into()));
+    let mut frames = Vec::new();
+    for _ in 0..2 {
+        let mut pair = pair(client.clone(), DeflateConfig::default());
+        pair.server.conn.send_prepared(&prepared).unwrap();
+        let frame = pair.server.conn.poll_transmit().unwrap();
+        assert_eq!(frame[0], 0xc1, "FIN, RSV1 (compressed), text");
+        assert!(frame.len() < 5000);
+        frames.push(frame);
+    }
+    // The same allocation, not only equal bytes.
+    assert_eq!(frames[0].as_ptr(), frames[1].as_ptr());
+    // Uncompressed, prepared for a secret: the plain frame, shared too.
+    let secret = PreparedMessage::with_options(Message::Text(text(5000, 4).into()), SendOptions::uncompressed());
+    let mut pair = pair(client, DeflateConfig::default());
+    pair.server.conn.send_prepared(&secret).unwrap();
+    assert_eq!(
+        pair.server.conn.poll_transmit().unwrap().as_ptr(),
+        secret.frame().as_ptr()
+    );
+}

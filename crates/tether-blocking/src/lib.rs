@@ -151,6 +151,7 @@ pub use split::{Reader, ReaderMessages, Writer};
 pub use transport::{BlockingIo, MaybeTlsStream, NoTimeouts, SplitIo};
 pub use websocket::{MessageReader, Messages, WebSocket};
 
+pub use tether_driver::hub;
 pub use tether_driver::proxy;
 pub use tether_driver::{tether_proto, Accept, ClientRequest, HandshakeConfig, HandshakeError, Request};
 pub use tether_driver::{
@@ -161,8 +162,8 @@ pub use tether_driver::{
 #[cfg(feature = "deflate")]
 pub use tether_proto::deflate::{DeflateConfig, DeflateParams};
 pub use tether_proto::{
-    CloseCause, CloseCode, CloseReply, Closed, Config, DataKind, Message, ProtocolError, Role, SendOptions, State,
-    Utf8Bytes,
+    CloseCause, CloseCode, CloseReply, Closed, Config, DataKind, Message, PreparedMessage, ProtocolError, Role,
+    SendOptions, State, Utf8Bytes,
 };
 
 use std::net::TcpStream;

@@ -272,6 +272,18 @@ impl<S: BlockingIo> Writer<S> {
         self.flush()
     }
 
+    /// Sends a message encoded once for many connections (see
+    /// [`WebSocket::send_prepared`](crate::WebSocket::send_prepared)).
+    pub fn send_prepared(&self, prepared: &crate::PreparedMessage) -> Result<(), Error> {
+        self.drive(|driver, cx| {
+            if let Err(e) = std::task::ready!(driver.poll_send_ready(cx)) {
+                return Poll::Ready(Err(e));
+            }
+            Poll::Ready(driver.start_send_prepared(prepared))
+        })?;
+        self.flush()
+    }
+
     /// [`feed`](Self::feed) with per-message options.
     pub fn feed_with(&self, message: impl Into<Message>, options: SendOptions) -> Result<(), Error> {
         let mut message = Some(message.into());

@@ -192,6 +192,13 @@ impl<S: BlockingIo> WebSocket<S> {
         block_on(self.inner.feed_with(message, options))
     }
 
+    /// Sends a message encoded once for many connections (see
+    /// [`PreparedMessage`](crate::PreparedMessage)): a server writes the
+    /// prepared frame's bytes, shared, without encoding it again.
+    pub fn send_prepared(&mut self, prepared: &crate::PreparedMessage) -> Result<(), Error> {
+        block_on(self.inner.send_prepared(prepared))
+    }
+
     /// Writes everything queued.
     pub fn flush(&mut self) -> Result<(), Error> {
         block_on(self.inner.flush())

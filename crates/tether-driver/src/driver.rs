@@ -284,6 +284,16 @@ impl<S, R: Runtime> Driver<S, R> {
             .map_err(|e| self.map_send_error(e))
     }
 
+    /// Queues a message encoded once for many connections (after
+    /// [`poll_send_ready`](Self::poll_send_ready)); see
+    /// [`PreparedMessage`](tether_proto::PreparedMessage).
+    pub fn start_send_prepared(&mut self, prepared: &tether_proto::PreparedMessage) -> Result<(), Error> {
+        if let Some(e) = self.write_failure() {
+            return Err(e);
+        }
+        self.conn.send_prepared(prepared).map_err(|e| self.map_send_error(e))
+    }
+
     /// Queues one frame of a fragmented message.
     pub fn start_fragment(&mut self, kind: DataKind, data: &[u8], fin: bool) -> Result<(), Error> {
         self.conn

@@ -52,6 +52,7 @@
 mod client;
 mod driver;
 mod error;
+pub mod hub;
 mod io;
 pub mod proxy;
 mod random;
@@ -82,8 +83,8 @@ pub use tether_proto;
 pub use tether_proto::deflate::{DeflateConfig, DeflateParams};
 pub use tether_proto::handshake::{Accept, ClientRequest, HandshakeConfig, HandshakeError, Request};
 pub use tether_proto::{
-    CloseCause, CloseCode, CloseReply, Closed, Config, DataKind, Message, ProtocolError, Role, SendOptions, State,
-    Stats, Utf8Bytes,
+    CloseCause, CloseCode, CloseReply, Closed, Config, DataKind, Message, PreparedMessage, ProtocolError, Role,
+    SendOptions, State, Stats, Utf8Bytes,
 };
 
 /// The local and peer addresses of a runtime's transports, for

@@ -15,13 +15,14 @@
 #[macro_export]
 macro_rules! async_shell_api {
     (runtime: $rt:ty, client_stream: $stream:ty) => {
+        pub use $crate::hub;
         pub use $crate::proxy;
         pub use $crate::tether_proto;
         #[cfg(feature = "deflate")]
         pub use $crate::tether_proto::deflate::{DeflateConfig, DeflateParams};
         pub use $crate::tether_proto::{
-            CloseCause, CloseCode, CloseReply, Closed, Config, DataKind, Message, ProtocolError, Role, SendOptions,
-            State, Stats, Utf8Bytes,
+            CloseCause, CloseCode, CloseReply, Closed, Config, DataKind, Message, PreparedMessage, ProtocolError, Role,
+            SendOptions, State, Stats, Utf8Bytes,
         };
         pub use $crate::{
             Accept, ClientRequest, Error, ErrorKind, HandshakeConfig, HandshakeError, HttpResponse, Received, Request,

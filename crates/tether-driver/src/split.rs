@@ -234,6 +234,21 @@ impl<S, R: RuntimeIo<S>> WriteHalf<S, R> {
         lock(&self.shared).start_send(message)
     }
 
+    /// Sends a message encoded once for many connections; see
+    /// [`WebSocketStream::send_prepared`].
+    pub async fn send_prepared(&mut self, prepared: &tether_proto::PreparedMessage) -> Result<(), Error> {
+        poll_fn(|cx| lock(&self.shared).poll_send_ready(cx)).await?;
+        lock(&self.shared).start_send_prepared(prepared)?;
+        self.flush().await
+    }
+
+    /// Queues a prepared message without writing it; see
+    /// [`WebSocketStream::feed_prepared`].
+    pub async fn feed_prepared(&mut self, prepared: &tether_proto::PreparedMessage) -> Result<(), Error> {
+        poll_fn(|cx| lock(&self.shared).poll_send_ready(cx)).await?;
+        lock(&self.shared).start_send_prepared(prepared)
+    }
+
     /// Sends a message with per-message options; see
     /// [`WebSocketStream::send_with`].
     pub async fn send_with(&mut self, message: impl Into<Message>, options: SendOptions) -> Result<(), Error> {

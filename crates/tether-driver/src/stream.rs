@@ -240,6 +240,24 @@ impl<S, R: RuntimeIo<S>> WebSocketStream<S, R> {
         self.driver.start_send(message)
     }
 
+    /// Sends a message encoded once for many connections: a server queues
+    /// the prepared frame's bytes, shared with every other connection it is
+    /// sent on (see [`PreparedMessage`](tether_proto::PreparedMessage) for
+    /// when a connection encodes it itself). For broadcasting.
+    pub async fn send_prepared(&mut self, prepared: &tether_proto::PreparedMessage) -> Result<(), Error> {
+        poll_fn(|cx| self.driver.poll_send_ready(cx)).await?;
+        self.driver.start_send_prepared(prepared)?;
+        self.flush().await
+    }
+
+    /// [`send_prepared`](Self::send_prepared) without writing: queued for
+    /// the next write, like [`feed`](Self::feed), so that a burst of
+    /// broadcast messages leaves in one write.
+    pub async fn feed_prepared(&mut self, prepared: &tether_proto::PreparedMessage) -> Result<(), Error> {
+        poll_fn(|cx| self.driver.poll_send_ready(cx)).await?;
+        self.driver.start_send_prepared(prepared)
+    }
+
     /// Sends one frame of a message whose size is not known up front: the
     /// first call starts a message of `kind`, `fin` ends it. Pings and
     /// pongs may go in between; other messages may not.

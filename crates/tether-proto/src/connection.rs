@@ -512,6 +512,71 @@ impl Connection {
         Ok(())
     }
 
+    /// Sends a message encoded once for many connections (see
+    /// [`PreparedMessage`]): a server queues the prepared frame's bytes
+    /// (shared, not copied; compressed once where permessage-deflate runs
+    /// without server context takeover); a client, or a connection whose
+    /// extensions or frame size limit need the message encoded its own way,
+    /// sends it as [`send_with`](Self::send_with) would. Either way the
+    /// peer receives the same message.
+    pub fn send_prepared(&mut self, prepared: &crate::PreparedMessage) -> Result<(), SendError> {
+        self.check_can_send()?;
+        if self.outgoing.is_some() {
+            return Err(SendError::FragmentOrder);
+        }
+        let message = prepared.message();
+        let (kind, len) = (message.kind(), message.len());
+        let fits = match self.config.max_send_frame_size {
+            Some(max) if max > 0 => len <= max,
+            _ => true,
+        };
+        let per_connection = || (message.clone(), prepared.options());
+        if self.role == Role::Client || !fits {
+            let (message, options) = per_connection();
+            return self.send_with(message, options);
+        }
+        let mut encoding = None;
+        if prepared.options().compress {
+            for ext in &self.extensions {
+                match ext.shared_encoding(kind, len) {
+                    crate::extension::SharedEncoding::Unchanged => {}
+                    crate::extension::SharedEncoding::Deflate { window_bits, level } if encoding.is_none() => {
+                        encoding = Some((window_bits, level));
+                    }
+                    _ => {
+                        let (message, options) = per_connection();
+                        return self.send_with(message, options);
+                    }
+                }
+            }
+        }
+        let frame = match encoding {
+            None => prepared.frame().clone(),
+            #[cfg(feature = "deflate")]
+            Some((window_bits, level)) => match prepared.deflated(window_bits, level) {
+                Some(frame) => frame,
+                None => {
+                    let (message, options) = per_connection();
+                    return self.send_with(message, options);
+                }
+            },
+            #[cfg(not(feature = "deflate"))]
+            Some(_) => {
+                let (message, options) = per_connection();
+                return self.send_with(message, options);
+            }
+        };
+        self.stats.payload_bytes_sent += len as u64;
+        self.stats.messages_sent += 1;
+        let t = &mut self.transmit;
+        if !t.buf.is_empty() {
+            t.queue.push_back(t.buf.split().freeze());
+        }
+        t.len += frame.len();
+        t.queue.push_back(frame);
+        Ok(())
+    }
+
     /// Sends a text message.
     pub fn send_text(&mut self, text: &str) -> Result<(), SendError> {
         self.send(Message::Text(text.into()))

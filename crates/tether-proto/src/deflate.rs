@@ -46,7 +46,7 @@ use bytes::BytesMut;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
 use crate::connection::Role;
-use crate::extension::{DecodeError, Extension};
+use crate::extension::{DecodeError, Extension, SharedEncoding};
 use crate::frame::RSV1;
 use crate::handshake::ExtensionOffer;
 use crate::message::DataKind;
@@ -399,6 +399,60 @@ impl PerMessageDeflate {
     }
 }
 
+/// Compresses one message with `deflate` (raw deflate, a sync flush, the
+/// `00 00 ff ff` tail removed: RFC 7692 section 7.2.1).
+fn deflate_message(deflate: &mut Compress, payload: &[u8]) -> Result<BytesMut, String> {
+    // Deflate seldom grows data by more than 5 bytes per 16 KiB block.
+    let mut out = BytesMut::with_capacity(payload.len() + payload.len() / 1000 + 64);
+    let mut input = payload;
+    loop {
+        if out.capacity() - out.len() < 64 {
+            out.reserve(out.capacity().max(1024));
+        }
+        let spare = out.spare_capacity_mut();
+        let room = spare.len();
+        let (before_in, before_out) = (deflate.total_in(), deflate.total_out());
+        deflate
+            .compress_uninit(input, spare, FlushCompress::Sync)
+            .map_err(|e| format!("deflate failed: {e}"))?;
+        let consumed = (deflate.total_in() - before_in) as usize;
+        let produced = (deflate.total_out() - before_out) as usize;
+        // SAFETY: zlib initialised the first `produced` bytes of the
+        // spare capacity it was handed.
+        unsafe { out.set_len(out.len() + produced) };
+        input = &input[consumed..];
+        // The sync flush is complete once all input is in and zlib
+        // stopped with room to spare (it stops early only when full).
+        if input.is_empty() && produced < room {
+            break;
+        }
+        if consumed == 0 && produced == 0 {
+            return Err("deflate makes no progress".to_owned());
+        }
+    }
+    if out.is_empty() {
+        // An empty message right after a flushed one: zlib has nothing to
+        // flush and writes nothing. Its compressed form is an empty
+        // stored block, `00 00 00 ff ff`, which is 0x00 without the tail
+        // (RFC 7692 section 7.2.3.6).
+        out.extend_from_slice(&[0x00]);
+    } else if out.ends_with(&TAIL) {
+        out.truncate(out.len() - TAIL.len());
+    } else {
+        return Err("deflate output does not end with a sync flush".to_owned());
+    }
+    Ok(out)
+}
+
+/// One message compressed with a fresh context of `window_bits` at
+/// `level`: what a server without context takeover sends, the same for
+/// every connection with that window (for
+/// [`PreparedMessage`](crate::PreparedMessage)).
+pub(crate) fn compress_once(payload: &[u8], window_bits: u8, level: u8) -> Result<BytesMut, String> {
+    let mut deflate = Compress::new_with_window_bits(Compression::new(u32::from(level)), false, window_bits);
+    deflate_message(&mut deflate, payload)
+}
+
 impl Extension for PerMessageDeflate {
     fn name(&self) -> &str {
         EXTENSION_NAME
@@ -412,6 +466,23 @@ impl Extension for PerMessageDeflate {
         RSV1
     }
 
+    fn shared_encoding(&self, _kind: DataKind, len: usize) -> SharedEncoding {
+        match self.compress_bits {
+            // What `encode` leaves as it is.
+            None => SharedEncoding::Unchanged,
+            Some(_) if len < self.threshold => SharedEncoding::Unchanged,
+            // A fresh context for every message: the same bytes for every
+            // connection with this window and level.
+            Some(window_bits) if self.compress_reset => SharedEncoding::Deflate {
+                window_bits,
+                level: self.level,
+            },
+            // Context takeover: the bytes depend on what this connection
+            // sent before.
+            Some(_) => SharedEncoding::PerConnection,
+        }
+    }
+
     fn encode(&mut self, _kind: DataKind, payload: &[u8]) -> Result<Option<(BytesMut, u8)>, String> {
         let Some(bits) = self.compress_bits else {
             return Ok(None);
@@ -421,45 +492,7 @@ impl Extension for PerMessageDeflate {
         }
         let (reset, release) = (self.compress_reset, self.release);
         let deflate = self.deflater(bits);
-        // Deflate seldom grows data by more than 5 bytes per 16 KiB block.
-        let mut out = BytesMut::with_capacity(payload.len() + payload.len() / 1000 + 64);
-        let mut input = payload;
-        loop {
-            if out.capacity() - out.len() < 64 {
-                out.reserve(out.capacity().max(1024));
-            }
-            let spare = out.spare_capacity_mut();
-            let room = spare.len();
-            let (before_in, before_out) = (deflate.total_in(), deflate.total_out());
-            deflate
-                .compress_uninit(input, spare, FlushCompress::Sync)
-                .map_err(|e| format!("deflate failed: {e}"))?;
-            let consumed = (deflate.total_in() - before_in) as usize;
-            let produced = (deflate.total_out() - before_out) as usize;
-            // SAFETY: zlib initialised the first `produced` bytes of the
-            // spare capacity it was handed.
-            unsafe { out.set_len(out.len() + produced) };
-            input = &input[consumed..];
-            // The sync flush is complete once all input is in and zlib
-            // stopped with room to spare (it stops early only when full).
-            if input.is_empty() && produced < room {
-                break;
-            }
-            if consumed == 0 && produced == 0 {
-                return Err("deflate makes no progress".to_owned());
-            }
-        }
-        if out.is_empty() {
-            // An empty message right after a flushed one: zlib has nothing to
-            // flush and writes nothing. Its compressed form is an empty
-            // stored block, `00 00 00 ff ff`, which is 0x00 without the tail
-            // (RFC 7692 section 7.2.3.6).
-            out.extend_from_slice(&[0x00]);
-        } else if out.ends_with(&TAIL) {
-            out.truncate(out.len() - TAIL.len());
-        } else {
-            return Err("deflate output does not end with a sync flush".to_owned());
-        }
+        let out = deflate_message(deflate, payload)?;
         if reset {
             if release {
                 self.deflate = None;

@@ -54,4 +54,35 @@ pub trait Extension: Send {
     fn agreed(&self) -> Option<&crate::handshake::ExtensionOffer> {
         None
     }
+
+    /// How a [`PreparedMessage`](crate::PreparedMessage) of `kind` and
+    /// `len` payload bytes, encoded once for many connections, passes this
+    /// extension on a server connection. The default,
+    /// [`SharedEncoding::PerConnection`], is always correct: the connection
+    /// encodes such a message itself.
+    fn shared_encoding(&self, kind: DataKind, len: usize) -> SharedEncoding {
+        let _ = (kind, len);
+        SharedEncoding::PerConnection
+    }
+}
+
+/// How an extension treats a message encoded once for many connections
+/// (see [`Extension::shared_encoding`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SharedEncoding {
+    /// The extension would leave the message as it is: the shared
+    /// uncompressed frame is what it would send.
+    Unchanged,
+    /// permessage-deflate with a fresh context per message: the same bytes
+    /// for every connection with this window and level.
+    Deflate {
+        /// The compressor's window, in bits.
+        window_bits: u8,
+        /// The compression level.
+        level: u8,
+    },
+    /// The output depends on the connection's own state: encode per
+    /// connection.
+    PerConnection,
 }

@@ -120,6 +120,7 @@ mod frame;
 pub mod handshake;
 mod mask;
 mod message;
+mod prepared;
 mod random;
 mod reassemble;
 mod utf8;
@@ -151,5 +152,6 @@ pub use connection::{CloseCause, Closed, Connection, Event, RecvBuf, Role, SendO
 pub use error::{ProtocolError, SendError};
 pub use extension::Extension;
 pub use message::{DataKind, Fragment, Message, Utf8Bytes};
+pub use prepared::PreparedMessage;
 pub use random::{RandomSource, SeededRandom};
 pub use reassemble::Reassembler;
