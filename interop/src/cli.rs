@@ -54,6 +54,22 @@ pub fn repository() -> PathBuf {
 ///
 /// When the build fails or takes over 15 minutes.
 pub async fn build_tether() -> PathBuf {
+    build(&["-p", "tether-cli", "--bin", "tether"], "tether").await
+}
+
+/// Builds an example of tether-tokio (`broadcast-server`, `chat-node`) with
+/// this test's profile and target directory and returns its path.
+///
+/// # Panics
+///
+/// When the build fails or takes over 15 minutes.
+pub async fn build_example(name: &str) -> PathBuf {
+    build(&["-p", "tether-tokio", "--example", name], &format!("examples/{name}")).await
+}
+
+/// `cargo build ARGS` into this test's target directory and profile; the
+/// built file's path, `output` under the profile's directory.
+async fn build(args: &[&str], output: &str) -> PathBuf {
     // target/<profile>/deps/<test>-<hash>
     let exe = std::env::current_exe().unwrap_or_default();
     let profile_dir = exe
@@ -64,25 +80,19 @@ pub async fn build_tether() -> PathBuf {
     let target_dir = profile_dir.parent().map(PathBuf::from).unwrap_or_default();
     let mut command = cargo(env!("CARGO"));
     command
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "tether-cli",
-            "--bin",
-            "tether",
-            "--target-dir",
-        ])
+        .args(["build", "--quiet"])
+        .args(args)
+        .arg("--target-dir")
         .arg(&target_dir);
     if profile_dir.file_name().is_some_and(|n| n == "release") {
         command.arg("--release");
     }
     let status = tokio::time::timeout(BUILD_TIMEOUT, command.status())
         .await
-        .unwrap_or_else(|_| panic!("building tether timed out"))
+        .unwrap_or_else(|_| panic!("cargo build {args:?} timed out"))
         .unwrap_or_else(|e| panic!("cargo does not run: {e}"));
-    assert!(status.success(), "building tether failed: {status}");
-    profile_dir.join("tether")
+    assert!(status.success(), "cargo build {args:?} failed: {status}");
+    profile_dir.join(output)
 }
 
 /// Waits for the line `tether serve` prints when it listens ("echo app on

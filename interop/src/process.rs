@@ -73,6 +73,35 @@ impl Process {
         }
     }
 
+    /// The next line on stdout that contains `needle`.
+    pub async fn stdout_line_containing(&mut self, needle: &str, timeout: Duration) -> Result<String, String> {
+        let found = tokio::time::timeout(timeout, async {
+            while let Some(line) = self.stdout.recv().await {
+                if line.contains(needle) {
+                    return Some(line);
+                }
+            }
+            None
+        })
+        .await;
+        match found {
+            Ok(Some(line)) => Ok(line),
+            Ok(None) => Err(self.failure(&format!("exited before printing {needle:?}"))),
+            Err(_) => Err(self.failure(&format!("printed no {needle:?} within {timeout:?}"))),
+        }
+    }
+
+    /// Stops it now (its whole process group, by id), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(pgid) = self.pgid.take() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pgid}")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+
     /// The next line on stderr that contains `needle`.
     pub async fn stderr_line(&mut self, needle: &str, timeout: Duration) -> Result<String, String> {
         let found = tokio::time::timeout(timeout, async {
