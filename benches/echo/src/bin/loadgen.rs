@@ -15,7 +15,18 @@
 //! loadgen run   --server PATH --crate NAME --conns N --size BYTES --inflight P --kind text|binary
 //!               [--warmup SECS] [--secs SECS]
 //! loadgen idle  --server PATH --crate NAME [--idle-conns N]
+//! loadgen broadcast --server PATH(broadcast-server) [--crates tether,tungstenite,fastwebsockets]
+//!               [--subs 1000,5000] [--sizes 20,1k] [--warmup SECS] [--secs SECS]
 //! ```
+//!
+//! The broadcast mode: `subs` subscriber connections and one publisher
+//! (which is a subscriber too: a broadcast goes to the sender as well); the
+//! publisher sends as fast as the slowest part allows, with at most 16
+//! messages per subscriber not yet delivered; every subscriber's frames
+//! are parsed and checked. It reports deliveries per second, the server's
+//! CPU time per delivery, its system calls per delivery (all, and writes:
+//! `strace -c -f` attached for a second window of 1 s after the measured
+//! one, when strace is installed), and its memory.
 //!
 //! The suite prints its tables in markdown on stdout, progress on stderr.
 //! With `--rounds N` it runs everything N times, each round starting with
@@ -121,7 +132,8 @@ fn main() -> Result<(), Error> {
             println!("{}", idle.describe());
             Ok(())
         }
-        _ => Err("usage: loadgen suite|run|idle --server PATH [options] (see the source's header)".into()),
+        "broadcast" => rt.block_on(broadcast::suite(&opts)),
+        _ => Err("usage: loadgen suite|run|idle|broadcast --server PATH [options] (see the source's header)".into()),
     }
 }
 
@@ -141,6 +153,11 @@ struct Opts {
     conns: Option<usize>,
     size: Option<usize>,
     inflight: Option<usize>,
+    /// Broadcast mode: subscriber counts and message sizes.
+    subs: Vec<usize>,
+    sizes: Vec<usize>,
+    /// Whether `--crates` was given (the broadcast mode has its own default).
+    crates_given: bool,
 }
 
 impl Opts {
@@ -158,13 +175,21 @@ impl Opts {
             conns: None,
             size: None,
             inflight: None,
+            subs: vec![1000, 5000],
+            sizes: vec![20, 1024],
+            crates_given: false,
         };
         let list = |s: String| s.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect();
         while let Some(flag) = args.next() {
             let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
             match flag.as_str() {
                 "--server" => opts.server = value()?,
-                "--crates" => opts.crates = list(value()?),
+                "--crates" => {
+                    opts.crates = list(value()?);
+                    opts.crates_given = true;
+                }
+                "--subs" => opts.subs = value()?.split(',').map(str::parse).collect::<Result<_, _>>()?,
+                "--sizes" => opts.sizes = value()?.split(',').map(parse_size).collect::<Result<_, _>>()?,
                 "--workloads" => opts.workloads = list(value()?),
                 "--kinds" | "--kind" => opts.kinds = list(value()?),
                 "--warmup" => opts.warmup = value()?.parse()?,
@@ -1028,6 +1053,259 @@ fn vm_rss_kib(pid: u32) -> Result<u64, Error> {
         .trim_end_matches("kB")
         .trim()
         .parse()?)
+}
+
+/// System calls of process `pid` over `window`, counted by `strace -c -f`
+/// attached for that long (the tracing slows the server: only the counts
+/// per delivery are used): (all calls, writes: write, writev, sendto,
+/// sendmsg). `None` without strace.
+async fn strace_counts(pid: u32, window: Duration) -> Option<(u64, u64)> {
+    let out = std::env::temp_dir().join(format!("tether-bench-strace-{pid}"));
+    let mut child = Command::new("strace")
+        .args(["-c", "-f", "-p", &pid.to_string(), "-o"])
+        .arg(&out)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .ok()?;
+    tokio::time::sleep(window).await;
+    let strace_pid = i32::try_from(child.id()?).ok()?;
+    // SAFETY: a signal to our own child, not yet waited for.
+    unsafe { libc::kill(strace_pid, libc::SIGINT) };
+    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+    let table = std::fs::read_to_string(&out).ok()?;
+    let _ = std::fs::remove_file(&out);
+    let (mut all, mut writes) = (0u64, 0u64);
+    for line in table.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // % time, seconds, usecs/call, calls, [errors,] syscall
+        if fields.len() < 5
+            || fields[0].starts_with('%')
+            || fields[0].starts_with('-')
+            || fields.last() == Some(&"total")
+        {
+            continue;
+        }
+        let Ok(calls) = fields[3].parse::<u64>() else { continue };
+        all += calls;
+        if matches!(fields.last(), Some(&("write" | "writev" | "sendto" | "sendmsg"))) {
+            writes += calls;
+        }
+    }
+    Some((all, writes))
+}
+
+// ---------------------------------------------------------------------------
+// The broadcast benchmark.
+
+mod broadcast {
+    use super::*;
+
+    /// Messages per subscriber that may be published and not yet delivered.
+    const WINDOW: usize = 16;
+
+    pub(super) async fn suite(opts: &Opts) -> Result<(), Error> {
+        let crates: Vec<String> = if opts.crates_given {
+            opts.crates.clone()
+        } else {
+            ["tether", "tungstenite", "fastwebsockets"].map(str::to_owned).to_vec()
+        };
+        let server = if opts.server.ends_with("echo-server") {
+            opts.server.replace("echo-server", "broadcast-server")
+        } else {
+            opts.server.clone()
+        };
+        println!(
+            "Broadcast: one publisher, N subscribers (the publisher receives too), binary messages, at most \
+             {WINDOW} per subscriber in flight; warmup {} s, measured {} s; server CPU from /proc/<pid>/stat; \
+             system calls per delivery from `strace -c -f` over one more second (all calls, and writes).\n",
+            opts.warmup, opts.secs
+        );
+        for &subs in &opts.subs {
+            for &size in &opts.sizes {
+                println!("### {subs} subscribers, {size} B\n");
+                println!("| crate | deliveries/s | server CPU µs/delivery | vs best other | syscalls/delivery (writes) | server RSS MiB | errors |");
+                println!("|---|---:|---:|---:|---:|---:|---:|");
+                let mut rows = Vec::new();
+                for krate in &crates {
+                    eprintln!("broadcast: {krate}, {subs} subscribers, {size} B");
+                    match run(opts, &server, krate, subs, size).await {
+                        Ok(result) => rows.push((krate.clone(), result)),
+                        Err(e) => eprintln!("  failed: {e}"),
+                    }
+                }
+                let best_other = rows
+                    .iter()
+                    .filter(|(k, _)| !is_tether(k))
+                    .map(|(_, r)| r.cpu_us_per_delivery())
+                    .fold(f64::INFINITY, f64::min);
+                for (krate, r) in &rows {
+                    let ratio = if best_other.is_finite() && best_other > 0.0 {
+                        format!("{:.2}", r.cpu_us_per_delivery() / best_other)
+                    } else {
+                        "-".to_owned()
+                    };
+                    let syscalls = match r.traced {
+                        Some((deliveries, all, writes)) if deliveries > 0 => format!(
+                            "{:.3} ({:.3})",
+                            all as f64 / deliveries as f64,
+                            writes as f64 / deliveries as f64
+                        ),
+                        _ => "-".to_owned(),
+                    };
+                    println!(
+                        "| {} | {} | {:.3} | {} | {} | {:.1} | {} |",
+                        display_name(krate),
+                        thousands(r.deliveries as f64 / r.elapsed.as_secs_f64()),
+                        r.cpu_us_per_delivery(),
+                        ratio,
+                        syscalls,
+                        r.rss_kib as f64 / 1024.0,
+                        r.errors,
+                    );
+                }
+                println!();
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) struct Result_ {
+        deliveries: u64,
+        elapsed: Duration,
+        cpu_ticks: u64,
+        ticks_per_sec: u64,
+        /// Over the strace window: deliveries, all system calls, writes.
+        traced: Option<(u64, u64, u64)>,
+        rss_kib: u64,
+        errors: u64,
+    }
+
+    impl Result_ {
+        fn cpu_us_per_delivery(&self) -> f64 {
+            self.cpu_ticks as f64 / self.ticks_per_sec as f64 * 1e6 / self.deliveries.max(1) as f64
+        }
+    }
+
+    async fn run(opts: &Opts, path: &str, krate: &str, subs: usize, size: usize) -> Result<Result_, Error> {
+        let mut server = Server::start(path, krate).await?;
+        let result = run_on(opts, &server, subs, size).await;
+        server.stop().await;
+        result
+    }
+
+    async fn run_on(opts: &Opts, server: &Server, subs: usize, size: usize) -> Result<Result_, Error> {
+        let receivers = subs + 1;
+        let mut conns = Vec::with_capacity(receivers);
+        for _ in 0..receivers {
+            conns.push(handshake(&server.addr).await?);
+        }
+        // Every connection subscribed before the first message.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let messages = Arc::new(Messages::new(size, WINDOW, false));
+        let delivered = Arc::new(AtomicU64::new(0));
+        let errors = Arc::new(AtomicU64::new(0));
+        let progress = Arc::new(Notify::new());
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut publisher = None;
+        let mut tasks = Vec::with_capacity(receivers + 1);
+        for (i, (tcp, leftover)) in conns.into_iter().enumerate() {
+            let (mut rd, wr) = tcp.into_split();
+            if i == 0 {
+                publisher = Some(wr);
+            } else {
+                // Kept open (dropping it would send FIN).
+                tasks.push(tokio::spawn(async move {
+                    let _keep = wr;
+                    std::future::pending::<()>().await;
+                }));
+            }
+            let (messages, delivered, errors, progress) =
+                (messages.clone(), delivered.clone(), errors.clone(), progress.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut parser = Parser::new(&messages);
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut filled = leftover.len();
+                buf[..filled].copy_from_slice(&leftover);
+                loop {
+                    match parser.feed(&buf[..filled]) {
+                        Ok((done, consumed)) => {
+                            buf.copy_within(consumed..filled, 0);
+                            filled -= consumed;
+                            if done > 0 {
+                                delivered.fetch_add(done as u64, Ordering::Relaxed);
+                                progress.notify_one();
+                            }
+                        }
+                        Err(e) => {
+                            eprintln!("  subscriber {i}: {e}");
+                            errors.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        }
+                    }
+                    match rd.read(&mut buf[filled..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => filled += n,
+                    }
+                }
+            }));
+        }
+        let mut publisher = publisher.ok_or("no publisher")?;
+        let send = {
+            let (messages, delivered, progress, stop) =
+                (messages.clone(), delivered.clone(), progress.clone(), stop.clone());
+            async move {
+                let (mut sent, mut next) = (0u64, 0usize);
+                let limit = (WINDOW * receivers) as u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let outstanding =
+                        sent * receivers as u64 - delivered.load(Ordering::Relaxed).min(sent * receivers as u64);
+                    if outstanding + receivers as u64 > limit {
+                        progress.notified().await;
+                        continue;
+                    }
+                    let n = ((limit - outstanding) / receivers as u64).clamp(1, WINDOW as u64) as usize;
+                    if publisher.write_all(messages.frames(next, n)).await.is_err() {
+                        return;
+                    }
+                    sent += n as u64;
+                    next = (next + n) % messages.count();
+                }
+            }
+        };
+        let publishing = tokio::spawn(send);
+        tokio::time::sleep(Duration::from_secs_f64(opts.warmup)).await;
+        let (d0, c0, t0) = (
+            delivered.load(Ordering::Relaxed),
+            cpu_ticks(server.pid)?,
+            Instant::now(),
+        );
+        tokio::time::sleep(Duration::from_secs_f64(opts.secs)).await;
+        let (d1, c1, elapsed) = (delivered.load(Ordering::Relaxed), cpu_ticks(server.pid)?, t0.elapsed());
+        let rss_kib = vm_rss_kib(server.pid)?;
+        // Then a second window under strace, for the system calls.
+        let before = delivered.load(Ordering::Relaxed);
+        let traced = strace_counts(server.pid, Duration::from_secs(1))
+            .await
+            .map(|(all, writes)| (delivered.load(Ordering::Relaxed) - before, all, writes));
+        stop.store(true, Ordering::Relaxed);
+        progress.notify_one();
+        publishing.abort();
+        for task in tasks {
+            task.abort();
+        }
+        Ok(Result_ {
+            deliveries: d1 - d0,
+            elapsed,
+            cpu_ticks: c1 - c0,
+            ticks_per_sec: clock_ticks(),
+            traced,
+            rss_kib,
+            errors: errors.load(Ordering::Relaxed),
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------
