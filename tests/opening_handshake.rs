@@ -209,3 +209,125 @@ fn negotiated_extension_without_implementation_is_refused_before_anything_is_sen
     // Declining it works.
     assert!(server.accept(&request, Accept::new(), Config::default(), now).is_ok());
 }
+
+/// RFC 8441: the extended CONNECT of HTTP/2 with the same negotiation as
+/// HTTP/1.1 (subprotocol, permessage-deflate, origin policy), then the
+/// connections exchange frames.
+#[test]
+fn rfc8441_extended_connect_both_sides() {
+    use tether_proto::handshake::{accept_extended_connect, server_connection, ConnectProtocol, Request};
+    let now = Instant::now();
+    let request = ClientRequest::new("wss://u:p@example.com:8443/chat?room=1")
+        .unwrap()
+        .origin("https://example.com")
+        .protocols(["v2", "v1"])
+        .permessage_deflate(tether_proto::deflate::DeflateConfig::default());
+    let (mut client, mut connect) = ClientHandshake::extended_connect(request).unwrap();
+    assert_eq!(connect.method(), http::Method::CONNECT);
+    assert_eq!(connect.uri().to_string(), "https://example.com:8443/chat?room=1");
+    assert_eq!(connect.version(), http::Version::HTTP_2);
+    let headers = connect.headers();
+    assert_eq!(headers["sec-websocket-version"], "13");
+    assert_eq!(headers["origin"], "https://example.com");
+    assert_eq!(headers["sec-websocket-protocol"], "v2, v1");
+    assert!(headers["sec-websocket-extensions"]
+        .to_str()
+        .unwrap()
+        .starts_with("permessage-deflate"));
+    assert_eq!(headers["authorization"], "Basic dTpw");
+    // No HTTP/1.1 upgrade headers, no key.
+    for name in ["upgrade", "connection", "sec-websocket-key", "host"] {
+        assert!(!headers.contains_key(name), "{name}");
+    }
+
+    // The server's side, as an HTTP/2 front end hands it over.
+    connect.extensions_mut().insert(ConnectProtocol("websocket".to_owned()));
+    let request = Request::from_http(connect);
+    assert!(request.is_websocket_upgrade() && request.is_extended_connect());
+    let mut config = HandshakeConfig::default();
+    config.allowed_origins = Some(vec!["https://example.com".to_owned()]);
+    let options = Accept::new()
+        .subprotocol("v1")
+        .permessage_deflate(tether_proto::deflate::DeflateConfig::default());
+    let response = accept_extended_connect(&request, &config, &options).unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["sec-websocket-protocol"], "v1");
+    assert!(!response.headers().contains_key("sec-websocket-accept"));
+    let mut server = server_connection(&response, &options, Config::default(), now).unwrap();
+
+    let accepted = client.handle_extended_connect_response(response).unwrap();
+    assert_eq!(accepted.subprotocol(), Some("v1"));
+    let mut client = accepted
+        .into_connection(Config::default(), Box::new(SeededRandom::new(3)), now)
+        .unwrap();
+    assert_eq!(client.extensions().collect::<Vec<_>>(), ["permessage-deflate"]);
+    assert_eq!(server.extensions().collect::<Vec<_>>(), ["permessage-deflate"]);
+    client.send(Message::Text("over h2".repeat(50).into())).unwrap();
+    server.handle_read(&drain(&mut client), now);
+    assert_eq!(
+        events(&mut server),
+        [Event::Message(Message::Text("over h2".repeat(50).into()))]
+    );
+}
+
+#[test]
+fn rfc8441_refusals() {
+    use tether_proto::handshake::{accept_extended_connect, ConnectProtocol, Request};
+    let connect = |method: http::Method, protocol: Option<&str>, origin: &str| {
+        let mut request = http::Request::new(());
+        *request.method_mut() = method;
+        *request.uri_mut() = "https://example.com/ws".parse().unwrap();
+        request
+            .headers_mut()
+            .insert("sec-websocket-version", "13".parse().unwrap());
+        request.headers_mut().insert("origin", origin.parse().unwrap());
+        if let Some(protocol) = protocol {
+            request.extensions_mut().insert(ConnectProtocol(protocol.to_owned()));
+        }
+        Request::from_http(request)
+    };
+    let mut config = HandshakeConfig::default();
+    config.allowed_origins = Some(vec!["https://good".to_owned()]);
+    let accept = Accept::new();
+    let status = |r: &Request| accept_extended_connect(r, &config, &accept).unwrap_err().status();
+    assert_eq!(
+        status(&connect(http::Method::GET, Some("websocket"), "https://good")),
+        Some(StatusCode::METHOD_NOT_ALLOWED)
+    );
+    assert_eq!(
+        status(&connect(http::Method::CONNECT, Some("h2c"), "https://good")),
+        Some(StatusCode::BAD_REQUEST)
+    );
+    assert_eq!(
+        status(&connect(http::Method::CONNECT, None, "https://good")),
+        Some(StatusCode::BAD_REQUEST)
+    );
+    assert_eq!(
+        status(&connect(http::Method::CONNECT, Some("websocket"), "https://evil")),
+        Some(StatusCode::FORBIDDEN)
+    );
+    assert!(accept_extended_connect(
+        &connect(http::Method::CONNECT, Some("websocket"), "https://good"),
+        &config,
+        &accept
+    )
+    .is_ok());
+    // The client: a refusal is Rejected with its status.
+    let (mut client, _) = ClientHandshake::extended_connect(ClientRequest::new("ws://a/").unwrap()).unwrap();
+    let mut response = http::Response::new(());
+    *response.status_mut() = StatusCode::FORBIDDEN;
+    assert!(matches!(
+        client.handle_extended_connect_response(response),
+        Err(HandshakeError::Rejected { status, .. }) if status == StatusCode::FORBIDDEN
+    ));
+    // An answer with a subprotocol not offered.
+    let (mut client, _) = ClientHandshake::extended_connect(ClientRequest::new("ws://a/").unwrap()).unwrap();
+    let mut response = http::Response::new(());
+    response
+        .headers_mut()
+        .insert("sec-websocket-protocol", "nope".parse().unwrap());
+    assert!(matches!(
+        client.handle_extended_connect_response(response),
+        Err(HandshakeError::UnofferedSubprotocol(_))
+    ));
+}

@@ -411,6 +411,53 @@ impl ClientRequest {
         Ok(())
     }
 
+    /// The extended CONNECT request of RFC 8441 section 5 (without the
+    /// `:protocol` pseudo-header, which the HTTP/2 library sets).
+    fn extended_connect_request(&self) -> Result<http::Request<()>, HandshakeError> {
+        let scheme = if self.secure { "https" } else { "http" };
+        let uri = format!("{scheme}://{}{}", self.host_header, self.target)
+            .parse::<Uri>()
+            .map_err(|_| HandshakeError::InvalidUri("not a valid URI"))?;
+        let mut request = http::Request::new(());
+        *request.method_mut() = http::Method::CONNECT;
+        *request.uri_mut() = uri;
+        *request.version_mut() = http::Version::HTTP_2;
+        let headers = request.headers_mut();
+        headers.insert(
+            http::header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static(WEBSOCKET_VERSION),
+        );
+        let invalid = |what: &str| HandshakeError::InvalidRequest(format!("{what} is not a header value"));
+        if let Some(origin) = &self.origin {
+            headers.insert(
+                http::header::ORIGIN,
+                HeaderValue::from_str(origin).map_err(|_| invalid("the origin"))?,
+            );
+        }
+        if !self.protocols.is_empty() {
+            headers.insert(
+                http::header::SEC_WEBSOCKET_PROTOCOL,
+                HeaderValue::from_str(&self.protocols.join(", ")).map_err(|_| invalid("the subprotocols"))?,
+            );
+        }
+        if !self.extensions.is_empty() {
+            headers.insert(
+                http::header::SEC_WEBSOCKET_EXTENSIONS,
+                HeaderValue::from_str(&ExtensionOffer::format_list(&self.extensions))
+                    .map_err(|_| invalid("the extension offers"))?,
+            );
+        }
+        if let Some(credentials) = &self.credentials {
+            if !self.headers.contains_key(http::header::AUTHORIZATION) {
+                headers.insert(http::header::AUTHORIZATION, credentials.clone());
+            }
+        }
+        for (name, value) in &self.headers {
+            headers.append(name, value.clone());
+        }
+        Ok(request)
+    }
+
     /// Writes the request (RFC 6455 section 4.1).
     fn write(&self, key: &str) -> Vec<u8> {
         let mut out = Vec::with_capacity(256);
@@ -501,6 +548,56 @@ impl ClientHandshake {
             deadline,
         };
         Ok((handshake, bytes))
+    }
+
+    /// Starts a handshake over HTTP/2 (RFC 8441): returns the extended
+    /// CONNECT request to send on a new stream, `:method CONNECT` with the
+    /// URI's scheme (`https` for `wss://`, `http` for `ws://`), authority and
+    /// path, `Sec-WebSocket-Version: 13`, and the same Origin, subprotocol
+    /// and extension offers and headers as over HTTP/1.1 (no key). The
+    /// HTTP/2 library adds `:protocol websocket` its own way (the h2
+    /// crate: an `h2::ext::Protocol` extension). Check the answer with
+    /// [`handle_extended_connect_response`](Self::handle_extended_connect_response).
+    pub fn extended_connect(request: ClientRequest) -> Result<(Self, http::Request<()>), HandshakeError> {
+        request.validate()?;
+        let http_request = request.extended_connect_request()?;
+        let handshake = Self {
+            accept: String::new(),
+            protocols: request.protocols,
+            extension_names: request.extensions.into_iter().map(|offer| offer.name).collect(),
+            deflate: request.deflate,
+            head: HeadBuffer::new(0),
+            max_headers: DEFAULT_MAX_HEADERS,
+            state: State::Head,
+            deadline: None,
+        };
+        Ok((handshake, http_request))
+    }
+
+    /// Checks the response to an extended CONNECT (RFC 8441 section 5): a
+    /// 2xx accepts the WebSocket, with the same subprotocol and extension
+    /// checks as over HTTP/1.1; anything else is
+    /// [`HandshakeError::Rejected`] with its status and headers (the body,
+    /// if the caller wants it, is on the stream).
+    pub fn handle_extended_connect_response(
+        &mut self,
+        response: http::Response<()>,
+    ) -> Result<ClientResponse, HandshakeError> {
+        if !matches!(self.state, State::Head) {
+            return Err(HandshakeError::InvalidState("the handshake already finished"));
+        }
+        let (parts, ()) = response.into_parts();
+        if !parts.status.is_success() {
+            self.state = State::Done;
+            return Err(HandshakeError::Rejected {
+                status: parts.status,
+                headers: Box::new(parts.headers),
+                body: Vec::new(),
+            });
+        }
+        let result = self.check_negotiation(parts.status, parts.headers, Vec::new());
+        self.state = State::Done;
+        result
     }
 
     /// Input: bytes received from the server.
@@ -640,6 +737,18 @@ impl ClientHandshake {
             Some(accept) if accept != self.accept => return Err(HandshakeError::InvalidAcceptKey),
             Some(_) => {}
         }
+        self.check_negotiation(StatusCode::SWITCHING_PROTOCOLS, headers, leftover)
+    }
+
+    /// The checks of a server's acceptance that HTTP/1.1 and RFC 8441
+    /// extended CONNECT share: the subprotocol and the extensions answered
+    /// were offered, permessage-deflate's answer fits an offer.
+    fn check_negotiation(
+        &mut self,
+        status: StatusCode,
+        headers: HeaderMap,
+        leftover: Vec<u8>,
+    ) -> Result<ClientResponse, HandshakeError> {
         // 6. Sec-WebSocket-Protocol: absent, or one that was offered.
         let subprotocol = match single_value(
             &headers,
@@ -669,7 +778,7 @@ impl ClientHandshake {
         let deflate = self.match_deflate(&extensions)?;
         self.state = State::Done;
         let mut response = http::Response::new(());
-        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        *response.status_mut() = status;
         *response.headers_mut() = headers;
         Ok(ClientResponse {
             response,

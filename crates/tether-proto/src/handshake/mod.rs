@@ -54,7 +54,10 @@ mod server;
 pub use client::{ClientHandshake, ClientRequest, ClientResponse};
 pub use error::HandshakeError;
 pub use header::{accept_key, ExtensionHeaderError, ExtensionOffer, ACCEPT_GUID};
-pub use server::{accept_response, server_connection, Accept, Accepted, HandshakeConfig, Request, ServerHandshake};
+pub use server::{
+    accept_extended_connect, accept_response, server_connection, Accept, Accepted, ConnectProtocol, HandshakeConfig,
+    Request, ServerHandshake,
+};
 
 /// The local permessage-deflate settings, or a stand-in without the feature.
 #[cfg(feature = "deflate")]

@@ -254,9 +254,23 @@ impl Request {
     /// other checks happen in [`ServerHandshake::accept`], which answers
     /// what fails with the right status.
     pub fn is_websocket_upgrade(&self) -> bool {
-        self.method() == Method::GET
+        (self.method() == Method::GET
             && has_token(self.headers(), http::header::UPGRADE, "websocket")
-            && has_token(self.headers(), http::header::CONNECTION, "upgrade")
+            && has_token(self.headers(), http::header::CONNECTION, "upgrade"))
+            || self.is_extended_connect()
+    }
+
+    /// Whether this is an HTTP/2 extended CONNECT for a WebSocket (RFC 8441
+    /// section 4): `:method CONNECT` with `:protocol websocket`, which the
+    /// HTTP/2 front end records as a [`ConnectProtocol`] extension of the
+    /// request.
+    pub fn is_extended_connect(&self) -> bool {
+        self.method() == Method::CONNECT
+            && self
+                .request
+                .extensions()
+                .get::<ConnectProtocol>()
+                .is_some_and(|p| p.0.eq_ignore_ascii_case("websocket"))
     }
 
     /// The subprotocols the client offers, in its order of preference
@@ -536,9 +550,53 @@ pub fn accept_response(
     Ok(response)
 }
 
-/// Builds the server [`Connection`] for a 101 `response` made by
-/// [`accept_response`] with the same `options`: for requests that arrived
-/// another way, such as an upgrade through hyper.
+/// The `:protocol` pseudo-header of an HTTP/2 extended CONNECT (RFC 8441
+/// section 4), as an extension of the [`http::Request`] given to
+/// [`Request::from_http`]: the core knows no HTTP/2 library, so the front
+/// end that decoded the request puts it there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectProtocol(pub String);
+
+/// Checks `request` as an HTTP/2 extended CONNECT for a WebSocket (RFC 8441
+/// section 5: `:method CONNECT`, `:protocol websocket` as a
+/// [`ConnectProtocol`] extension, `Sec-WebSocket-Version: 13`) under
+/// `config`, and builds the 200 response that accepts it with `options`:
+/// the same Origin policy, subprotocol and extension negotiation as over
+/// HTTP/1.1 (no key, no accept hash, no `Upgrade`). Build the connection
+/// with [`server_connection`] and the same `options`.
+///
+/// Fails with 405 for another method, 400 for another `:protocol`, and as
+/// [`accept_response`] for the shared checks.
+pub fn accept_extended_connect(
+    request: &Request,
+    config: &HandshakeConfig,
+    options: &Accept,
+) -> Result<http::Response<()>, HandshakeError> {
+    if request.method() != Method::CONNECT {
+        return Err(HandshakeError::MethodNotAllowed(request.method().clone()));
+    }
+    if !request.is_extended_connect() {
+        return Err(HandshakeError::InvalidHeader {
+            name: ":protocol",
+            reason: "an extended CONNECT for a WebSocket has :protocol websocket (RFC 8441 section 4)",
+        });
+    }
+    let offered_extensions = check_common(request.headers(), config)?;
+    let mut response = http::Response::new(());
+    *response.status_mut() = StatusCode::OK;
+    negotiate(
+        request.headers(),
+        &offered_extensions,
+        &*with_deflate(&offered_extensions, options)?,
+        response.headers_mut(),
+    )?;
+    Ok(response)
+}
+
+/// Builds the server [`Connection`] for a `response` made by
+/// [`accept_response`] (101) or [`accept_extended_connect`] (200, HTTP/2)
+/// with the same `options`: for requests that arrived another way, such as
+/// an upgrade through hyper or a stream of an HTTP/2 connection.
 pub fn server_connection(
     response: &http::Response<()>,
     options: &Accept,
