@@ -513,7 +513,7 @@ impl Connection {
     }
 
     /// Sends a message encoded once for many connections (see
-    /// [`PreparedMessage`]): a server queues the prepared frame's bytes
+    /// [`PreparedMessage`](crate::PreparedMessage)): a server queues the prepared frame's bytes
     /// (shared, not copied; compressed once where permessage-deflate runs
     /// without server context takeover); a client, or a connection whose
     /// extensions or frame size limit need the message encoded its own way,
