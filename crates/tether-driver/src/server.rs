@@ -62,6 +62,11 @@ impl HttpResponse {
     pub fn headers(&self) -> &HeaderMap {
         &self.0.headers
     }
+
+    /// The body.
+    pub fn body_bytes(&self) -> &[u8] {
+        &self.0.body
+    }
 }
 
 /// Accepts a WebSocket on `stream` with the default settings, whatever the
@@ -162,6 +167,17 @@ impl<R: Runtime> Server<R> {
     pub fn permessage_deflate(mut self, config: tether_proto::deflate::DeflateConfig) -> Self {
         self.deflate = Some(config);
         self
+    }
+
+    /// The opening handshake's settings (for front ends that accept
+    /// through another HTTP stack, such as HTTP/2).
+    pub fn handshake_settings(&self) -> &HandshakeConfig {
+        &self.handshake
+    }
+
+    /// The connection's settings.
+    pub fn websocket_config(&self) -> &WebSocketConfig {
+        &self.config
     }
 
     /// Accepts a WebSocket whatever the path; see [`accept`].

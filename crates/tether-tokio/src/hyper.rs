@@ -70,6 +70,11 @@ pub struct HyperIo {
 }
 
 impl HyperIo {
+    /// Wraps an upgraded stream with the addresses of its connection.
+    pub(crate) fn new(io: TokioIo<Upgraded>, addrs: Option<ConnectionAddrs>) -> Self {
+        Self { io, addrs }
+    }
+
     /// hyper's upgraded I/O.
     pub fn get_ref(&self) -> &TokioIo<Upgraded> {
         &self.io
@@ -160,7 +165,12 @@ where
     R: Default,
 {
     let head = Request::from_http(head_of(request));
-    let response = accept_response(&head, handshake, &options)?;
+    // HTTP/2 (RFC 8441): an extended CONNECT is answered 200; HTTP/1.1 101.
+    let response = if head.is_extended_connect() {
+        tether_proto::handshake::accept_extended_connect(&head, handshake, &options)?
+    } else {
+        accept_response(&head, handshake, &options)?
+    };
     // Built before answering 101, so that a negotiation the core cannot run
     // is refused while the request can still be answered otherwise.
     let connection = server_connection(&response, &options, config.connection.clone(), crate::Tokio::now())?;
@@ -197,11 +207,17 @@ impl Future for Upgrade {
 }
 
 /// The request line and headers, without the body.
-fn head_of<B>(request: &http::Request<B>) -> http::Request<()> {
+pub(crate) fn head_of<B>(request: &http::Request<B>) -> http::Request<()> {
     let mut head = http::Request::new(());
     *head.method_mut() = request.method().clone();
     *head.uri_mut() = request.uri().clone();
     *head.version_mut() = request.version();
     *head.headers_mut() = request.headers().clone();
+    // HTTP/2's `:protocol` (RFC 8441), as the core knows it.
+    #[cfg(feature = "http2")]
+    if let Some(protocol) = request.extensions().get::<hyper::ext::Protocol>() {
+        head.extensions_mut()
+            .insert(tether_proto::handshake::ConnectProtocol(protocol.as_str().to_owned()));
+    }
     head
 }

@@ -66,6 +66,8 @@
 #![warn(missing_docs)]
 #![allow(clippy::result_large_err)]
 
+#[cfg(feature = "http2")]
+pub mod http2;
 #[cfg(feature = "hyper")]
 pub mod hyper;
 mod runtime;

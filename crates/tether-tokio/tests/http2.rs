@@ -1,0 +1,217 @@
+//! WebSockets over HTTP/2 (RFC 8441): tether's client and server, several
+//! sockets on one connection next to ordinary requests, cleartext with
+//! prior knowledge and TLS choosing h2 or http/1.1 by ALPN on one port,
+//! closing one socket leaves the others, a slow reader on one socket does
+//! not stall another (flow control), refusals with their status,
+//! permessage-deflate.
+#![allow(clippy::unwrap_used, clippy::result_large_err)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+use tether_tokio::http2::{serve_connection, serve_connection_auto, Http2Connection};
+use tether_tokio::hyper::ConnectionAddrs;
+use tether_tokio::tls::{TlsAcceptor, TlsClient, TlsServer};
+use tether_tokio::{
+    Accept, ClientBuilder, ClientRequest, CloseCode, DeflateConfig, Error, HandshakeError, HttpResponse, Message,
+    Request, Server,
+};
+use tokio::net::TcpListener;
+use tokio::time::timeout;
+
+const STEP: Duration = Duration::from_secs(30);
+const FLOOD: usize = 32 << 20;
+
+/// The app: `/ws` is an echo WebSocket ("flood" asks for 32 MiB in one
+/// message), `/` a page, `/nope` 403.
+fn route(request: &Request) -> Result<Accept, HttpResponse> {
+    match request.path() {
+        "/ws" => Ok(Accept::new().permessage_deflate(DeflateConfig::default())),
+        "/" => Err(HttpResponse::new(StatusCode::OK).body("the page")),
+        _ => Err(HttpResponse::new(StatusCode::FORBIDDEN).body("not for you")),
+    }
+}
+
+async fn echo(mut ws: tether_tokio::hyper::HyperWebSocket) {
+    while let Some(Ok(message)) = ws.recv().await {
+        let reply = match &message {
+            Message::Text(t) if t.as_str() == "flood" => Message::Binary(vec![7u8; FLOOD].into()),
+            _ => message,
+        };
+        if ws.send(reply).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// A cleartext HTTP/2 server (prior knowledge) for one connection.
+async fn h2c_server() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (tcp, peer) = listener.accept().await.unwrap();
+        let addrs = ConnectionAddrs {
+            local: tcp.local_addr().unwrap(),
+            peer,
+        };
+        let server = Server::new();
+        let _ = serve_connection(tcp, Some(addrs), &server, route, echo).await;
+    });
+    addr
+}
+
+async fn h2c_client(addr: std::net::SocketAddr) -> Http2Connection {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    Http2Connection::handshake(tcp, None).await.unwrap()
+}
+
+fn request(addr: std::net::SocketAddr, path: &str) -> ClientRequest {
+    ClientRequest::new(&format!("ws://{addr}{path}"))
+        .unwrap()
+        .permessage_deflate(DeflateConfig::default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_sockets_on_one_connection() {
+    let addr = h2c_server().await;
+    let connection = h2c_client(addr).await;
+    let mut sockets = Vec::new();
+    for _ in 0..5 {
+        sockets.push(
+            timeout(STEP, connection.open(request(addr, "/ws")))
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    assert_eq!(sockets[0].extensions().collect::<Vec<_>>(), ["permessage-deflate"]);
+    let tasks: Vec<_> = sockets
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut ws)| {
+            tokio::spawn(async move {
+                for j in 0..50 {
+                    let message = Message::Text(format!("socket {i} message {j} {}", "x".repeat(j * 40)).into());
+                    ws.send(message.clone()).await.unwrap();
+                    assert_eq!(timeout(STEP, ws.recv()).await.unwrap().unwrap().unwrap(), message);
+                }
+                ws
+            })
+        })
+        .collect();
+    let mut sockets = Vec::new();
+    for task in tasks {
+        sockets.push(task.await.unwrap());
+    }
+    // Closing one socket ends its stream only.
+    let mut first = sockets.remove(0);
+    first.close(CloseCode::NORMAL, "bye").await.unwrap();
+    assert_eq!(first.close_info().unwrap().reason, "bye");
+    for ws in &mut sockets {
+        ws.send(Message::Text("still here".into())).await.unwrap();
+        assert_eq!(
+            timeout(STEP, ws.recv()).await.unwrap().unwrap().unwrap(),
+            Message::Text("still here".into())
+        );
+    }
+    // And a new one opens on the same connection.
+    let mut again = connection.open(request(addr, "/ws")).await.unwrap();
+    again.send(Message::Binary(vec![1, 2, 3].into())).await.unwrap();
+    assert_eq!(
+        again.recv().await.unwrap().unwrap(),
+        Message::Binary(vec![1, 2, 3].into())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_carry_their_status() {
+    let addr = h2c_server().await;
+    let connection = h2c_client(addr).await;
+    match connection.open(request(addr, "/nope")).await {
+        Err(Error::Handshake(HandshakeError::Rejected { status, body, .. })) => {
+            assert_eq!(status, StatusCode::FORBIDDEN);
+            assert_eq!(body, b"not for you");
+        }
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    // The connection stays usable.
+    let mut ws = connection.open(request(addr, "/ws")).await.unwrap();
+    ws.send(Message::Text("ok".into())).await.unwrap();
+    assert_eq!(ws.recv().await.unwrap().unwrap(), Message::Text("ok".into()));
+}
+
+/// HTTP/2 flow control: a socket whose reader does not read stops its own
+/// stream only; another socket on the same connection keeps echoing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_does_not_stall_the_others() {
+    let addr = h2c_server().await;
+    let connection = h2c_client(addr).await;
+    let mut slow = connection.open(request(addr, "/ws")).await.unwrap();
+    let mut fast = connection.open(request(addr, "/ws")).await.unwrap();
+    // 32 MiB towards a reader that does not read for now.
+    slow.send(Message::Text("flood".into())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..100 {
+        let message = Message::Text(format!("fast {i}").into());
+        fast.send(message.clone()).await.unwrap();
+        let echoed = timeout(Duration::from_secs(5), fast.recv())
+            .await
+            .expect("the other socket is not stalled")
+            .unwrap()
+            .unwrap();
+        assert_eq!(echoed, message);
+    }
+    // The slow reader gets its message in full once it reads.
+    let flood = timeout(STEP, slow.recv()).await.unwrap().unwrap().unwrap();
+    assert_eq!(flood.len(), FLOOD);
+}
+
+/// TLS on one port: ALPN `h2` gets HTTP/2 (WebSockets and a page on one
+/// connection), a client without ALPN gets HTTP/1.1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_alpn_chooses_h2_or_http1_on_one_port() {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (certified.cert.pem(), certified.key_pair.serialize_pem());
+    let server_tls = TlsServer::from_pem(cert.as_bytes(), key.as_bytes())
+        .unwrap()
+        .alpn(["h2", "http/1.1"]);
+    let acceptor = TlsAcceptor::from(server_tls.server_config().unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = Arc::new(Server::new());
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let (acceptor, server) = (acceptor.clone(), server.clone());
+            tokio::spawn(async move {
+                let tls = acceptor.accept(tcp).await.unwrap();
+                let _ = serve_connection_auto(tls, &server, route, echo, |accepted| {
+                    Box::pin(async move {
+                        if let Ok(mut ws) = accepted {
+                            while let Some(Ok(message)) = ws.recv().await {
+                                let _ = ws.send(message).await;
+                            }
+                        }
+                    })
+                })
+                .await;
+            });
+        }
+    });
+    let tls = || TlsClient::new().only_roots_pem(cert.as_bytes()).unwrap();
+    let url = format!("wss://localhost:{port}/ws");
+    let connection = Http2Connection::connect(&url, Some(tls())).await.unwrap();
+    let mut ws = connection.open(ClientRequest::new(&url).unwrap()).await.unwrap();
+    ws.send(Message::Text("over h2 and TLS".into())).await.unwrap();
+    assert_eq!(
+        ws.recv().await.unwrap().unwrap(),
+        Message::Text("over h2 and TLS".into())
+    );
+    assert_eq!(ws.peer_addr().unwrap().port(), port, "the addresses of the connection");
+
+    // HTTP/1.1 on the same port.
+    let mut ws = ClientBuilder::new(&url).tls(tls()).connect().await.unwrap();
+    ws.send(Message::Text("over http/1.1".into())).await.unwrap();
+    assert_eq!(ws.recv().await.unwrap().unwrap(), Message::Text("over http/1.1".into()));
+}
