@@ -57,6 +57,8 @@ try {
       '--disable-background-networking',
       '--disable-component-update',
       '--disable-sync',
+      // The https:// runs use a certificate made at the server's start.
+      '--ignore-certificate-errors',
     ],
   });
   const page = context.pages()[0] ?? (await context.newPage());

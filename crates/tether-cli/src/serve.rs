@@ -12,7 +12,7 @@ use tether_tokio::{
     Accept, DeflateConfig, Error, HandshakeConfig, HttpResponse, Request, Server, WebSocketConfig, WebSocketStream,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::exit::Failure;
 
@@ -103,8 +103,12 @@ pub(crate) async fn run(args: Args) -> Result<u8, Failure> {
         let tls = tls.clone();
         tokio::spawn(async move {
             match tls {
+                // Cleartext: HTTP/2 with prior knowledge when the client
+                // starts with the HTTP/2 preface, HTTP/1.1 otherwise.
+                None if starts_with_h2_preface(&tcp).await => app.http2(tcp, peer).await,
                 None => app.connection(tcp, peer).await,
                 Some(acceptor) => match acceptor.accept(tcp).await {
+                    Ok(tls) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => app.http2(tls, peer).await,
                     Ok(tls) => app.connection(tls, peer).await,
                     Err(e) => tracing::info!(%peer, "TLS handshake failed: {e}"),
                 },
@@ -138,7 +142,60 @@ impl App {
         };
         tracing::debug!(%peer, "open");
         let error = echo(&mut ws).await.err();
-        log_end(&ws, peer, error);
+        log_end(&ws, peer, "HTTP/1.1", error);
+    }
+}
+
+/// The client preface of HTTP/2 (RFC 9113 section 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether a cleartext client speaks HTTP/2 with prior knowledge: peeks at
+/// its first bytes (at most 5 s) without consuming them.
+async fn starts_with_h2_preface(tcp: &TcpStream) -> bool {
+    let mut buf = [0u8; 24];
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let n = match tokio::time::timeout_at(deadline, tcp.peek(&mut buf)).await {
+            Ok(Ok(n)) => n,
+            _ => return false,
+        };
+        if n == 0 || !H2_PREFACE.starts_with(&buf[..n]) {
+            return false;
+        }
+        if n == H2_PREFACE.len() {
+            return true;
+        }
+        // A partial preface: wait for more.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+impl App {
+    /// Serves an HTTP/2 connection: the page and any number of WebSockets
+    /// (extended CONNECT, RFC 8441), each logged with its HTTP version.
+    async fn http2<S>(&self, io: S, peer: SocketAddr)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + tether_tokio::SocketAddrs + 'static,
+    {
+        let addrs = io
+            .local_addr()
+            .ok()
+            .map(|local| tether_tokio::hyper::ConnectionAddrs { local, peer });
+        let compression = self.compression;
+        let result = tether_tokio::http2::serve_connection(
+            io,
+            addrs,
+            &self.server,
+            move |request| route(request, compression),
+            move |mut ws| async move {
+                let error = echo(&mut ws).await.err();
+                log_end(&ws, peer, "HTTP/2", error);
+            },
+        )
+        .await;
+        if let Err(e) = result {
+            tracing::debug!(%peer, "HTTP/2 connection ended: {e}");
+        }
     }
 }
 
@@ -153,7 +210,7 @@ where
     Ok(())
 }
 
-fn log_end<S>(ws: &WebSocketStream<S>, peer: SocketAddr, error: Option<Error>)
+fn log_end<S>(ws: &WebSocketStream<S>, peer: SocketAddr, http: &str, error: Option<Error>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -169,7 +226,7 @@ where
     let error = error.map(|e| e.to_string()).unwrap_or_default();
     tracing::info!(
         %peer,
-        http = "HTTP/1.1",
+        http,
         subprotocol = ws.subprotocol().unwrap_or("-"),
         compression = if compression.is_empty() { "off" } else { compression.as_str() },
         close_code = code,
@@ -239,7 +296,7 @@ fn tls_acceptor(args: &Args) -> Result<Option<TlsAcceptor>, Failure> {
         _ => return Ok(None),
     };
     let server = TlsServer::from_pem(&chain, &key)
-        .and_then(|server| server.alpn(["http/1.1"]).server_config())
+        .and_then(|server| server.alpn(["h2", "http/1.1"]).server_config())
         .map_err(|e| Failure::usage(format!("TLS: {e}")))?;
     Ok(Some(TlsAcceptor::from(server)))
 }

@@ -389,3 +389,52 @@ fn bench_against_serve() {
     let out = tether(&["bench", "ws://127.0.0.1:1/", "--duration", "1s"], "");
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
 }
+
+/// `tether serve` over HTTP/2: TLS choosing `h2` by ALPN and cleartext
+/// with prior knowledge, several WebSockets on one connection, each logged
+/// with its HTTP version; HTTP/1.1 still works on the same port.
+#[test]
+fn serve_over_http2() {
+    use tether_tokio::http2::Http2Connection;
+    use tether_tokio::tls::TlsClient;
+    use tether_tokio::{ClientRequest, Message};
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    for tls in [true, false] {
+        let server = Serve::start(if tls { &["--tls-self-signed"][..] } else { &[][..] });
+        let url = server.url(if tls { "wss" } else { "ws" });
+        runtime.block_on(async {
+            let connection = if tls {
+                Http2Connection::connect(&url, Some(TlsClient::new().dangerous_accept_any_certificate()))
+                    .await
+                    .unwrap()
+            } else {
+                let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+                Http2Connection::handshake(tcp, None).await.unwrap()
+            };
+            for i in 0..3 {
+                let mut ws = connection.open(ClientRequest::new(&url).unwrap()).await.unwrap();
+                ws.send(Message::Text(format!("h2 {i}").into())).await.unwrap();
+                assert_eq!(
+                    ws.recv().await.unwrap().unwrap(),
+                    Message::Text(format!("h2 {i}").into())
+                );
+                ws.close(tether_tokio::CloseCode::NORMAL, "done").await.unwrap();
+            }
+        });
+        let line = server.wait_log(&["connection closed", "HTTP/2", "close_reason=done"]);
+        assert!(line.contains("messages_in=1"), "{line}");
+        // HTTP/1.1 on the same port, through the command.
+        let mut args = vec!["connect", url.as_str()];
+        if tls {
+            args.push("--insecure");
+        }
+        let out = tether(&args, "h1\n");
+        assert_eq!(
+            (out.status.code(), text(&out.stdout).as_str()),
+            (Some(0), "h1\n"),
+            "{}",
+            text(&out.stderr)
+        );
+        server.wait_log(&["connection closed", "HTTP/1.1"]);
+    }
+}
