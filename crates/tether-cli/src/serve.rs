@@ -155,9 +155,8 @@ async fn starts_with_h2_preface(tcp: &TcpStream) -> bool {
     let mut buf = [0u8; 24];
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
-        let n = match tokio::time::timeout_at(deadline, tcp.peek(&mut buf)).await {
-            Ok(Ok(n)) => n,
-            _ => return false,
+        let Ok(Ok(n)) = tokio::time::timeout_at(deadline, tcp.peek(&mut buf)).await else {
+            return false;
         };
         if n == 0 || !H2_PREFACE.starts_with(&buf[..n]) {
             return false;

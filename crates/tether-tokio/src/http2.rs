@@ -208,35 +208,11 @@ impl Http2Connection {
     /// instead.
     pub async fn connect(url: &str, tls: Option<crate::tls::TlsClient>) -> Result<Self, Error> {
         let request = ClientRequest::new(url)?;
-        let addrs = tokio::net::lookup_host((request.host(), request.port()))
-            .await
-            .map_err(|error| Error::Resolve {
-                host: request.host().to_owned(),
-                error,
-            })?
-            .collect::<Vec<SocketAddr>>();
-        let tcp = tether_driver::connect_addrs::<crate::Tokio>(request.host(), &addrs, true, None).await?;
-        let conn_addrs = match (tcp.local_addr(), tcp.peer_addr()) {
-            (Ok(local), Ok(peer)) => Some(ConnectionAddrs { local, peer }),
-            _ => None,
-        };
-        if !request.is_secure() {
-            return Self::handshake(tcp, conn_addrs).await;
+        match dial(&request, tls).await? {
+            (Dialed::Plain(tcp), addrs) => Self::handshake(tcp, addrs).await,
+            (Dialed::Tls(stream), addrs) if is_h2(&stream) => Self::handshake(*stream, addrs).await,
+            (Dialed::Tls(_), _) => Err(not_h2()),
         }
-        let mut config = (*tls.unwrap_or_default().client_config()?).clone();
-        config.alpn_protocols = vec![b"h2".to_vec()];
-        let name = rustls::pki_types::ServerName::try_from(request.host().to_owned())
-            .map_err(|_| Error::InvalidServerName(request.host().to_owned()))?;
-        let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(name, tcp)
-            .await
-            .map_err(Error::from_io)?;
-        if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
-            return Err(Error::Handshake(HandshakeError::InvalidState(
-                "the server does not speak HTTP/2 (ALPN did not choose h2)",
-            )));
-        }
-        Self::handshake(stream, conn_addrs).await
     }
 
     /// The HTTP/2 handshake over a transport the caller opened (prior
@@ -271,7 +247,7 @@ impl Http2Connection {
     /// CONNECT for `request` (its path, subprotocols, extension offers,
     /// headers), checked as over HTTP/1.1. A refusal is
     /// [`HandshakeError::Rejected`] with the server's status.
-    pub async fn open(&self, request: ClientRequest) -> Result<HyperWebSocket, Error> {
+    pub async fn open(&self, request: ClientRequest) -> Result<crate::ClientStream, Error> {
         let (mut handshake, head) = ClientHandshake::extended_connect(request)?;
         let (mut parts, ()) = head.into_parts();
         parts.extensions.insert(hyper::ext::Protocol::from_static("websocket"));
@@ -309,6 +285,108 @@ impl Http2Connection {
             <crate::Tokio as tether_driver::Runtime>::now(),
         )?;
         let io = HyperIo::new(TokioIo::new(upgraded), self.addrs);
-        Ok(WebSocketStream::from_connection(io, connection, &self.config))
+        Ok(WebSocketStream::from_connection(
+            crate::MaybeTlsStream::Http2(Box::new(io)),
+            connection,
+            &self.config,
+        ))
     }
+}
+
+/// Opens a WebSocket for `request` over HTTP/2 when the server offers it
+/// (TLS with ALPN `h2`, and `SETTINGS_ENABLE_CONNECT_PROTOCOL`), over
+/// HTTP/1.1 otherwise: the same [`ClientStream`](crate::ClientStream)
+/// either way ([`MaybeTlsStream::Http2`](crate::MaybeTlsStream::Http2)
+/// for HTTP/2). TLS offers `h2` and `http/1.1`; when the server picks
+/// HTTP/1.1 the same TLS connection carries the opening handshake. `ws://`
+/// uses HTTP/1.1 (HTTP/2 without TLS needs prior knowledge:
+/// [`Http2Connection::handshake`]). `tls` and `config` apply to both.
+pub async fn connect_prefer_http2(
+    request: ClientRequest,
+    tls: Option<crate::tls::TlsClient>,
+    config: WebSocketConfig,
+) -> Result<crate::ClientStream, Error> {
+    let builder = |request: ClientRequest, config: WebSocketConfig| {
+        let mut builder = crate::ClientBuilder::from_request(request).config(config);
+        if let Some(tls) = &tls {
+            builder = builder.tls(tls.clone());
+        }
+        builder
+    };
+    if !request.is_secure() {
+        return builder(request, config).connect().await;
+    }
+    match dial(&request, tls.clone()).await? {
+        (Dialed::Tls(stream), addrs) if is_h2(&stream) => {
+            let connection = Http2Connection::handshake(*stream, addrs).await?.config(config.clone());
+            match connection.open(request.clone()).await {
+                Ok(ws) => Ok(ws),
+                // HTTP/2 without WebSockets (no extended CONNECT): a new
+                // connection over HTTP/1.1.
+                Err(Error::Io(e)) => {
+                    tracing::debug!("no WebSocket over HTTP/2 ({e}): HTTP/1.1");
+                    builder(request, config).connect().await
+                }
+                Err(e) => Err(e),
+            }
+        }
+        (Dialed::Tls(stream), _) => {
+            builder(request, config)
+                .connect_over(crate::MaybeTlsStream::Tls(stream))
+                .await
+        }
+        (Dialed::Plain(tcp), _) => {
+            builder(request, config)
+                .connect_over(crate::MaybeTlsStream::Plain(tcp))
+                .await
+        }
+    }
+}
+
+/// A connected transport, before HTTP.
+enum Dialed {
+    Plain(tokio::net::TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>),
+}
+
+/// TCP to `request`'s host, and TLS offering `h2` then `http/1.1` for
+/// `wss://`.
+async fn dial(
+    request: &ClientRequest,
+    tls: Option<crate::tls::TlsClient>,
+) -> Result<(Dialed, Option<ConnectionAddrs>), Error> {
+    let addrs = tokio::net::lookup_host((request.host(), request.port()))
+        .await
+        .map_err(|error| Error::Resolve {
+            host: request.host().to_owned(),
+            error,
+        })?
+        .collect::<Vec<SocketAddr>>();
+    let tcp = tether_driver::connect_addrs::<crate::Tokio>(request.host(), &addrs, true, None).await?;
+    let conn_addrs = match (tcp.local_addr(), tcp.peer_addr()) {
+        (Ok(local), Ok(peer)) => Some(ConnectionAddrs { local, peer }),
+        _ => None,
+    };
+    if !request.is_secure() {
+        return Ok((Dialed::Plain(tcp), conn_addrs));
+    }
+    let mut config = (*tls.unwrap_or_default().client_config()?).clone();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let name = rustls::pki_types::ServerName::try_from(request.host().to_owned())
+        .map_err(|_| Error::InvalidServerName(request.host().to_owned()))?;
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(Error::from_io)?;
+    Ok((Dialed::Tls(Box::new(stream)), conn_addrs))
+}
+
+fn is_h2(stream: &tokio_rustls::client::TlsStream<tokio::net::TcpStream>) -> bool {
+    stream.get_ref().1.alpn_protocol() == Some(b"h2")
+}
+
+fn not_h2() -> Error {
+    Error::Handshake(HandshakeError::InvalidState(
+        "the server does not speak HTTP/2 (ALPN did not choose h2)",
+    ))
 }

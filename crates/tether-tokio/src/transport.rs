@@ -72,6 +72,8 @@ impl<S: SocketAddrs> SocketAddrs for MaybeTlsStream<S> {
             Self::Tls(s) => s.local_addr(),
             #[cfg(feature = "tls")]
             Self::TlsInTls(s) => s.local_addr(),
+            #[cfg(feature = "http2")]
+            Self::Http2(s) => s.local_addr(),
         }
     }
 
@@ -82,6 +84,8 @@ impl<S: SocketAddrs> SocketAddrs for MaybeTlsStream<S> {
             Self::Tls(s) => s.peer_addr(),
             #[cfg(feature = "tls")]
             Self::TlsInTls(s) => s.peer_addr(),
+            #[cfg(feature = "http2")]
+            Self::Http2(s) => s.peer_addr(),
         }
     }
 
@@ -91,6 +95,8 @@ impl<S: SocketAddrs> SocketAddrs for MaybeTlsStream<S> {
             Self::Plain(s) => s.tls_info(),
             Self::Tls(s) => s.tls_info(),
             Self::TlsInTls(s) => s.tls_info(),
+            #[cfg(feature = "http2")]
+            Self::Http2(s) => s.tls_info(),
         }
     }
 }
@@ -109,6 +115,10 @@ pub enum MaybeTlsStream<S> {
     /// TLS session with the proxy.
     #[cfg(feature = "tls")]
     TlsInTls(Box<tokio_rustls::client::TlsStream<Self>>),
+    /// A stream of an HTTP/2 connection (RFC 8441), opened by
+    /// [`Http2Connection::open`](crate::http2::Http2Connection::open).
+    #[cfg(feature = "http2")]
+    Http2(Box<crate::hyper::HyperIo>),
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for MaybeTlsStream<S> {
@@ -119,6 +129,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for MaybeTlsStream<S> {
             Self::Tls(s) => Pin::new(s).poll_read(cx, buf),
             #[cfg(feature = "tls")]
             Self::TlsInTls(s) => Pin::new(s).poll_read(cx, buf),
+            #[cfg(feature = "http2")]
+            Self::Http2(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -131,6 +143,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MaybeTlsStream<S> {
             Self::Tls(s) => Pin::new(s).poll_write(cx, buf),
             #[cfg(feature = "tls")]
             Self::TlsInTls(s) => Pin::new(s).poll_write(cx, buf),
+            #[cfg(feature = "http2")]
+            Self::Http2(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -145,6 +159,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MaybeTlsStream<S> {
             Self::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             #[cfg(feature = "tls")]
             Self::TlsInTls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            #[cfg(feature = "http2")]
+            Self::Http2(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -155,6 +171,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MaybeTlsStream<S> {
             Self::Tls(s) => s.is_write_vectored(),
             #[cfg(feature = "tls")]
             Self::TlsInTls(s) => s.is_write_vectored(),
+            #[cfg(feature = "http2")]
+            Self::Http2(s) => s.is_write_vectored(),
         }
     }
 
@@ -165,6 +183,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MaybeTlsStream<S> {
             Self::Tls(s) => Pin::new(s).poll_flush(cx),
             #[cfg(feature = "tls")]
             Self::TlsInTls(s) => Pin::new(s).poll_flush(cx),
+            #[cfg(feature = "http2")]
+            Self::Http2(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -175,6 +195,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MaybeTlsStream<S> {
             Self::Tls(s) => Pin::new(s).poll_shutdown(cx),
             #[cfg(feature = "tls")]
             Self::TlsInTls(s) => Pin::new(s).poll_shutdown(cx),
+            #[cfg(feature = "http2")]
+            Self::Http2(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }

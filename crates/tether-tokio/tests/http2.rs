@@ -209,9 +209,77 @@ async fn tls_alpn_chooses_h2_or_http1_on_one_port() {
         Message::Text("over h2 and TLS".into())
     );
     assert_eq!(ws.peer_addr().unwrap().port(), port, "the addresses of the connection");
+    assert!(matches!(ws.get_ref(), tether_tokio::MaybeTlsStream::Http2(_)));
 
+    // Preferring HTTP/2 gets it here.
+    let ws = tether_tokio::http2::connect_prefer_http2(
+        ClientRequest::new(&url).unwrap(),
+        Some(tls()),
+        tether_tokio::WebSocketConfig::default(),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(ws.get_ref(), tether_tokio::MaybeTlsStream::Http2(_)));
     // HTTP/1.1 on the same port.
     let mut ws = ClientBuilder::new(&url).tls(tls()).connect().await.unwrap();
     ws.send(Message::Text("over http/1.1".into())).await.unwrap();
     assert_eq!(ws.recv().await.unwrap().unwrap(), Message::Text("over http/1.1".into()));
+}
+
+/// The client prefers HTTP/2 and falls back to HTTP/1.1: against an
+/// HTTP/1.1-only TLS server, and against an HTTP/2 server that does not
+/// allow extended CONNECT (hyper's HTTP/2 without `enable_connect_protocol`,
+/// which also serves HTTP/1.1 upgrades on another connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefer_http2_falls_back_to_http1() {
+    use tether_tokio::http2::connect_prefer_http2;
+    use tether_tokio::{MaybeTlsStream, WebSocketConfig};
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (certified.cert.pem(), certified.key_pair.serialize_pem());
+    for alpn in [&["h2", "http/1.1"][..], &["http/1.1"][..]] {
+        let acceptor = TlsAcceptor::from(
+            TlsServer::from_pem(cert.as_bytes(), key.as_bytes())
+                .unwrap()
+                .alpn(alpn.iter().copied())
+                .server_config()
+                .unwrap(),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let tls = acceptor.accept(tcp).await.unwrap();
+                    if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        // HTTP/2 without extended CONNECT: a page only.
+                        let service = hyper::service::service_fn(|_request| async {
+                            Ok::<_, std::convert::Infallible>(http::Response::new(
+                                http_body_util::Empty::<bytes::Bytes>::new(),
+                            ))
+                        });
+                        let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                            .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                            .await;
+                    } else if let Ok(mut ws) = tether_tokio::accept(tls).await {
+                        while let Some(Ok(message)) = ws.recv().await {
+                            let _ = ws.send(message).await;
+                        }
+                    }
+                });
+            }
+        });
+        let url = format!("wss://localhost:{port}/ws");
+        let tls = TlsClient::new().only_roots_pem(cert.as_bytes()).unwrap();
+        let mut ws = connect_prefer_http2(ClientRequest::new(&url).unwrap(), Some(tls), WebSocketConfig::default())
+            .await
+            .unwrap();
+        assert!(
+            matches!(ws.get_ref(), MaybeTlsStream::Tls(_)),
+            "{alpn:?}: HTTP/1.1 over TLS"
+        );
+        ws.send(Message::Text("fallback".into())).await.unwrap();
+        assert_eq!(ws.recv().await.unwrap().unwrap(), Message::Text("fallback".into()));
+    }
 }
