@@ -283,3 +283,82 @@ async fn prefer_http2_falls_back_to_http1() {
         assert_eq!(ws.recv().await.unwrap().unwrap(), Message::Text("fallback".into()));
     }
 }
+
+/// A hyper HTTP/2 server of the user's own (as an axum app would run it)
+/// accepts extended CONNECT through `tether_tokio::hyper::upgrade`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hyper_http2_server_upgrades_with_tether() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let service = hyper::service::service_fn(|mut request: http::Request<hyper::body::Incoming>| async move {
+            let (response, upgrade) = tether_tokio::hyper::upgrade::<_, http_body_util::Empty<bytes::Bytes>>(
+                &mut request,
+                Accept::new(),
+                tether_tokio::WebSocketConfig::default(),
+            )?;
+            tokio::spawn(async move {
+                if let Ok(mut ws) = upgrade.await {
+                    while let Some(Ok(message)) = ws.recv().await {
+                        let _ = ws.send(message).await;
+                    }
+                }
+            });
+            Ok::<_, Error>(response)
+        });
+        let mut builder = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+        builder.enable_connect_protocol();
+        let _ = builder
+            .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+            .await;
+    });
+    let connection = h2c_client(addr).await;
+    let mut ws = connection.open(request(addr, "/any")).await.unwrap();
+    ws.send(Message::Text("through hyper".into())).await.unwrap();
+    assert_eq!(ws.recv().await.unwrap().unwrap(), Message::Text("through hyper".into()));
+}
+
+/// A stream that ends without a close frame, and a lost connection, are
+/// the same errors as over HTTP/1.1: an abnormal closure (1006) or a reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_and_connection_loss_map_to_the_usual_kinds() {
+    use tether_tokio::ErrorKind;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        // "drop": the handler drops its socket without a close frame.
+        let route = |_: &Request| Ok(Accept::new());
+        let _ = serve_connection(tcp, None, &Server::new(), route, |mut ws| async move {
+            // "drop" drops the socket without a close frame; anything else
+            // keeps it open.
+            if let Some(Ok(Message::Text(t))) = ws.recv().await {
+                if t.as_str() == "drop" {
+                    drop(ws);
+                    return;
+                }
+            }
+            std::future::pending::<()>().await;
+        })
+        .await;
+    });
+    let connection = h2c_client(addr).await;
+    let mut dropped = connection.open(request(addr, "/drop")).await.unwrap();
+    dropped.send(Message::Text("drop".into())).await.unwrap();
+    let error = timeout(STEP, dropped.recv()).await.unwrap().unwrap().unwrap_err();
+    assert!(
+        matches!(error.kind(), ErrorKind::AbnormalClosure | ErrorKind::ConnectionReset),
+        "{error:?}"
+    );
+    // The whole connection lost: every socket on it fails the same way.
+    let mut open = connection.open(request(addr, "/keep")).await.unwrap();
+    open.send(Message::Text("keep".into())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    server.abort();
+    let error = timeout(STEP, open.recv()).await.unwrap().unwrap().unwrap_err();
+    assert!(
+        matches!(error.kind(), ErrorKind::AbnormalClosure | ErrorKind::ConnectionReset),
+        "{error:?}"
+    );
+}
