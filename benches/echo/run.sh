@@ -10,7 +10,8 @@
 #
 # Crates: tether (tether-tokio), tungstenite (tokio-tungstenite), fastwebsockets,
 # tokio-websockets, tether-smol, tether-async-std, async-tungstenite-smol,
-# tether-blocking. With tether and another tether adapter in the list, a table
+# tether-blocking, tether-h2 (tether-tokio over HTTP/2, 100 WebSockets per
+# connection). With tether and another tether adapter in the list, a table
 # of the issue-10 ratios follows the CPU table.
 #
 # Options (after the script name): --crates LIST, --workloads LIST

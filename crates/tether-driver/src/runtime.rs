@@ -112,13 +112,23 @@ pub trait Connect: Runtime {
     /// by `deadline` when given. `stream` is plain TCP, or a tunnel through
     /// an `https://` proxy, which is TLS already: the result is then TLS
     /// inside TLS.
+    ///
+    /// The default fails: a shell built without its own `tls` feature
+    /// (while another crate of the build turned on this crate's) has no
+    /// TLS to run.
     #[cfg(feature = "tls")]
     fn tls(
         stream: Self::Stream,
         name: rustls::pki_types::ServerName<'static>,
         config: std::sync::Arc<rustls::ClientConfig>,
         deadline: Option<Instant>,
-    ) -> impl Future<Output = Result<Self::Stream, crate::Error>> + Send;
+    ) -> impl Future<Output = Result<Self::Stream, crate::Error>> + Send {
+        let _ = (name, config, deadline);
+        drop(stream);
+        std::future::ready(Err(crate::Error::Handshake(
+            tether_proto::handshake::HandshakeError::InvalidUri("wss:// needs the `tls` feature of the adapter"),
+        )))
+    }
 }
 
 /// The time one connection attempt may take when `remaining` addresses

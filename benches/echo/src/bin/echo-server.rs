@@ -8,7 +8,7 @@
 //! closes completed by the crate itself.
 //!
 //! ```sh
-//! echo-server <tether|tungstenite|fastwebsockets|tokio-websockets|tether-smol|tether-async-std|async-tungstenite-smol|tether-blocking> <addr>
+//! echo-server <tether|tungstenite|fastwebsockets|tokio-websockets|tether-smol|tether-async-std|async-tungstenite-smol|tether-blocking|tether-h2> <addr>
 //! ```
 //!
 //! Prints `listening on ADDR` on stdout once it accepts.
@@ -28,6 +28,7 @@ enum Crate {
     TetherAsyncStd,
     AsyncTungsteniteSmol,
     TetherBlocking,
+    TetherHttp2,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -44,6 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "tether-async-std" => Crate::TetherAsyncStd,
         "async-tungstenite-smol" => Crate::AsyncTungsteniteSmol,
         "tether-blocking" => Crate::TetherBlocking,
+        "tether-h2" => Crate::TetherHttp2,
         other => return Err(format!("unknown crate {other:?}").into()),
     };
     tether_echo_bench::raise_fd_limit();
@@ -80,6 +82,7 @@ async fn serve(which: Crate, addr: SocketAddr) -> Result<(), Box<dyn std::error:
             Crate::FastWebSockets => tokio::spawn(fastwebsockets::serve(tcp)),
             // As in tokio-websockets' examples/echo_server.rs.
             Crate::TokioWebSockets => tokio::spawn(tokio::task::unconstrained(tokio_websockets(tcp))),
+            Crate::TetherHttp2 => tokio::spawn(tether_h2(tcp)),
             _ => unreachable!("served by its own runtime"),
         };
     }
@@ -98,6 +101,30 @@ async fn tether(tcp: TcpStream) {
     };
     if let Err(e) = result.await {
         eprintln!("tether: {e}");
+    }
+}
+
+/// tether-tokio over HTTP/2 (RFC 8441, cleartext with prior knowledge):
+/// every WebSocket stream of the connection runs the same loop as
+/// `tether`.
+async fn tether_h2(tcp: TcpStream) {
+    let server = tether_tokio::Server::new();
+    let result = tether_tokio::http2::serve_connection(
+        tcp,
+        None,
+        &server,
+        |_| Ok(tether_tokio::Accept::new()),
+        |mut ws| async move {
+            while let Some(Ok(message)) = ws.recv().await {
+                if ws.feed(message).await.is_err() {
+                    break;
+                }
+            }
+        },
+    )
+    .await;
+    if let Err(e) = result {
+        eprintln!("tether-h2: {e}");
     }
 }
 

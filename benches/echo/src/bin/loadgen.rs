@@ -41,14 +41,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::sync::Notify;
 
 type Error = Box<dyn std::error::Error>;
 
-const CRATES: [&str; 8] = [
+const CRATES: [&str; 9] = [
     "tether",
     "tungstenite",
     "fastwebsockets",
@@ -57,6 +57,7 @@ const CRATES: [&str; 8] = [
     "tether-async-std",
     "async-tungstenite-smol",
     "tether-blocking",
+    "tether-h2",
 ];
 /// The runtime each server runs on: the issue-10 ratios compare a tether
 /// adapter with the other crates on the same one.
@@ -664,12 +665,30 @@ async fn measure(
         sending: AtomicBool::new(true),
     });
     let mut tasks = tokio::task::JoinSet::new();
-    for id in 0..workload.conns {
-        let (addr, messages, shared) = (server.addr.clone(), messages.clone(), shared.clone());
-        tasks.spawn(async move {
-            let (tcp, leftover) = handshake(&addr).await.map_err(|e| format!("connection {id}: {e}"))?;
-            echo_connection(id, tcp, leftover, &messages, &shared).await
-        });
+    if krate == "tether-h2" {
+        // HTTP/2: the WebSockets as streams, up to 100 per connection.
+        let mut connection = None;
+        for id in 0..workload.conns {
+            if id % h2io::STREAMS_PER_CONNECTION == 0 {
+                connection = Some(h2io::connect(&server.addr).await?);
+            }
+            let client = connection.clone().ok_or("no HTTP/2 connection")?;
+            let (addr, messages, shared) = (server.addr.clone(), messages.clone(), shared.clone());
+            tasks.spawn(async move {
+                let stream = h2io::open(client, &addr)
+                    .await
+                    .map_err(|e| format!("stream {id}: {e}"))?;
+                echo_connection(id, stream, Vec::new(), &messages, &shared).await
+            });
+        }
+    } else {
+        for id in 0..workload.conns {
+            let (addr, messages, shared) = (server.addr.clone(), messages.clone(), shared.clone());
+            tasks.spawn(async move {
+                let (tcp, leftover) = handshake(&addr).await.map_err(|e| format!("connection {id}: {e}"))?;
+                echo_connection(id, tcp, leftover, &messages, &shared).await
+            });
+        }
     }
     // Warm up (connections open meanwhile), then measure.
     tokio::time::sleep(Duration::from_secs_f64(opts.warmup)).await;
@@ -738,77 +757,79 @@ async fn measure(
 /// Keeps `inflight` messages outstanding until the run stops sending, then
 /// collects the outstanding echoes and closes. Returns whether the close
 /// handshake completed (close frame answered, then end of stream).
-async fn echo_connection(
+async fn echo_connection<T: Transport>(
     id: usize,
-    mut tcp: TcpStream,
+    mut tcp: T,
     leftover: Vec<u8>,
     messages: &Messages,
     shared: &Shared,
 ) -> Result<bool, String> {
-    let inflight = messages.inflight;
-    let (mut rd, mut wr) = tcp.split();
-    // Messages the writer may send; `sent` counts the messages taken. (Both
-    // futures run in this one task: atomics only because tasks must be Send.)
-    let credits = AtomicUsize::new(inflight);
-    let sent = AtomicU64::new(0);
-    let wake_writer = Notify::new();
+    {
+        let inflight = messages.inflight;
+        let (mut rd, mut wr) = tcp.halves();
+        // Messages the writer may send; `sent` counts the messages taken. (Both
+        // futures run in this one task: atomics only because tasks must be Send.)
+        let credits = AtomicUsize::new(inflight);
+        let sent = AtomicU64::new(0);
+        let wake_writer = Notify::new();
 
-    // Ends only on an error.
-    let writer = async {
-        let mut next = 0;
-        loop {
-            let n = credits.swap(0, Ordering::Relaxed);
-            if n == 0 {
-                wake_writer.notified().await;
-                continue;
-            }
-            sent.fetch_add(n as u64, Ordering::Relaxed);
-            if let Err(e) = wr.write_all(messages.frames(next, n)).await {
-                return e;
-            }
-            next = (next + n) % messages.count();
-        }
-    };
-    let reader = async {
-        let mut parser = Parser::new(messages);
-        let mut buf = vec![0u8; messages.read_size()];
-        let mut filled = leftover.len();
-        buf[..filled].copy_from_slice(&leftover);
-        let mut received = 0u64;
-        loop {
-            let (done, consumed) = parser
-                .feed(&buf[..filled])
-                .map_err(|e| format!("connection {id}: {e}"))?;
-            buf.copy_within(consumed..filled, 0);
-            filled -= consumed;
-            if done > 0 {
-                received += done as u64;
-                shared.echoed.fetch_add(done as u64, Ordering::Relaxed);
-                if shared.sending.load(Ordering::Relaxed) {
-                    credits.fetch_add(done, Ordering::Relaxed);
-                    wake_writer.notify_one();
+        // Ends only on an error.
+        let writer = async {
+            let mut next = 0;
+            loop {
+                let n = credits.swap(0, Ordering::Relaxed);
+                if n == 0 {
+                    wake_writer.notified().await;
+                    continue;
                 }
-            }
-            if !shared.sending.load(Ordering::Relaxed) {
-                credits.store(0, Ordering::Relaxed);
-                if received == sent.load(Ordering::Relaxed) {
-                    return Ok::<_, String>(());
+                sent.fetch_add(n as u64, Ordering::Relaxed);
+                if let Err(e) = wr.write_all(messages.frames(next, n)).await {
+                    return e;
                 }
+                next = (next + n) % messages.count();
             }
-            let n = rd
-                .read(&mut buf[filled..])
-                .await
-                .map_err(|e| format!("connection {id}: read: {e}"))?;
-            if n == 0 {
-                return Err(format!("connection {id}: the server closed the connection mid-run"));
+        };
+        let reader = async {
+            let mut parser = Parser::new(messages);
+            let mut buf = vec![0u8; messages.read_size()];
+            let mut filled = leftover.len();
+            buf[..filled].copy_from_slice(&leftover);
+            let mut received = 0u64;
+            loop {
+                let (done, consumed) = parser
+                    .feed(&buf[..filled])
+                    .map_err(|e| format!("connection {id}: {e}"))?;
+                buf.copy_within(consumed..filled, 0);
+                filled -= consumed;
+                if done > 0 {
+                    received += done as u64;
+                    shared.echoed.fetch_add(done as u64, Ordering::Relaxed);
+                    if shared.sending.load(Ordering::Relaxed) {
+                        credits.fetch_add(done, Ordering::Relaxed);
+                        wake_writer.notify_one();
+                    }
+                }
+                if !shared.sending.load(Ordering::Relaxed) {
+                    credits.store(0, Ordering::Relaxed);
+                    if received == sent.load(Ordering::Relaxed) {
+                        return Ok::<_, String>(());
+                    }
+                }
+                let n = rd
+                    .read(&mut buf[filled..])
+                    .await
+                    .map_err(|e| format!("connection {id}: read: {e}"))?;
+                if n == 0 {
+                    return Err(format!("connection {id}: the server closed the connection mid-run"));
+                }
+                filled += n;
             }
-            filled += n;
+        };
+        // The reader ends once the run stopped and every echo is in.
+        tokio::select! {
+            r = reader => r?,
+            e = writer => return Err(format!("connection {id}: write: {e}")),
         }
-    };
-    // The reader ends once the run stopped and every echo is in.
-    tokio::select! {
-        r = reader => r?,
-        e = writer => return Err(format!("connection {id}: write: {e}")),
     }
     close(&mut tcp, messages)
         .await
@@ -818,7 +839,7 @@ async fn echo_connection(
 /// Sends a ping and a close frame (1000) in one write and reads until the
 /// end of the stream, within 5 s. Clean: the pong echoed the ping's
 /// payload, the close frame came back with 1000, then the end of stream.
-async fn close(tcp: &mut TcpStream, messages: &Messages) -> Result<bool, String> {
+async fn close<T: Transport>(tcp: &mut T, messages: &Messages) -> Result<bool, String> {
     let mut frames = encode_masked(OP_PING, PING_PAYLOAD, MASK);
     frames.extend(encode_masked(OP_CLOSE, &1000u16.to_be_bytes(), MASK));
     let result = tokio::time::timeout(Duration::from_secs(5), async {
@@ -1305,6 +1326,194 @@ mod broadcast {
             rss_kib,
             errors: errors.load(Ordering::Relaxed),
         })
+    }
+}
+
+/// What a WebSocket of the load runs on: a TCP connection, or a stream of
+/// an HTTP/2 connection (`tether-h2`).
+trait Transport: AsyncRead + AsyncWrite + Unpin + Send {
+    type Read<'a>: AsyncRead + Unpin + Send
+    where
+        Self: 'a;
+    type Write<'a>: AsyncWrite + Unpin + Send
+    where
+        Self: 'a;
+    /// A read half and a write half used by one task at once.
+    fn halves(&mut self) -> (Self::Read<'_>, Self::Write<'_>);
+}
+
+impl Transport for TcpStream {
+    type Read<'a> = tokio::net::tcp::ReadHalf<'a>;
+    type Write<'a> = tokio::net::tcp::WriteHalf<'a>;
+
+    fn halves(&mut self) -> (Self::Read<'_>, Self::Write<'_>) {
+        self.split()
+    }
+}
+
+impl Transport for h2io::Stream {
+    type Read<'a> = &'a mut h2io::Reader;
+    type Write<'a> = &'a mut h2io::Writer;
+
+    fn halves(&mut self) -> (Self::Read<'_>, Self::Write<'_>) {
+        (&mut self.reader, &mut self.writer)
+    }
+}
+
+/// The HTTP/2 side of the load (`tether-h2`): the extended CONNECT of RFC
+/// 8441 by hand with the `h2` crate, and the stream as a byte transport.
+mod h2io {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use bytes::Bytes;
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+    use tokio::net::TcpStream;
+
+    use super::Error;
+
+    /// WebSockets per HTTP/2 connection.
+    pub(super) const STREAMS_PER_CONNECTION: usize = 100;
+
+    /// An HTTP/2 connection with prior knowledge; its driver runs in a task.
+    pub(super) async fn connect(addr: &str) -> Result<h2::client::SendRequest<Bytes>, Error> {
+        let tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let (client, connection) = h2::client::Builder::new()
+            .initial_window_size(1 << 20)
+            .initial_connection_window_size(16 << 20)
+            .handshake(tcp)
+            .await?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let client = client.ready().await?;
+        Ok(client)
+    }
+
+    /// One WebSocket: an extended CONNECT stream.
+    pub(super) async fn open(client: h2::client::SendRequest<Bytes>, addr: &str) -> Result<Stream, Error> {
+        // (The server's SETTINGS may not be in yet: h2 sends the extended
+        // CONNECT anyway, and a server without it answers with an error.)
+        let mut client = client.ready().await?;
+        let request = http::Request::builder()
+            .method(http::Method::CONNECT)
+            .uri(format!("http://{addr}/"))
+            .header("sec-websocket-version", "13")
+            .extension(h2::ext::Protocol::from_static("websocket"))
+            .body(())?;
+        let (response, send) = client.send_request(request, false)?;
+        let response = response.await?;
+        if response.status() != http::StatusCode::OK {
+            return Err(format!("extended CONNECT answered {}", response.status()).into());
+        }
+        Ok(Stream {
+            reader: Reader {
+                recv: response.into_body(),
+                pending: Bytes::new(),
+            },
+            writer: Writer { send },
+        })
+    }
+
+    /// A WebSocket's stream as a byte transport.
+    pub(super) struct Stream {
+        pub(super) reader: Reader,
+        pub(super) writer: Writer,
+    }
+
+    pub(super) struct Reader {
+        recv: h2::RecvStream,
+        pending: Bytes,
+    }
+
+    pub(super) struct Writer {
+        send: h2::SendStream<Bytes>,
+    }
+
+    fn io_error(e: h2::Error) -> std::io::Error {
+        std::io::Error::other(e)
+    }
+
+    impl AsyncRead for Reader {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            let this = &mut *self;
+            while this.pending.is_empty() {
+                match this.recv.poll_data(cx) {
+                    Poll::Ready(Some(Ok(data))) => {
+                        // The data is taken: give the window back.
+                        let _ = this.recv.flow_control().release_capacity(data.len());
+                        this.pending = data;
+                    }
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(io_error(e))),
+                    Poll::Ready(None) => return Poll::Ready(Ok(())),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            let n = this.pending.len().min(buf.remaining());
+            buf.put_slice(&this.pending.split_to(n));
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for Writer {
+        fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+            if buf.is_empty() {
+                return Poll::Ready(Ok(0));
+            }
+            self.send.reserve_capacity(buf.len());
+            loop {
+                match self.send.poll_capacity(cx) {
+                    Poll::Ready(Some(Ok(0))) => continue,
+                    Poll::Ready(Some(Ok(n))) => {
+                        let n = n.min(buf.len());
+                        self.send
+                            .send_data(Bytes::copy_from_slice(&buf[..n]), false)
+                            .map_err(io_error)?;
+                        return Poll::Ready(Ok(n));
+                    }
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(io_error(e))),
+                    Poll::Ready(None) => return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into())),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(self.send.send_data(Bytes::new(), true).map_err(io_error))
+        }
+    }
+
+    impl AsyncRead for Stream {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.reader).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Stream {
+        fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+            Pin::new(&mut self.writer).poll_write(cx, buf)
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.writer).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.writer).poll_shutdown(cx)
+        }
     }
 }
 
