@@ -288,6 +288,7 @@ impl LoadServer {
         let thread = std::thread::spawn({
             let stop = stop.clone();
             move || match adapter {
+                Adapter::TokioHttp2 => panic!("the load test speaks HTTP/1.1 on raw TCP"),
                 Adapter::Tokio => {
                     let runtime = tokio::runtime::Builder::new_multi_thread()
                         .enable_all()

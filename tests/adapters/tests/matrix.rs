@@ -74,3 +74,12 @@ fn every_pair_of_adapters_is_listed() {
         }
     }
 }
+
+/// WebSockets over HTTP/2 (RFC 8441): the same scenario, every message kind,
+/// fragments, several MiB each way, pings, and the close from either end,
+/// on a stream of an HTTP/2 connection, plain (prior knowledge) and TLS
+/// (ALPN h2), with and without permessage-deflate.
+#[test]
+fn http2_client_http2_server() {
+    all_options(Adapter::TokioHttp2, Adapter::TokioHttp2);
+}

@@ -108,3 +108,86 @@ pub fn try_accept(
         ws.recv().await.transpose().map(drop)
     })
 }
+
+/// The echo server over HTTP/2 (RFC 8441): every WebSocket a stream of an
+/// HTTP/2 connection (`tether_tokio::http2::serve_connection`), over TLS
+/// with ALPN `h2`, or cleartext with prior knowledge.
+pub fn start_h2_server(options: Options) -> EchoServer {
+    let (ends_tx, ends) = mpsc::channel();
+    let (addr_tx, addr_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = TokioExecutor::new();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            addr_tx.send(listener.local_addr().unwrap()).unwrap();
+            let mut tls_config = (*crate::tls::server_config()).clone();
+            tls_config.alpn_protocols = vec![b"h2".to_vec()];
+            let acceptor = TlsAcceptor::from(std::sync::Arc::new(tls_config));
+            while let Ok((tcp, peer)) = listener.accept().await {
+                let ends = ends_tx.clone();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let server = server::<tether_tokio::Tokio>(options);
+                    let accept = accept_options(options.deflate);
+                    let addrs = tether_tokio::hyper::ConnectionAddrs {
+                        local: tcp.local_addr().unwrap(),
+                        peer,
+                    };
+                    let route = move |_: &tether_tokio::Request| Ok(accept.clone());
+                    let handler = move |ws| echo(ws, ends.clone());
+                    if options.tls {
+                        let Ok(tls) = acceptor.accept(tcp).await else { return };
+                        let _ = tether_tokio::http2::serve_connection(tls, Some(addrs), &server, route, handler).await;
+                    } else {
+                        let _ = tether_tokio::http2::serve_connection(tcp, Some(addrs), &server, route, handler).await;
+                    }
+                });
+            }
+        });
+    });
+    EchoServer {
+        addr: addr_rx.recv().unwrap(),
+        ends,
+    }
+}
+
+/// The client over HTTP/2: one HTTP/2 connection per WebSocket here (the
+/// scenario opens them one at a time), TLS with ALPN `h2` or prior
+/// knowledge.
+pub fn connect_h2(url: &str, options: Options) -> Box<dyn Ws> {
+    let executor = TokioExecutor::new();
+    let ws = executor.block_on(async {
+        let request = tether_tokio::ClientRequest::new(url).unwrap();
+        let tcp = tokio::net::TcpStream::connect((request.host(), request.port()))
+            .await
+            .unwrap();
+        tcp.set_nodelay(true).unwrap();
+        let connection = if options.tls {
+            let mut tls_config = (*crate::tls::client_config()).clone();
+            tls_config.alpn_protocols = vec![b"h2".to_vec()];
+            let name = tether_tokio::tls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            let tls = tether_tokio::tls::TlsConnector::from(std::sync::Arc::new(tls_config))
+                .connect(name, tcp)
+                .await
+                .unwrap();
+            tether_tokio::http2::Http2Connection::handshake(tls, None)
+                .await
+                .unwrap()
+        } else {
+            tether_tokio::http2::Http2Connection::handshake(tcp, None)
+                .await
+                .unwrap()
+        };
+        let mut config = config(options);
+        if let Some(size) = options.read_buffer_size {
+            config.read_buffer_size = size;
+        }
+        let request = if options.deflate {
+            request.permessage_deflate(tether_tokio::DeflateConfig::default())
+        } else {
+            request
+        };
+        connection.config(config).open(request).await.unwrap()
+    });
+    Box::new(AsyncWs { ws, executor })
+}

@@ -237,6 +237,7 @@ fn settings_for<R: Runtime>(settings: &Settings) -> Server<R> {
 /// stopped.
 fn run_server(adapter: Adapter, settings: &Settings, shared: &Shared, addr: mpsc::Sender<SocketAddr>) {
     match adapter {
+        Adapter::TokioHttp2 => panic!("the bad-input battery speaks HTTP/1.1 on raw TCP"),
         Adapter::Tokio => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
