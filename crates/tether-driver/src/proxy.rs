@@ -580,9 +580,9 @@ impl ProxyHandshake {
                             request.extend_from_slice(&ip.octets());
                         }
                         Err(_) => {
+                            // At most 255 bytes: `tunnel` refuses longer
+                            // names before starting (DNS names have 253).
                             request.push(3);
-                            // Host names are at most 253 bytes; longer ones
-                            // are cut and fail at the proxy.
                             let name = &host.as_bytes()[..host.len().min(255)];
                             request.push(name.len() as u8);
                             request.extend_from_slice(name);
@@ -758,6 +758,11 @@ pub(crate) async fn tunnel<S, R>(
 where
     R: Connect + RuntimeIo<S>,
 {
+    if matches!(proxy.scheme, ProxyScheme::Socks5 | ProxyScheme::Socks5h) && host.len() > 255 {
+        return Err(invalid(
+            "a host name over 255 bytes cannot go through SOCKS5 (RFC 1928)",
+        ));
+    }
     let target = match proxy.scheme {
         // socks5://: the client resolves; the first address is used.
         ProxyScheme::Socks5 => {
