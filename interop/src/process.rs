@@ -57,38 +57,20 @@ impl Process {
 
     /// The next line on stdout that starts with `prefix`, without the prefix.
     pub async fn stdout_line(&mut self, prefix: &str, timeout: Duration) -> Result<String, String> {
-        let found = tokio::time::timeout(timeout, async {
-            while let Some(line) = self.stdout.recv().await {
-                if let Some(rest) = line.strip_prefix(prefix) {
-                    return Some(rest.to_owned());
-                }
-            }
-            None
+        let found = next_line(&mut self.stdout, timeout, |line| {
+            line.strip_prefix(prefix).map(str::to_owned)
         })
         .await;
-        match found {
-            Ok(Some(line)) => Ok(line),
-            Ok(None) => Err(self.failure(&format!("exited before printing {prefix:?}"))),
-            Err(_) => Err(self.failure(&format!("printed no {prefix:?} line within {timeout:?}"))),
-        }
+        self.found(found, &format!("{prefix:?}"), timeout)
     }
 
     /// The next line on stdout that contains `needle`.
     pub async fn stdout_line_containing(&mut self, needle: &str, timeout: Duration) -> Result<String, String> {
-        let found = tokio::time::timeout(timeout, async {
-            while let Some(line) = self.stdout.recv().await {
-                if line.contains(needle) {
-                    return Some(line);
-                }
-            }
-            None
+        let found = next_line(&mut self.stdout, timeout, |line| {
+            line.contains(needle).then(|| line.to_owned())
         })
         .await;
-        match found {
-            Ok(Some(line)) => Ok(line),
-            Ok(None) => Err(self.failure(&format!("exited before printing {needle:?}"))),
-            Err(_) => Err(self.failure(&format!("printed no {needle:?} within {timeout:?}"))),
-        }
+        self.found(found, &format!("{needle:?}"), timeout)
     }
 
     /// Stops it now (its whole process group, by id), as a crash would.
@@ -104,19 +86,19 @@ impl Process {
 
     /// The next line on stderr that contains `needle`.
     pub async fn stderr_line(&mut self, needle: &str, timeout: Duration) -> Result<String, String> {
-        let found = tokio::time::timeout(timeout, async {
-            while let Some(line) = self.stderr.recv().await {
-                if line.contains(needle) {
-                    return Some(line);
-                }
-            }
-            None
+        let found = next_line(&mut self.stderr, timeout, |line| {
+            line.contains(needle).then(|| line.to_owned())
         })
         .await;
+        self.found(found, &format!("{needle:?} on stderr"), timeout)
+    }
+
+    /// What [`next_line`] found, or an error naming what was awaited.
+    fn found(&self, found: Option<Option<String>>, what: &str, timeout: Duration) -> Result<String, String> {
         match found {
-            Ok(Some(line)) => Ok(line),
-            Ok(None) => Err(self.failure(&format!("exited before printing {needle:?} on stderr"))),
-            Err(_) => Err(self.failure(&format!("printed no {needle:?} on stderr within {timeout:?}"))),
+            Some(Some(line)) => Ok(line),
+            Some(None) => Err(self.failure(&format!("exited before printing {what}"))),
+            None => Err(self.failure(&format!("printed no {what} within {timeout:?}"))),
         }
     }
 
@@ -182,4 +164,23 @@ where
         });
     }
     rx
+}
+
+/// The first line of `lines` that `pick` maps to a value, within `timeout`:
+/// `None` on timeout, `Some(None)` when the output ended first.
+async fn next_line(
+    lines: &mut mpsc::UnboundedReceiver<String>,
+    timeout: Duration,
+    pick: impl Fn(&str) -> Option<String>,
+) -> Option<Option<String>> {
+    tokio::time::timeout(timeout, async {
+        while let Some(line) = lines.recv().await {
+            if let Some(found) = pick(&line) {
+                return Some(found);
+            }
+        }
+        None
+    })
+    .await
+    .ok()
 }

@@ -258,6 +258,23 @@ impl<S, R: RuntimeIo<S>> WebSocketStream<S, R> {
         self.driver.start_send_prepared(prepared)
     }
 
+    /// Sends `first`, a [`Delivery`](crate::hub::Delivery) of `subscriber`,
+    /// and up to 255 more messages its queue holds, in one write: a burst
+    /// of broadcast messages costs one system call, not one per message.
+    pub async fn send_burst(
+        &mut self,
+        first: &tether_proto::PreparedMessage,
+        subscriber: &crate::hub::Subscriber,
+    ) -> Result<(), Error> {
+        self.feed_prepared(first).await?;
+        let mut burst = Vec::new();
+        subscriber.drain_into(&mut burst, 255);
+        for message in &burst {
+            self.feed_prepared(message).await?;
+        }
+        self.flush().await
+    }
+
     /// Sends one frame of a message whose size is not known up front: the
     /// first call starts a message of `kind`, `fin` ends it. Pings and
     /// pongs may go in between; other messages may not.

@@ -9,7 +9,7 @@
 //! ```
 
 use tether_tokio::hub::{Delivery, Hub, HubConfig, SlowPolicy, Subscriber};
-use tether_tokio::{Accept, CloseCode, Error, HttpResponse, PreparedMessage, Request, WebSocketStream};
+use tether_tokio::{Accept, CloseCode, Error, HttpResponse, Request, WebSocketStream};
 use tokio::net::{TcpListener, TcpStream};
 
 const TOPIC: &str = "/ws";
@@ -52,19 +52,10 @@ async fn relay(
     subscriber: &Subscriber,
     topic: &str,
 ) -> Result<(), Error> {
-    let mut burst: Vec<PreparedMessage> = Vec::with_capacity(256);
     loop {
         tokio::select! {
             delivery = subscriber.recv() => match delivery {
-                Delivery::Message(message) => {
-                    ws.feed_prepared(&message).await?;
-                    burst.clear();
-                    subscriber.drain_into(&mut burst, 256);
-                    for message in &burst {
-                        ws.feed_prepared(message).await?;
-                    }
-                    ws.flush().await?;
-                }
+                Delivery::Message(message) => ws.send_burst(&message, subscriber).await?,
                 Delivery::Disconnect(code) => return ws.close(code, "too slow for the broadcast").await,
                 _ => {}
             },

@@ -20,7 +20,7 @@
 use futures_util::StreamExt;
 use redis::AsyncCommands;
 use tether_tokio::hub::{Delivery, Hub, HubConfig, SlowPolicy, Subscriber};
-use tether_tokio::{Accept, CloseCode, Error, HttpResponse, Message, PreparedMessage, Request, WebSocketStream};
+use tether_tokio::{Accept, CloseCode, Error, HttpResponse, Message, Request, WebSocketStream};
 use tokio::net::{TcpListener, TcpStream};
 
 const CHANNEL_PREFIX: &str = "tether:room:";
@@ -105,19 +105,10 @@ async fn relay(
     mut redis: redis::aio::MultiplexedConnection,
 ) -> Result<(), Error> {
     let channel = format!("{CHANNEL_PREFIX}{room}");
-    let mut burst: Vec<PreparedMessage> = Vec::with_capacity(256);
     loop {
         tokio::select! {
             delivery = subscriber.recv() => match delivery {
-                Delivery::Message(message) => {
-                    ws.feed_prepared(&message).await?;
-                    burst.clear();
-                    subscriber.drain_into(&mut burst, 256);
-                    for message in &burst {
-                        ws.feed_prepared(message).await?;
-                    }
-                    ws.flush().await?;
-                }
+                Delivery::Message(message) => ws.send_burst(&message, subscriber).await?,
                 Delivery::Disconnect(code) => return ws.close(code, "too slow for the room").await,
                 _ => {}
             },

@@ -62,7 +62,7 @@ async fn serve(name: String, addr: SocketAddr) -> Result<(), Box<dyn std::error:
 
 mod tether {
     use tether_tokio::hub::{Delivery, Hub, HubConfig, SlowPolicy};
-    use tether_tokio::{CloseCode, PreparedMessage};
+    use tether_tokio::CloseCode;
     use tokio::net::TcpStream;
 
     const TOPIC: &str = "all";
@@ -76,19 +76,10 @@ mod tether {
             let mut ws = tether_tokio::accept(tcp).await?;
             let subscriber = hub.subscriber();
             subscriber.subscribe(TOPIC);
-            let mut burst: Vec<PreparedMessage> = Vec::with_capacity(256);
             loop {
                 tokio::select! {
                     delivery = subscriber.recv() => match delivery {
-                        Delivery::Message(message) => {
-                            ws.feed_prepared(&message).await?;
-                            burst.clear();
-                            subscriber.drain_into(&mut burst, 256);
-                            for message in &burst {
-                                ws.feed_prepared(message).await?;
-                            }
-                            ws.flush().await?;
-                        }
+                        Delivery::Message(message) => ws.send_burst(&message, &subscriber).await?,
                         Delivery::Disconnect(code) => return ws.close(code, "too slow").await,
                         _ => {}
                     },
