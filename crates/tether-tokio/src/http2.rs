@@ -201,7 +201,8 @@ impl std::fmt::Debug for Http2Connection {
 }
 
 impl Http2Connection {
-    /// Opens an HTTP/2 connection to `url`'s host: TLS with ALPN `h2` for
+    /// Opens an HTTP/2 connection to `url`'s host (DNS, TCP and TLS within
+    /// 60 seconds, [`DEFAULT_CONNECT_TIMEOUT`](crate::DEFAULT_CONNECT_TIMEOUT)): TLS with ALPN `h2` for
     /// `wss://` (trusting `tls`'s roots, the compiled-in webpki roots by
     /// default), prior knowledge for `ws://`. Fails when the server does not
     /// speak HTTP/2 (ALPN chose something else): connect over HTTP/1.1
@@ -222,8 +223,10 @@ impl Http2Connection {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let (send, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+        let handshake = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io));
+        let (send, connection) = tokio::time::timeout(tether_driver::DEFAULT_CONNECT_TIMEOUT, handshake)
             .await
+            .map_err(|_| Error::ConnectTimeout)?
             .map_err(|e| Error::Io(std::io::Error::other(e)))?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
@@ -245,9 +248,16 @@ impl Http2Connection {
 
     /// Opens a WebSocket on a new stream of this connection: the extended
     /// CONNECT for `request` (its path, subprotocols, extension offers,
-    /// headers), checked as over HTTP/1.1. A refusal is
+    /// headers), checked as over HTTP/1.1, within 60 seconds. A refusal is
     /// [`HandshakeError::Rejected`] with the server's status.
     pub async fn open(&self, request: ClientRequest) -> Result<crate::ClientStream, Error> {
+        // The opening handshake within the default connect timeout.
+        tokio::time::timeout(tether_driver::DEFAULT_CONNECT_TIMEOUT, self.open_now(request))
+            .await
+            .unwrap_or(Err(Error::ConnectTimeout))
+    }
+
+    async fn open_now(&self, request: ClientRequest) -> Result<crate::ClientStream, Error> {
         let (mut handshake, head) = ClientHandshake::extended_connect(request)?;
         let (mut parts, ()) = head.into_parts();
         parts.extensions.insert(hyper::ext::Protocol::from_static("websocket"));
@@ -351,7 +361,18 @@ enum Dialed {
 
 /// TCP to `request`'s host, and TLS offering `h2` then `http/1.1` for
 /// `wss://`.
+/// [`dial_now`] within the default connect timeout (60 s, as
+/// [`ClientBuilder`](crate::ClientBuilder)'s): DNS, TCP and TLS.
 async fn dial(
+    request: &ClientRequest,
+    tls: Option<crate::tls::TlsClient>,
+) -> Result<(Dialed, Option<ConnectionAddrs>), Error> {
+    tokio::time::timeout(tether_driver::DEFAULT_CONNECT_TIMEOUT, dial_now(request, tls))
+        .await
+        .unwrap_or(Err(Error::ConnectTimeout))
+}
+
+async fn dial_now(
     request: &ClientRequest,
     tls: Option<crate::tls::TlsClient>,
 ) -> Result<(Dialed, Option<ConnectionAddrs>), Error> {
