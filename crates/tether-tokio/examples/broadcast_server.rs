@@ -26,11 +26,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tcp.set_nodelay(true)?;
         let hub = hub.clone();
         tokio::spawn(async move {
+            // Subscribed before the handshake's answer leaves: a client that
+            // sees its connection open receives everything published after.
+            let subscriber = hub.subscriber();
+            subscriber.subscribe(TOPIC);
             let Ok(ws) = tether_tokio::accept_with(tcp, route).await else {
                 return;
             };
-            let subscriber = hub.subscriber();
-            subscriber.subscribe(TOPIC);
             let _ = relay(ws, &hub, &subscriber, TOPIC).await;
         });
     }

@@ -69,12 +69,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 tcp.set_nodelay(true)?;
                 let (hub, publisher) = (hub.clone(), publisher.clone());
                 tokio::spawn(async move {
-                    let mut room = String::new();
-                    let Ok(ws) = tether_tokio::accept_with(tcp, |request: &Request| route(request, &mut room)).await else {
-                        return;
-                    };
+                    // Subscribed to the room before the handshake's answer
+                    // leaves: a client that sees its connection open receives
+                    // everything published after.
                     let subscriber = hub.subscriber();
-                    subscriber.subscribe(&room);
+                    let mut room = String::new();
+                    let accepted = tether_tokio::accept_with(tcp, |request: &Request| {
+                        let accept = route(request, &mut room)?;
+                        subscriber.subscribe(&room);
+                        Ok(accept)
+                    })
+                    .await;
+                    let Ok(ws) = accepted else { return };
                     let _ = relay(ws, &subscriber, &room, publisher).await;
                 });
             }

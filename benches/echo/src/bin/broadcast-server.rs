@@ -73,9 +73,9 @@ mod tether {
 
     pub(crate) async fn connection(tcp: TcpStream, hub: Hub) {
         let result = async {
-            let mut ws = tether_tokio::accept(tcp).await?;
             let subscriber = hub.subscriber();
             subscriber.subscribe(TOPIC);
+            let mut ws = tether_tokio::accept(tcp).await?;
             loop {
                 tokio::select! {
                     delivery = subscriber.recv() => match delivery {
