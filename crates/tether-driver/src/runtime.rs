@@ -25,7 +25,7 @@ pub trait Runtime: 'static {
 }
 
 /// One timer, re-armed in place.
-pub trait Timer: Unpin + Send {
+pub trait Timer: Unpin {
     /// The instant it fires at.
     fn deadline(&self) -> Instant;
     /// Moves the deadline (earlier or later).
@@ -86,14 +86,20 @@ pub trait RuntimeIo<S>: Runtime {
 /// same way on every runtime: every resolved address in turn, each with its
 /// share of the connect timeout, then TLS for `wss://`, then the opening
 /// handshake.
+///
+/// Neither the types nor the futures must be `Send`: a thread-per-core
+/// runtime (compio) has neither. On a work-stealing runtime the shell's
+/// own futures are `Send`, and so is `ClientBuilder::connect` for it (auto
+/// traits follow the concrete types); tether-tokio and tether-futures test
+/// that theirs are.
 pub trait Connect: Runtime {
     /// A connected TCP stream.
-    type Tcp: Send;
+    type Tcp;
     /// The transport of a connected client: plain for `ws://`, TLS for `wss://`.
-    type Stream: Send;
+    type Stream;
 
     /// Resolves `host` (a name or an address literal).
-    fn resolve(host: &str, port: u16) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send;
+    fn resolve(host: &str, port: u16) -> impl Future<Output = io::Result<Vec<SocketAddr>>>;
 
     /// Connects to `addr` and sets `TCP_NODELAY` as asked. `limit` is the
     /// time this attempt may take; async runtimes may ignore it (the caller
@@ -103,7 +109,7 @@ pub trait Connect: Runtime {
         addr: SocketAddr,
         nodelay: bool,
         limit: Option<Duration>,
-    ) -> impl Future<Output = io::Result<Self::Tcp>> + Send;
+    ) -> impl Future<Output = io::Result<Self::Tcp>>;
 
     /// The transport of a `ws://` connection.
     fn plain(tcp: Self::Tcp) -> Self::Stream;
@@ -122,7 +128,7 @@ pub trait Connect: Runtime {
         name: rustls::pki_types::ServerName<'static>,
         config: std::sync::Arc<rustls::ClientConfig>,
         deadline: Option<Instant>,
-    ) -> impl Future<Output = Result<Self::Stream, crate::Error>> + Send {
+    ) -> impl Future<Output = Result<Self::Stream, crate::Error>> {
         let _ = (name, config, deadline);
         drop(stream);
         std::future::ready(Err(crate::Error::Handshake(

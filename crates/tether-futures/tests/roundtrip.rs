@@ -296,3 +296,14 @@ fn async_std_streams_know_their_addresses() {
         assert_eq!(server.await, ours);
     });
 }
+
+/// The connect futures can be spawned on a multi-threaded executor (smol's
+/// global one, async-std's): the driving crate's runtime traits do not
+/// require `Send`, so this shell must keep its own futures `Send`.
+#[test]
+fn the_connect_and_accept_futures_are_send() {
+    fn is_send<T: Send>(_: &T) {}
+    is_send(&tether_futures::connect("ws://127.0.0.1:1/"));
+    is_send(&tether_futures::ClientBuilder::new("ws://127.0.0.1:1/").connect());
+    is_send(&tether_futures::accept(futures_lite::io::Cursor::new(Vec::new())));
+}

@@ -189,3 +189,14 @@ async fn addresses_are_tried_in_order_each_with_its_share_of_the_deadline() {
         "{waited:?}"
     );
 }
+
+/// The connect futures can be spawned on tokio's work-stealing runtime: the
+/// driving crate's runtime traits do not require `Send` (compio's shell is
+/// thread-per-core), so tokio's shell must keep its own futures `Send`.
+#[test]
+fn the_connect_and_accept_futures_are_send() {
+    fn is_send<T: Send>(_: &T) {}
+    is_send(&tether_tokio::connect("ws://127.0.0.1:1/"));
+    is_send(&tether_tokio::ClientBuilder::new("ws://127.0.0.1:1/").connect());
+    is_send(&tether_tokio::accept(tokio::io::empty()));
+}

@@ -1,0 +1,344 @@
+//! The transport: a compio TCP stream whose reads and writes are io_uring
+//! operations, adapted to the driving loop's poll-based calls.
+//!
+//! The driving loop asks "read into this buffer" and "write these bytes"
+//! and expects `Pending` or an answer; io_uring takes an operation that
+//! owns its buffer and answers later. [`CompioStream`] keeps at most one
+//! read and one write in flight and gives their results to the next call:
+//!
+//! - **Reads** use the runtime's buffer pool (io_uring provided buffers):
+//!   the kernel picks a pool buffer only when data arrives, so a connection
+//!   that waits for data holds no receive buffer at all (the shared receive
+//!   buffer of uWebSockets, done by the kernel). What arrived is appended to
+//!   the connection's receive buffer and the pool buffer goes back at once.
+//!   When the pool is empty (`ENOBUFS`: data is there, no buffer was), and
+//!   while a large message streams in (the last read filled a whole pool
+//!   buffer), one read goes into a spare buffer of this thread instead.
+//! - **Writes** copy what the loop gives (up to 256 KiB) into a spare buffer
+//!   of this thread, which the operation owns until it completes; the loop
+//!   is told how much was written when it asks again. A write that returned
+//!   `Pending` must be asked again with bytes that start with the same
+//!   bytes, which the driving loop does (its transmit queue only advances on
+//!   an answer).
+//!
+//! The operations are submitted when the runtime's loop turn ends, together
+//! with every other socket's: one `io_uring_enter` for all of them.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::net::{Shutdown, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::BufMut;
+use compio::buf::{BufResult, IntoInner, IoBufMut};
+use compio::driver::op::{Recv, RecvFlags, RecvManaged, Send, SendFlags};
+use compio::driver::{ResultTakeBuffer, SharedFd, ToSharedFd};
+use compio::net::TcpStream;
+use compio::runtime::{Runtime, Submit};
+use tether_proto::RecvBuf;
+
+type Fd = SharedFd<socket2::Socket>;
+
+/// The most one write copies and submits.
+const MAX_WRITE: usize = 256 * 1024;
+/// The size of a read into a spare buffer (after `ENOBUFS`, or while a
+/// large message streams in).
+const SPARE_READ: usize = 64 * 1024;
+/// Spare buffers kept per thread, and the bytes they may hold in all.
+const SPARE_COUNT: usize = 64;
+const SPARE_BYTES: usize = 8 << 20;
+
+thread_local! {
+    /// This thread's reads: into pool buffers, into spare buffers.
+    static READS: std::cell::Cell<ReadCounts> = const { std::cell::Cell::new(ReadCounts { pooled: 0, spare: 0 }) };
+    /// Buffers that in-flight operations gave back, for the next ones: a
+    /// write or a spare read takes one, its completion returns it.
+    static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// How this thread's reads were made, for tuning the pool ([`crate::runtime_builder`]): a
+/// high share of spare reads with small messages means the pool is too
+/// small for the reads that complete in one loop turn.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadCounts {
+    /// Reads into a buffer of the runtime's pool.
+    pub pooled: u64,
+    /// Reads into a spare buffer of the thread: the pool was empty, or a
+    /// large message was streaming in, or the runtime has no pool.
+    pub spare: u64,
+}
+
+/// The reads made on this thread so far.
+pub fn read_counts() -> ReadCounts {
+    READS.with(std::cell::Cell::get)
+}
+
+fn count_read(spare: bool) {
+    READS.with(|reads| {
+        let mut counts = reads.get();
+        if spare {
+            counts.spare += 1;
+        } else {
+            counts.pooled += 1;
+        }
+        reads.set(counts);
+    });
+}
+
+fn take_spare(len: usize) -> Vec<u8> {
+    let mut buf = SPARE.with(|spare| spare.borrow_mut().pop()).unwrap_or_default();
+    buf.clear();
+    buf.reserve(len);
+    buf
+}
+
+fn give_back(buf: Vec<u8>) {
+    SPARE.with(|spare| {
+        let mut spare = spare.borrow_mut();
+        let held: usize = spare.iter().map(Vec::capacity).sum();
+        if spare.len() < SPARE_COUNT && held + buf.capacity() <= SPARE_BYTES {
+            spare.push(buf);
+        }
+    });
+}
+
+enum ReadOp {
+    Idle,
+    /// Into a buffer of the runtime's pool, chosen by the kernel on arrival.
+    Pooled(Submit<RecvManaged<Fd>>),
+    /// Into a spare buffer of this thread.
+    Spare(Submit<Recv<Vec<u8>, Fd>>),
+}
+
+enum WriteOp {
+    Idle,
+    InFlight(Submit<Send<Vec<u8>, Fd>>),
+    /// Completed while the loop was not asking (in `poll_flush`): the answer
+    /// for its next `poll_write`.
+    Done(io::Result<usize>),
+}
+
+/// A TCP stream of a compio runtime, read and written through completions
+/// (io_uring, or compio's poll driver where io_uring is not available).
+///
+/// Made from a [`compio::net::TcpStream`] (`CompioStream::from`), or by
+/// [`connect`](crate::connect). Use it on the runtime (thread) that made it.
+pub struct CompioStream {
+    tcp: TcpStream,
+    fd: Fd,
+    read: ReadOp,
+    write: WriteOp,
+    /// The last pooled read filled its buffer: more is probably waiting.
+    streaming: bool,
+}
+
+impl std::fmt::Debug for CompioStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompioStream")
+            .field("local_addr", &self.tcp.local_addr().ok())
+            .field("peer_addr", &self.tcp.peer_addr().ok())
+            .finish_non_exhaustive()
+    }
+}
+
+impl From<TcpStream> for CompioStream {
+    fn from(tcp: TcpStream) -> Self {
+        let fd = tcp.to_shared_fd();
+        Self {
+            tcp,
+            fd,
+            read: ReadOp::Idle,
+            write: WriteOp::Idle,
+            streaming: false,
+        }
+    }
+}
+
+impl CompioStream {
+    /// The TCP stream.
+    pub fn get_ref(&self) -> &TcpStream {
+        &self.tcp
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.tcp.peer_addr()
+    }
+
+    /// Whether a read is in flight.
+    pub fn is_reading(&self) -> bool {
+        !matches!(self.read, ReadOp::Idle)
+    }
+
+    /// Whether the read in flight holds a buffer of its own: only a spare
+    /// read, which is made when data is already there and completes at once
+    /// (a connection that waits for data waits in a pooled read).
+    pub fn holds_read_buffer(&self) -> bool {
+        matches!(self.read, ReadOp::Spare(_))
+    }
+
+    fn start_read(&mut self) {
+        if self.streaming {
+            self.start_spare_read();
+        } else {
+            self.start_pooled_read();
+        }
+    }
+
+    fn start_pooled_read(&mut self) {
+        let pooled = Runtime::with_current(|rt| {
+            let pool = rt.buffer_pool()?;
+            // 0: the whole of the buffer the kernel picks.
+            let op = RecvManaged::new(self.fd.clone(), &pool, 0, RecvFlags::empty())?;
+            io::Result::Ok(rt.submit(op))
+        });
+        match pooled {
+            Ok(submit) => self.read = ReadOp::Pooled(submit),
+            // No pool on this runtime: reads into spare buffers, which wait
+            // holding them.
+            Err(_) => {
+                let op = Recv::new(self.fd.clone(), take_spare(SPARE_READ), RecvFlags::empty());
+                self.read = ReadOp::Spare(compio::runtime::submit(op));
+            }
+        }
+    }
+
+    /// A read into a spare buffer, made only when data is expected to be
+    /// there already; `MSG_DONTWAIT`, so that it never waits holding the
+    /// buffer: without data it fails at once and a pooled read follows.
+    fn start_spare_read(&mut self) {
+        let op = Recv::new(self.fd.clone(), take_spare(SPARE_READ), RecvFlags::DONTWAIT);
+        self.read = ReadOp::Spare(compio::runtime::submit(op));
+    }
+
+    pub(crate) fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut RecvBuf<'_>) -> Poll<io::Result<usize>> {
+        loop {
+            match &mut self.read {
+                ReadOp::Idle => self.start_read(),
+                ReadOp::Pooled(submit) => {
+                    let result = match Pin::new(submit).poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(result) => result,
+                    };
+                    self.read = ReadOp::Idle;
+                    // SAFETY: the length is the kernel's count of the bytes it
+                    // wrote into the buffer it picked.
+                    match unsafe { result.take_buffer() } {
+                        Ok(Some(mut pooled)) => {
+                            count_read(false);
+                            let n = pooled.len();
+                            self.streaming = n == pooled.buf_capacity();
+                            buf.put_slice(&pooled);
+                            return Poll::Ready(Ok(n));
+                        }
+                        Ok(None) => return Poll::Ready(Ok(0)),
+                        // ENOBUFS: every pool buffer is in use and data is
+                        // waiting; this read takes a spare buffer.
+                        Err(e) if e.kind() == io::ErrorKind::ResourceBusy => self.start_spare_read(),
+                        Err(e) => return Poll::Ready(Err(e)),
+                    }
+                }
+                ReadOp::Spare(submit) => {
+                    let BufResult(result, op) = match Pin::new(submit).poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(result) => result,
+                    };
+                    self.read = ReadOp::Idle;
+                    let mut spare = op.into_inner();
+                    if matches!(&result, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+                        // Nothing there after all: wait in a pooled read.
+                        give_back(spare);
+                        self.streaming = false;
+                        self.start_pooled_read();
+                        continue;
+                    }
+                    count_read(true);
+                    if let Ok(n) = result {
+                        // SAFETY: the kernel wrote `n` bytes at the start of
+                        // the spare buffer's capacity.
+                        unsafe { spare.set_len(n) };
+                        buf.put_slice(&spare);
+                        self.streaming = n == spare.capacity();
+                    }
+                    give_back(spare);
+                    return Poll::Ready(result);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn poll_write_vectored(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            match &mut self.write {
+                WriteOp::Done(_) => {
+                    let WriteOp::Done(result) = std::mem::replace(&mut self.write, WriteOp::Idle) else {
+                        unreachable!("matched above")
+                    };
+                    return Poll::Ready(result);
+                }
+                WriteOp::InFlight(submit) => {
+                    let BufResult(result, op) = match Pin::new(submit).poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(result) => result,
+                    };
+                    self.write = WriteOp::Idle;
+                    give_back(op.into_inner());
+                    return Poll::Ready(result);
+                }
+                WriteOp::Idle => {
+                    let total: usize = bufs.iter().map(|b| b.len()).sum();
+                    if total == 0 {
+                        return Poll::Ready(Ok(0));
+                    }
+                    let mut owned = take_spare(total.min(MAX_WRITE));
+                    for slice in bufs {
+                        let room = MAX_WRITE - owned.len();
+                        if room == 0 {
+                            break;
+                        }
+                        owned.extend_from_slice(&slice[..slice.len().min(room)]);
+                    }
+                    let op = Send::new(self.fd.clone(), owned, SendFlags::NOSIGNAL);
+                    self.write = WriteOp::InFlight(compio::runtime::submit(op));
+                }
+            }
+        }
+    }
+
+    /// Waits for the write in flight, keeping its answer for the next
+    /// `poll_write`.
+    pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let WriteOp::InFlight(submit) = &mut self.write {
+            let BufResult(result, op) = match Pin::new(submit).poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(result) => result,
+            };
+            give_back(op.into_inner());
+            self.write = WriteOp::Done(result);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    pub(crate) fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.poll_flush(cx) {
+            Poll::Ready(Ok(())) => {}
+            other => return other,
+        }
+        // A TCP shutdown does not block: no operation needed.
+        match socket2::SockRef::from(&self.tcp).shutdown(Shutdown::Write) {
+            Err(e) if e.kind() != io::ErrorKind::NotConnected => Poll::Ready(Err(e)),
+            _ => Poll::Ready(Ok(())),
+        }
+    }
+}
