@@ -334,7 +334,7 @@ impl Connect for Blocking {
     type Stream = Transport<MaybeTlsStream<TcpStream>>;
 
     /// The system's resolver (`getaddrinfo`), which no timeout bounds.
-    fn resolve(host: &str, port: u16) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send {
+    fn resolve(host: &str, port: u16) -> impl Future<Output = io::Result<Vec<SocketAddr>>> {
         let result = (host, port).to_socket_addrs().map(Iterator::collect);
         async move { result }
     }
@@ -363,7 +363,7 @@ impl Connect for Blocking {
         name: rustls::pki_types::ServerName<'static>,
         config: std::sync::Arc<rustls::ClientConfig>,
         deadline: Option<Instant>,
-    ) -> impl Future<Output = Result<Self::Stream, Error>> + Send {
+    ) -> impl Future<Output = Result<Self::Stream, Error>> {
         async move {
             let conn = rustls::ClientConnection::new(config, name).map_err(Error::Tls)?;
             match stream.into_inner() {

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use tether_driver::runtime::{Connect, Runtime, RuntimeIo, Timer};
@@ -18,10 +18,13 @@ use crate::CompioStream;
 pub struct Compio;
 
 /// A compio timer, re-armed in place: the sleep is made when first polled
-/// and again only when the deadline moves.
+/// and again only when the deadline moves; it is polled (which re-registers
+/// the waker in compio's timer table) only when the waker changed, as the
+/// driving loop checks its timer at every turn.
 pub struct CompioTimer {
     deadline: Instant,
     sleep: Option<Pin<Box<dyn Future<Output = ()>>>>,
+    waker: Option<Waker>,
 }
 
 impl std::fmt::Debug for CompioTimer {
@@ -39,6 +42,7 @@ impl Timer for CompioTimer {
         if deadline != self.deadline {
             self.deadline = deadline;
             self.sleep = None;
+            self.waker = None;
         }
     }
 
@@ -46,11 +50,18 @@ impl Timer for CompioTimer {
         if Instant::now() >= self.deadline {
             return Poll::Ready(());
         }
+        if self.sleep.is_some() && self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            // Armed for this waker already: compio wakes it at the deadline.
+            return Poll::Pending;
+        }
         let deadline = self.deadline;
-        self.sleep
+        let poll = self
+            .sleep
             .get_or_insert_with(|| Box::pin(compio::time::sleep_until(deadline)))
             .as_mut()
-            .poll(cx)
+            .poll(cx);
+        self.waker = Some(cx.waker().clone());
+        poll
     }
 }
 
@@ -62,7 +73,11 @@ impl Runtime for Compio {
     }
 
     fn timer(deadline: Instant) -> CompioTimer {
-        CompioTimer { deadline, sleep: None }
+        CompioTimer {
+            deadline,
+            sleep: None,
+            waker: None,
+        }
     }
 }
 

@@ -168,7 +168,7 @@ impl Connect for FuturesIo {
     type Tcp = TcpStream;
     type Stream = MaybeTlsStream<TcpStream>;
 
-    fn resolve(host: &str, port: u16) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send {
+    fn resolve(host: &str, port: u16) -> impl Future<Output = io::Result<Vec<SocketAddr>>> {
         async_net::resolve((host, port))
     }
 
@@ -176,7 +176,7 @@ impl Connect for FuturesIo {
         addr: SocketAddr,
         nodelay: bool,
         _limit: Option<Duration>,
-    ) -> impl Future<Output = io::Result<TcpStream>> + Send {
+    ) -> impl Future<Output = io::Result<TcpStream>> {
         // The driving crate races the attempt against the async-io timer.
         let connected = TcpStream::connect(addr);
         async move { connected.await.and_then(|tcp| tcp.set_nodelay(nodelay).map(|()| tcp)) }
@@ -192,7 +192,7 @@ impl Connect for FuturesIo {
         name: rustls::pki_types::ServerName<'static>,
         config: std::sync::Arc<rustls::ClientConfig>,
         _deadline: Option<Instant>,
-    ) -> impl Future<Output = Result<Self::Stream, Error>> + Send {
+    ) -> impl Future<Output = Result<Self::Stream, Error>> {
         let connector = futures_rustls::TlsConnector::from(config);
         async move {
             match stream {

@@ -43,6 +43,9 @@ pub enum Adapter {
     /// `tether-tokio` over HTTP/2 (RFC 8441): for the scenario matrix only
     /// (not in [`Adapter::ALL`]: the raw-TCP batteries speak HTTP/1.1).
     TokioHttp2,
+    /// `tether-compio` (io_uring): the scenario matrix, plain TCP (the shell
+    /// has no TLS yet), not in [`Adapter::ALL`].
+    Compio,
 }
 
 impl Adapter {
@@ -196,6 +199,7 @@ pub fn start_server(adapter: Adapter, options: Options) -> EchoServer {
         Adapter::AsyncStd => adapters::futures::start_server(adapters::futures::Exec::AsyncStd, options),
         Adapter::Blocking => adapters::blocking::start_server(options),
         Adapter::TokioHttp2 => adapters::tokio::start_h2_server(options),
+        Adapter::Compio => adapters::compio::start_server(options),
     }
 }
 
@@ -208,6 +212,7 @@ pub fn connect(adapter: Adapter, server: &EchoServer, options: Options) -> Box<d
         Adapter::AsyncStd => adapters::futures::connect(adapters::futures::Exec::AsyncStd, &url, options),
         Adapter::Blocking => adapters::blocking::connect(&url, options),
         Adapter::TokioHttp2 => adapters::tokio::connect_h2(&url, options),
+        Adapter::Compio => adapters::compio::connect(&url, options),
     }
 }
 
@@ -300,7 +305,7 @@ pub fn try_connect(adapter: Adapter, url: &str, settings: ClientSettings) -> Res
         Adapter::Smol => adapters::futures::try_connect(adapters::futures::Exec::Smol, url, settings),
         Adapter::AsyncStd => adapters::futures::try_connect(adapters::futures::Exec::AsyncStd, url, settings),
         Adapter::Blocking => adapters::blocking::try_connect(url, settings),
-        Adapter::TokioHttp2 => panic!("the HTTP/2 adapter runs the scenario matrix only"),
+        Adapter::TokioHttp2 | Adapter::Compio => panic!("{adapter:?} runs the scenario matrix only"),
     }
 }
 
@@ -320,6 +325,6 @@ pub fn try_accept(
         Adapter::Smol => adapters::futures::try_accept(adapters::futures::Exec::Smol, tcp, handshake, answer),
         Adapter::AsyncStd => adapters::futures::try_accept(adapters::futures::Exec::AsyncStd, tcp, handshake, answer),
         Adapter::Blocking => adapters::blocking::try_accept(tcp, handshake, answer),
-        Adapter::TokioHttp2 => panic!("the HTTP/2 adapter runs the scenario matrix only"),
+        Adapter::TokioHttp2 | Adapter::Compio => panic!("{adapter:?} runs the scenario matrix only"),
     }
 }

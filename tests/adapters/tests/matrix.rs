@@ -75,6 +75,46 @@ fn every_pair_of_adapters_is_listed() {
     }
 }
 
+/// The completion-based shell (tether-compio, io_uring) against every
+/// adapter both ways and against itself: plain TCP (it has no TLS yet),
+/// with and without permessage-deflate, and small reads.
+fn plain_options(client: Adapter, server: Adapter) {
+    for deflate in [false, true] {
+        eprintln!("{client:?} client -> {server:?} server, deflate {deflate}");
+        scenario::run(
+            client,
+            server,
+            Options {
+                deflate,
+                ..Options::default()
+            },
+        );
+    }
+    eprintln!("{client:?} client -> {server:?} server, read_buffer_size 4 KiB");
+    scenario::run(
+        client,
+        server,
+        Options {
+            read_buffer_size: Some(4 * 1024),
+            ..Options::default()
+        },
+    );
+}
+
+#[test]
+fn compio_client_every_server() {
+    for &server in Adapter::ALL.iter().chain([&Adapter::Compio]) {
+        plain_options(Adapter::Compio, server);
+    }
+}
+
+#[test]
+fn every_client_compio_server() {
+    for &client in Adapter::ALL {
+        plain_options(client, Adapter::Compio);
+    }
+}
+
 /// WebSockets over HTTP/2 (RFC 8441): the same scenario, every message kind,
 /// fragments, several MiB each way, pings, and the close from either end,
 /// on a stream of an HTTP/2 connection, plain (prior knowledge) and TLS

@@ -29,6 +29,7 @@ enum Crate {
     AsyncTungsteniteSmol,
     TetherBlocking,
     TetherHttp2,
+    TetherCompio,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -46,6 +47,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "async-tungstenite-smol" => Crate::AsyncTungsteniteSmol,
         "tether-blocking" => Crate::TetherBlocking,
         "tether-h2" => Crate::TetherHttp2,
+        "tether-compio" => Crate::TetherCompio,
         other => return Err(format!("unknown crate {other:?}").into()),
     };
     tether_echo_bench::raise_fd_limit();
@@ -54,6 +56,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Crate::TetherSmol | Crate::AsyncTungsteniteSmol => return futures_io_servers::smol(which, addr),
         Crate::TetherAsyncStd => return futures_io_servers::async_std(addr),
         Crate::TetherBlocking => return blocking_server(addr),
+        Crate::TetherCompio => return compio_server(addr),
         _ => {}
     }
     tokio::runtime::Builder::new_current_thread()
@@ -297,6 +300,40 @@ mod futures_io_servers {
             Err(e) => eprintln!("async-tungstenite: {e}"),
         }
     }
+}
+
+/// tether-compio: compio's runtime on the one thread (io_uring, a
+/// 128 x 16 KiB receive-buffer pool shared by every connection), one task
+/// per connection, the same recv + feed loop as tether-tokio.
+fn compio_server(addr: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
+    tether_compio::runtime()?.block_on(async {
+        let listener = compio::net::TcpListener::bind(addr).await?;
+        println!("listening on {}", listener.local_addr()?);
+        loop {
+            let tcp = match listener.accept().await {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    eprintln!("accept: {e}");
+                    compio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            tcp.set_nodelay(true)?;
+            compio::runtime::spawn(async move {
+                let result = async {
+                    let mut ws = tether_compio::accept(tether_compio::CompioStream::from(tcp)).await?;
+                    while let Some(message) = ws.recv().await {
+                        ws.feed(message?).await?;
+                    }
+                    Ok::<_, tether_compio::Error>(())
+                };
+                if let Err(e) = result.await {
+                    eprintln!("tether-compio: {e}");
+                }
+            })
+            .detach();
+        }
+    })
 }
 
 /// tether-blocking: a thread per connection (small stacks), recv + feed

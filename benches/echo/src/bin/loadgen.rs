@@ -11,7 +11,7 @@
 //! ```text
 //! loadgen suite --server PATH [--crates tether,tungstenite,...] [--workloads 20b,20b-p16,1k,16k,1m]
 //!               [--kinds text,binary] [--warmup SECS] [--secs SECS] [--rounds N]
-//!               [--idle-conns N | --no-idle]
+//!               [--idle-conns N | --no-idle] [--syscalls] [--external NAME=COMMAND ...]
 //! loadgen run   --server PATH --crate NAME --conns N --size BYTES --inflight P --kind text|binary
 //!               [--warmup SECS] [--secs SECS]
 //! loadgen idle  --server PATH --crate NAME [--idle-conns N]
@@ -27,6 +27,12 @@
 //! CPU time per delivery, its system calls per delivery (all, and writes:
 //! `strace -c -f` attached for a second window of 1 s after the measured
 //! one, when strace is installed), and its memory.
+//!
+//! `--external NAME=COMMAND` adds a server built outside this workspace
+//! (uWebSockets, for one: no registry package builds it), started as
+//! `COMMAND 127.0.0.1:0` and expected to print `listening on ADDR`.
+//! `--syscalls` adds one window of 1 s per run under `strace -c -f` and a
+//! table of the server's system calls per message.
 //!
 //! The suite prints its tables in markdown on stdout, progress on stderr.
 //! With `--rounds N` it runs everything N times, each round starting with
@@ -48,7 +54,7 @@ use tokio::sync::Notify;
 
 type Error = Box<dyn std::error::Error>;
 
-const CRATES: [&str; 9] = [
+const CRATES: [&str; 10] = [
     "tether",
     "tungstenite",
     "fastwebsockets",
@@ -58,6 +64,7 @@ const CRATES: [&str; 9] = [
     "async-tungstenite-smol",
     "tether-blocking",
     "tether-h2",
+    "tether-compio",
 ];
 /// The runtime each server runs on: the issue-10 ratios compare a tether
 /// adapter with the other crates on the same one.
@@ -66,6 +73,7 @@ fn runtime_of(krate: &str) -> &'static str {
         "tether-smol" | "async-tungstenite-smol" => "smol",
         "tether-async-std" => "async-std",
         "tether-blocking" => "threads",
+        "tether-compio" => "compio",
         _ => "tokio",
     }
 }
@@ -159,6 +167,11 @@ struct Opts {
     sizes: Vec<usize>,
     /// Whether `--crates` was given (the broadcast mode has its own default).
     crates_given: bool,
+    /// Servers built outside this workspace, `--external NAME=COMMAND`:
+    /// started as `COMMAND 127.0.0.1:0`, they print `listening on ADDR`.
+    external: Vec<(String, String)>,
+    /// `--syscalls`: one more window of 1 s under `strace -c -f` per run.
+    syscalls: bool,
 }
 
 impl Opts {
@@ -179,6 +192,8 @@ impl Opts {
             subs: vec![1000, 5000],
             sizes: vec![20, 1024],
             crates_given: false,
+            external: Vec::new(),
+            syscalls: false,
         };
         let list = |s: String| s.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect();
         while let Some(flag) = args.next() {
@@ -202,11 +217,20 @@ impl Opts {
                 "--conns" => opts.conns = Some(value()?.parse()?),
                 "--size" => opts.size = Some(parse_size(&value()?)?),
                 "--inflight" => opts.inflight = Some(value()?.parse()?),
+                "--external" => {
+                    let spec = value()?;
+                    let (name, command) = spec.split_once('=').ok_or("--external needs NAME=COMMAND")?;
+                    opts.external.push((name.to_owned(), command.to_owned()));
+                    if !opts.crates.iter().any(|c| c == name) {
+                        opts.crates.push(name.to_owned());
+                    }
+                }
+                "--syscalls" => opts.syscalls = true,
                 other => return Err(format!("unknown option {other}").into()),
             }
         }
         for krate in opts.crates.iter().chain(&opts.krate) {
-            if !CRATES.contains(&krate.as_str()) {
+            if !CRATES.contains(&krate.as_str()) && !opts.external.iter().any(|(name, _)| name == krate) {
                 return Err(format!("unknown crate {krate}; one of {CRATES:?}").into());
             }
         }
@@ -391,6 +415,39 @@ fn print_tables(
     }
     print_adapter_ratios(opts, rows, &get);
     println!();
+    println!("Server CPU time per echoed message apart, µs: user + system (user: the library and its runtime; system: the kernel's socket work and system calls):");
+    println!();
+    header("workload", Some("tether user / best other user"));
+    for row in rows {
+        let mut line = format!("| {row} |");
+        for krate in &opts.crates {
+            line += &match get(row, krate) {
+                Some(r) => format!(" {:.2} + {:.2} |", r.user_us_per_msg, r.sys_us_per_msg),
+                None => " FAIL |".to_owned(),
+            };
+        }
+        if has_tether && !others.is_empty() {
+            line += &format!(" {} |", ratio(row, &|s| s.user_us_per_msg, true));
+        }
+        println!("{line}");
+    }
+    if opts.syscalls {
+        println!();
+        println!("Server system calls per echoed message (`strace -c -f`, one more window of 1 s):");
+        println!();
+        header("workload", None);
+        for row in rows {
+            let mut line = format!("| {row} |");
+            for krate in &opts.crates {
+                line += &match get(row, krate).and_then(|r| r.syscalls_per_msg) {
+                    Some(calls) => format!(" {calls:.3} |"),
+                    None => " - |".to_owned(),
+                };
+            }
+            println!("{line}");
+        }
+    }
+    println!();
     println!("Messages echoed per second (higher is better):");
     println!();
     header("workload", Some("tether / best other"));
@@ -538,8 +595,11 @@ fn print_adapter_ratios(opts: &Opts, rows: &[String], get: &dyn Fn(&String, &Str
 /// `None` if a round failed.
 struct Stats {
     cpu_us_per_msg: f64,
+    user_us_per_msg: f64,
+    sys_us_per_msg: f64,
     msgs_per_sec: f64,
     server_busy: f64,
+    syscalls_per_msg: Option<f64>,
 }
 
 impl Stats {
@@ -555,8 +615,16 @@ impl Stats {
                 Some((*v.get(mid.checked_sub(1)?)? + v[mid]) / 2.0)
             }
         };
+        let syscalls = {
+            let mut v: Vec<f64> = runs.iter().filter_map(|r| r.syscalls_per_msg).collect();
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied()
+        };
         Some(Self {
             cpu_us_per_msg: median(RunResult::cpu_us_per_msg)?,
+            user_us_per_msg: median(RunResult::user_us_per_msg)?,
+            sys_us_per_msg: median(RunResult::sys_us_per_msg)?,
+            syscalls_per_msg: syscalls,
             msgs_per_sec: median(RunResult::msgs_per_sec)?,
             server_busy: median(RunResult::server_busy)?,
         })
@@ -604,6 +672,9 @@ struct RunResult {
     echoed: u64,
     elapsed: Duration,
     server_ticks: u64,
+    server_user_ticks: u64,
+    server_sys_ticks: u64,
+    syscalls_per_msg: Option<f64>,
     loadgen_ticks: u64,
     ticks_per_sec: u64,
     clean_closes: usize,
@@ -617,6 +688,14 @@ impl RunResult {
 
     fn cpu_us_per_msg(&self) -> f64 {
         self.server_ticks as f64 * 1e6 / self.ticks_per_sec as f64 / self.echoed.max(1) as f64
+    }
+
+    fn user_us_per_msg(&self) -> f64 {
+        self.server_user_ticks as f64 * 1e6 / self.ticks_per_sec as f64 / self.echoed.max(1) as f64
+    }
+
+    fn sys_us_per_msg(&self) -> f64 {
+        self.server_sys_ticks as f64 * 1e6 / self.ticks_per_sec as f64 / self.echoed.max(1) as f64
     }
 
     fn server_busy(&self) -> f64 {
@@ -647,7 +726,7 @@ struct Shared {
 
 async fn run(opts: &Opts, krate: &str, workload: &Workload) -> Result<RunResult, Error> {
     let messages = Arc::new(Messages::new(workload.size, workload.inflight, workload.text));
-    let mut server = Server::start(&opts.server, krate).await?;
+    let mut server = Server::start_for(opts, krate).await?;
     let result = measure(opts, krate, workload, &messages, &server).await;
     server.stop().await;
     result
@@ -695,7 +774,7 @@ async fn measure(
     let ticks_per_sec = clock_ticks();
     let (echoed0, server0, loadgen0, t0) = (
         shared.echoed.load(Ordering::Relaxed),
-        cpu_ticks(server.pid)?,
+        cpu_times(server.pid)?,
         cpu_ticks_self()?,
         Instant::now(),
     );
@@ -707,10 +786,20 @@ async fn measure(
     }
     let (echoed1, server1, loadgen1, elapsed) = (
         shared.echoed.load(Ordering::Relaxed),
-        cpu_ticks(server.pid)?,
+        cpu_times(server.pid)?,
         cpu_ticks_self()?,
         t0.elapsed(),
     );
+    // The system calls, in one more window under strace (which slows the
+    // server: only the count per message is used).
+    let mut syscalls_per_msg = None;
+    if opts.syscalls && early_failure.is_none() {
+        let before = shared.echoed.load(Ordering::Relaxed);
+        if let Some((calls, _)) = strace_counts(server.pid, Duration::from_secs(1)).await {
+            let echoed = shared.echoed.load(Ordering::Relaxed) - before;
+            syscalls_per_msg = Some(calls as f64 / echoed.max(1) as f64);
+        }
+    }
     shared.sending.store(false, Ordering::Relaxed);
     let mut clean_closes = 0;
     let mut first_error = None;
@@ -746,7 +835,10 @@ async fn measure(
         label: workload.label(),
         echoed,
         elapsed,
-        server_ticks: server1 - server0,
+        server_ticks: (server1.0 + server1.1) - (server0.0 + server0.1),
+        server_user_ticks: server1.0 - server0.0,
+        server_sys_ticks: server1.1 - server0.1,
+        syscalls_per_msg,
         loadgen_ticks: loadgen1 - loadgen0,
         ticks_per_sec,
         clean_closes,
@@ -904,7 +996,7 @@ impl IdleResult {
 }
 
 async fn idle(opts: &Opts, krate: &str) -> Result<IdleResult, Error> {
-    let mut server = Server::start(&opts.server, krate).await?;
+    let mut server = Server::start_for(opts, krate).await?;
     let result = tokio::time::timeout(Duration::from_secs(120), idle_inner(opts, krate, &server)).await;
     // Stop the server before the connections drop, so that it does not log
     // 5,000 closes without a close handshake.
@@ -991,9 +1083,23 @@ struct Server {
 }
 
 impl Server {
+    /// The server of `krate`: the bench's own `echo-server`, or the
+    /// `--external` command given for it.
+    async fn start_for(opts: &Opts, krate: &str) -> Result<Self, Error> {
+        match opts.external.iter().find(|(name, _)| name == krate) {
+            Some((_, command)) => Self::spawn(command, &[], krate).await,
+            None => Self::start(&opts.server, krate).await,
+        }
+    }
+
     async fn start(path: &str, krate: &str) -> Result<Self, Error> {
+        Self::spawn(path, &[krate], krate).await
+    }
+
+    async fn spawn(path: &str, args: &[&str], krate: &str) -> Result<Self, Error> {
         let mut child = Command::new(path)
-            .args([krate, "127.0.0.1:0"])
+            .args(args)
+            .arg("127.0.0.1:0")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -1046,7 +1152,13 @@ fn clock_ticks() -> u64 {
 /// utime + stime of a process, in clock ticks (fields 14 and 15 of
 /// `/proc/<pid>/stat`, counted after the command name in parentheses).
 fn cpu_ticks(pid: u32) -> Result<u64, Error> {
-    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat"))?)
+    let (user, system) = cpu_times(pid)?;
+    Ok(user + system)
+}
+
+/// utime and stime of a process apart, in clock ticks.
+fn cpu_times(pid: u32) -> Result<(u64, u64), Error> {
+    parse_stat_apart(&std::fs::read_to_string(format!("/proc/{pid}/stat"))?)
 }
 
 fn cpu_ticks_self() -> Result<u64, Error> {
@@ -1054,12 +1166,17 @@ fn cpu_ticks_self() -> Result<u64, Error> {
 }
 
 fn parse_stat(stat: &str) -> Result<u64, Error> {
+    let (utime, stime) = parse_stat_apart(stat)?;
+    Ok(utime + stime)
+}
+
+fn parse_stat_apart(stat: &str) -> Result<(u64, u64), Error> {
     let after = stat.rsplit_once(')').ok_or("bad /proc stat")?.1;
     // `after` starts at field 3 (state): utime is field 14, stime field 15.
     let fields: Vec<&str> = after.split_whitespace().collect();
     let utime: u64 = fields.get(11).ok_or("short /proc stat")?.parse()?;
     let stime: u64 = fields.get(12).ok_or("short /proc stat")?.parse()?;
-    Ok(utime + stime)
+    Ok((utime, stime))
 }
 
 fn vm_rss_kib(pid: u32) -> Result<u64, Error> {

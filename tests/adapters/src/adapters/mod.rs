@@ -1,6 +1,7 @@
 //! Each adapter's echo server and client, and the echo loop they share.
 
 pub mod blocking;
+pub mod compio;
 pub mod futures;
 pub mod tokio;
 
