@@ -91,9 +91,14 @@ pub const POOL_BUFFER_LEN: usize = 16 * 1024;
 /// [`POOL_BUFFERS`] receive buffers of [`POOL_BUFFER_LEN`] bytes shared by
 /// every connection of the thread (2 MiB), instead of compio's default of
 /// eight 8 KiB buffers. Any compio runtime works; this one is sized for
-/// many connections. See [`runtime_builder`] to change it further.
+/// many connections. The pool is made at once (compio makes it at the first
+/// read otherwise): a fixed cost of the runtime, not of its connections.
+/// See [`runtime_builder`] to change it further.
 pub fn runtime() -> io::Result<compio::runtime::Runtime> {
-    runtime_builder().build()
+    let runtime = runtime_builder().build()?;
+    // Where the driver has no pool (an old kernel), reads use spare buffers.
+    let _ = runtime.buffer_pool();
+    Ok(runtime)
 }
 
 /// The builder behind [`runtime`], to change it further (the submission

@@ -1,6 +1,6 @@
 //! The bad-input battery, run against the server of every adapter: a
 //! server on 127.0.0.1 with configured limits (tokio, futures-io on smol
-//! and on async-std, blocking std::net; see `attack::server`), attacked over raw TCP
+//! and on async-std, blocking std::net, compio's io_uring; see `attack::server`), attacked over raw TCP
 //! with hand-written requests and frames. Each case asserts what the
 //! attacker receives on the wire (the HTTP status, or the close code and
 //! then the end of the stream), the typed error the server's `accept_with`
@@ -1418,3 +1418,4 @@ cases!(battery!(tokio_server, Tokio;));
 cases!(battery!(smol_server, Smol;));
 cases!(battery!(async_std_server, AsyncStd;));
 cases!(battery!(blocking_server, Blocking;));
+cases!(battery!(compio_server, Compio;));

@@ -129,6 +129,7 @@ load_tests! {
     smol_server: Smol,
     async_std_server: AsyncStd,
     blocking_server: Blocking,
+    compio_server: Compio,
 }
 
 async fn run(adapter: Adapter) {
@@ -327,6 +328,18 @@ impl LoadServer {
                         }
                         let (server, counts) = (server.clone(), counts.clone());
                         async_std::task::spawn(async move { serve(&server, tcp, &counts).await });
+                    }
+                }),
+                Adapter::Compio => tether_compio::runtime().unwrap().block_on(async {
+                    let listener = compio::net::TcpListener::from_std(listener).unwrap();
+                    let server = std::rc::Rc::new(Server::<tether_compio::Compio>::new().config(config));
+                    while let Ok((tcp, _)) = listener.accept().await {
+                        if stop.load(SeqCst) {
+                            break;
+                        }
+                        let (server, counts) = (server.clone(), counts.clone());
+                        let io = tether_compio::CompioStream::from(tcp);
+                        compio::runtime::spawn(async move { serve(&server, io, &counts).await }).detach();
                     }
                 }),
                 Adapter::Blocking => {

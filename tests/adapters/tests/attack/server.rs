@@ -282,6 +282,18 @@ fn run_server(adapter: Adapter, settings: &Settings, shared: &Shared, addr: mpsc
             .await;
         }),
         Adapter::Blocking => blocking::run(settings, shared, &addr),
+        Adapter::Compio => tether_compio::runtime().unwrap().block_on(async {
+            let listener = compio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            addr.send(listener.local_addr().unwrap()).unwrap();
+            let incoming = futures_util::stream::unfold(listener, |listener| async move {
+                let accepted = listener
+                    .accept()
+                    .await
+                    .map(|(tcp, peer)| (tether_compio::CompioStream::from(tcp), peer));
+                Some((accepted, listener))
+            });
+            serve_all(pin!(incoming), &settings_for::<tether_compio::Compio>(settings), shared).await;
+        }),
     }
 }
 
