@@ -95,6 +95,11 @@ pub struct Driver<S, R: Runtime> {
     skip: bool,
     wakers: Arc<Wakers>,
     proxy: Waker,
+    /// Polled from more than one task (split halves): the transport and the
+    /// timer get `proxy`, which wakes both sides' tasks. Otherwise one task
+    /// polls both sides and its own waker is passed down as it is, with no
+    /// registration and no waker clone per poll.
+    shared: bool,
     runtime: PhantomData<fn() -> R>,
 }
 
@@ -118,6 +123,7 @@ impl<S, R: Runtime> Driver<S, R> {
             skip: false,
             proxy: Waker::from(wakers.clone()),
             wakers,
+            shared: false,
             runtime: PhantomData,
         }
     }
@@ -258,12 +264,26 @@ impl<S, R: Runtime> Driver<S, R> {
 
     /// Registers the caller's waker for its side and returns the waker that
     /// wakes both sides, for the socket and the timer.
+    /// Registers `waker` as `side`'s and returns the waker to pass to the
+    /// transport and the timer, which wakes both sides' tasks: for
+    /// connections polled from several tasks (split halves) only; one task
+    /// hands its own context down as it is.
     fn register(&self, side: Side, waker: &Waker) -> Waker {
         match side {
             Side::Recv => self.wakers.recv.register(waker),
             Side::Send => self.wakers.send.register(waker),
         }
         self.proxy.clone()
+    }
+
+    /// Declares that the connection is polled from several tasks (one for
+    /// each side, as split halves are): from now on every poll registers
+    /// its task for its side, and the transport and the timer wake all of
+    /// them. A `Driver` shared between tasks by other means must call it.
+    pub fn share_between_tasks(&mut self) {
+        self.shared = true;
+        // A task registered with the transport before this call gets at
+        // most one spurious wake-up.
     }
 
     // ---- Commands -----------------------------------------------------
@@ -337,8 +357,16 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
                 return Poll::Ready(Some(incoming));
             }
         }
-        let waker = self.register(side, cx.waker());
-        let mut cx = Context::from_waker(&waker);
+        if self.shared {
+            let waker = self.register(side, cx.waker());
+            return self.poll_incoming_with(&mut Context::from_waker(&waker));
+        }
+        self.poll_incoming_with(cx)
+    }
+
+    /// [`poll_incoming`](Self::poll_incoming) past the events already
+    /// parsed, with the context to hand to the transport and the timer.
+    fn poll_incoming_with(&mut self, cx: &mut Context<'_>) -> Poll<Option<Incoming>> {
         loop {
             // 1. Events: received bytes are parsed here, one event at a time.
             if let Some(event) = self.conn.poll_event() {
@@ -349,24 +377,24 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
             }
             // 2. Transmit what everything the last read delivered caused,
             // in one write, then close the transport if it is time.
-            if let Poll::Ready(Err(e)) = self.poll_write_out(&mut cx) {
+            if let Poll::Ready(Err(e)) = self.poll_write_out(cx) {
                 tracing::debug!("write failed: {e}");
             }
             if self.conn.output_abandoned() && !self.shutdown && self.write_error.is_none() {
-                self.abandon_output(&mut cx);
+                self.abandon_output(cx);
             }
             if self.is_finished() {
                 return Poll::Ready(None);
             }
             // 3. The timer.
-            if self.poll_timer(&mut cx) {
+            if self.poll_timer(cx) {
                 continue;
             }
             // 4. Read, unless the peer does not read what we send.
             if self.read_done || self.conn.pending_transmit() > self.write_limit {
                 return Poll::Pending;
             }
-            ready!(self.poll_read_in(&mut cx));
+            ready!(self.poll_read_in(cx));
         }
     }
 
@@ -537,8 +565,14 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
         if self.write_error.is_none() && self.conn.state() == State::Open && self.buffered() <= self.write_limit {
             return Poll::Ready(Ok(()));
         }
-        let waker = self.register(Side::Send, cx.waker());
-        let mut cx = Context::from_waker(&waker);
+        if self.shared {
+            let waker = self.register(Side::Send, cx.waker());
+            return self.poll_send_ready_with(&mut Context::from_waker(&waker));
+        }
+        self.poll_send_ready_with(cx)
+    }
+
+    fn poll_send_ready_with(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         loop {
             if let Some(e) = self.write_failure() {
                 return Poll::Ready(Err(e));
@@ -549,15 +583,19 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
             if self.buffered() <= self.write_limit {
                 return Poll::Ready(Ok(()));
             }
-            ready!(self.poll_write_out(&mut cx)).map_err(Error::from_io)?;
+            ready!(self.poll_write_out(cx)).map_err(Error::from_io)?;
         }
     }
 
     /// Writes everything queued and flushes the transport.
     pub fn poll_flush(&mut self, cx: &mut Context<'_>, side: Side) -> Poll<Result<(), Error>> {
-        let waker = self.register(side, cx.waker());
-        let mut cx = Context::from_waker(&waker);
-        match ready!(self.poll_write_out(&mut cx)) {
+        let written = if self.shared {
+            let waker = self.register(side, cx.waker());
+            self.poll_write_out(&mut Context::from_waker(&waker))
+        } else {
+            self.poll_write_out(cx)
+        };
+        match ready!(written) {
             Ok(()) => Poll::Ready(match self.write_failure() {
                 Some(e) => Err(e),
                 None => Ok(()),

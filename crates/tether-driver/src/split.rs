@@ -52,7 +52,8 @@ impl<S, R: Runtime> std::fmt::Display for ReuniteError<S, R> {
 
 impl<S: std::fmt::Debug, R: Runtime + std::fmt::Debug> std::error::Error for ReuniteError<S, R> {}
 
-pub(crate) fn split<S, R: Runtime>(driver: Driver<S, R>) -> (ReadHalf<S, R>, WriteHalf<S, R>) {
+pub(crate) fn split<S, R: Runtime>(mut driver: Driver<S, R>) -> (ReadHalf<S, R>, WriteHalf<S, R>) {
+    driver.share_between_tasks();
     let shared = Arc::new(Mutex::new(driver));
     (ReadHalf { shared: shared.clone() }, WriteHalf { shared })
 }
