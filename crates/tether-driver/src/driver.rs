@@ -536,9 +536,15 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
             buf.reserve(self.read_buffer_size);
         }
         let Poll::Ready(result) = R::poll_read(&mut self.io, cx, &mut buf) else {
-            // Waiting for the peer: buffers that hold nothing go back to the
-            // allocator, so that idle connections hold none.
-            self.conn.shrink_buffers();
+            // Waiting for the peer: buffers that hold nothing are let go of,
+            // so that idle connections hold none. A runtime that reads in
+            // place leaves them to the thread's next connection that reads
+            // (a few kept per thread): no allocation per message.
+            if R::RESERVES_READ_ROOM {
+                self.conn.recycle_buffers();
+            } else {
+                self.conn.shrink_buffers();
+            }
             return Poll::Pending;
         };
         match result {

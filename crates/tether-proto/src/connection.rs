@@ -890,14 +890,36 @@ impl Connection {
     /// of zero, shared with payloads already handed out), so the adapter
     /// cannot tell; this is the way to let go of it.
     pub fn shrink_buffers(&mut self) {
+        self.release_buffers(false);
+    }
+
+    /// [`shrink_buffers`](Self::shrink_buffers), except that the empty
+    /// receive and transmit buffers are kept by the calling thread (a few
+    /// per thread, whatever the number of connections) for the next
+    /// connection of the thread that reads ([`RecvBuf::reserve`]) or
+    /// writes: an async shell calls it whenever it waits, and a message
+    /// then costs no allocation of a read or write buffer. Shells whose
+    /// threads each run one connection (blocking) use `shrink_buffers`, or
+    /// each thread would keep what its connection let go of.
+    pub fn recycle_buffers(&mut self) {
+        self.release_buffers(true);
+    }
+
+    fn release_buffers(&mut self, keep: bool) {
         if self.recv.is_empty() {
-            self.recv = BytesMut::new();
+            let recv = std::mem::take(&mut self.recv);
+            if keep {
+                crate::spare::give(crate::spare::Kind::Recv, recv);
+            }
         }
         if self.events.is_empty() {
             self.events = Events::default();
         }
         if self.transmit.buf.is_empty() {
-            self.transmit.buf = BytesMut::new();
+            let buf = std::mem::take(&mut self.transmit.buf);
+            if keep {
+                crate::spare::give(crate::spare::Kind::Send, buf);
+            }
         }
         if self.transmit.queue.is_empty() {
             self.transmit.queue = VecDeque::new();
@@ -1454,6 +1476,11 @@ impl Connection {
         let mut bytes = [0u8; MAX_HEADER_LEN];
         let n = header.encode(&mut bytes);
         let t = &mut self.transmit;
+        if t.buf.capacity() == 0 {
+            if let Some(buf) = crate::spare::take(crate::spare::Kind::Send, n + copied) {
+                t.buf = buf;
+            }
+        }
         t.buf.reserve(n + copied);
         t.buf.extend_from_slice(&bytes[..n]);
         t.len += n;
@@ -1481,8 +1508,15 @@ impl<'a> From<&'a mut BytesMut> for RecvBuf<'a> {
 
 impl RecvBuf<'_> {
     /// Makes room for at least `additional` more bytes without another
-    /// allocation.
+    /// allocation: an empty buffer without room takes one the thread kept
+    /// ([`Connection::recycle_buffers`]) if it has one.
     pub fn reserve(&mut self, additional: usize) {
+        if self.buf.capacity() == 0 {
+            if let Some(buf) = crate::spare::take(crate::spare::Kind::Recv, additional) {
+                *self.buf = buf;
+                return;
+            }
+        }
         self.buf.reserve(additional);
     }
 

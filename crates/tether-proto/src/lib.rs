@@ -123,6 +123,7 @@ mod message;
 mod prepared;
 mod random;
 mod reassemble;
+mod spare;
 mod utf8;
 
 /// Framing, masking and UTF-8 validation, for tether's own benches and fuzz

@@ -1,0 +1,127 @@
+//! Buffers that waiting connections let go of, kept by the thread for the
+//! next connection of the thread that reads or writes.
+//!
+//! An async shell frees a connection's empty buffers whenever it waits, so
+//! that idle connections hold none; without this cache every message would
+//! then cost a `malloc` and a `free` of a read buffer (64 KiB by default)
+//! and of a write buffer. A thread keeps at most [`KEEP`] buffers of each
+//! kind of at most [`MAX_LEN`] bytes, whatever its number of connections:
+//! a fixed cost per thread, none per connection.
+
+use std::cell::RefCell;
+
+use bytes::BytesMut;
+
+/// Buffers kept per kind and thread.
+pub(crate) const KEEP: usize = 8;
+/// The largest buffer kept; larger ones go back to the allocator.
+pub(crate) const MAX_LEN: usize = 128 * 1024;
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Kind {
+    Recv,
+    Send,
+}
+
+thread_local! {
+    static RECV: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+    static SEND: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+}
+
+fn with<T>(kind: Kind, f: impl FnOnce(&mut Vec<BytesMut>) -> T) -> Option<T> {
+    let cell = match kind {
+        Kind::Recv => &RECV,
+        Kind::Send => &SEND,
+    };
+    // `try_with`: nothing is kept or found while the thread exits.
+    cell.try_with(|spare| spare.try_borrow_mut().ok().map(|mut spare| f(&mut spare)))
+        .ok()
+        .flatten()
+}
+
+/// Keeps `buf` (empty) for the thread's next connection, unless it is tiny
+/// or huge or the thread keeps enough already. Its allocation may still be
+/// shared with payloads handed out (their bytes are not in its view);
+/// [`take`] checks.
+pub(crate) fn give(kind: Kind, buf: BytesMut) {
+    debug_assert!(buf.is_empty());
+    if !(1024..=MAX_LEN).contains(&buf.capacity()) {
+        return;
+    }
+    with(kind, |spare| {
+        if spare.len() < KEEP {
+            spare.push(buf);
+        }
+    });
+}
+
+/// A kept buffer with room for at least `min` bytes, if the thread has one:
+/// one whose allocation is its own again (no payload points into it any
+/// more) and large enough, rewound to its start. The ones that are not are
+/// dropped on the way.
+pub(crate) fn take(kind: Kind, min: usize) -> Option<BytesMut> {
+    with(kind, |spare| {
+        while let Some(mut buf) = spare.pop() {
+            if buf.try_reclaim(min) {
+                return Some(buf);
+            }
+        }
+        None
+    })
+    .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_unshared_buffers_of_a_useful_size_are_given_out() {
+        // Shared with a payload still alive: not given out for its whole
+        // allocation...
+        let mut shared = BytesMut::with_capacity(4096);
+        shared.extend_from_slice(b"payload");
+        let payload = shared.split().freeze();
+        give(Kind::Recv, shared);
+        assert!(take(Kind::Recv, 4096).is_none());
+        // ...and once the payload is gone, rewound to its start.
+        let mut shared = BytesMut::with_capacity(4096);
+        shared.extend_from_slice(b"payload");
+        let payload2 = shared.split().freeze();
+        give(Kind::Recv, shared);
+        drop(payload2);
+        let whole = take(Kind::Recv, 4096).expect("its own again");
+        assert!(whole.capacity() >= 4096);
+        drop(payload);
+
+        // Alone in its allocation: kept, and given back with its room.
+        let mut alone = BytesMut::with_capacity(4096);
+        alone.extend_from_slice(b"read and consumed");
+        alone.clear();
+        give(Kind::Recv, alone);
+        let again = take(Kind::Recv, 4096).expect("kept");
+        assert!(again.is_empty() && again.capacity() >= 4096);
+        assert!(take(Kind::Recv, 1).is_none(), "taken once");
+
+        // Too small, too large, or asked for more room than it has.
+        give(Kind::Send, BytesMut::with_capacity(16));
+        give(Kind::Send, BytesMut::with_capacity(MAX_LEN + 1));
+        assert!(take(Kind::Send, 1).is_none());
+        give(Kind::Send, BytesMut::with_capacity(2048));
+        assert!(take(Kind::Send, 2048).is_some());
+        give(Kind::Send, BytesMut::with_capacity(2048));
+        assert!(take(Kind::Send, 4096).is_none());
+    }
+
+    #[test]
+    fn a_thread_keeps_a_bounded_number() {
+        for _ in 0..KEEP * 3 {
+            give(Kind::Recv, BytesMut::with_capacity(4096));
+        }
+        let mut kept = 0;
+        while take(Kind::Recv, 1).is_some() {
+            kept += 1;
+        }
+        assert_eq!(kept, KEEP);
+    }
+}
