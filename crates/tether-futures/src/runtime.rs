@@ -7,7 +7,7 @@ use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use async_net::TcpStream;
@@ -35,6 +35,10 @@ pub struct AsyncIoTimer {
     /// async-io's timer answers `Ready` once, then `Pending` for ever; the
     /// driving loop asks again after expiry (before re-arming it later).
     expired: bool,
+    /// The waker the timer holds, if it was polled since the last reset:
+    /// the driving loop checks its timer at every turn, and polling
+    /// async-io's timer again takes the reactor's timer lock.
+    waker: Option<Waker>,
 }
 
 impl Timer for AsyncIoTimer {
@@ -46,11 +50,22 @@ impl Timer for AsyncIoTimer {
         self.timer.set_at(deadline);
         self.deadline = deadline;
         self.expired = false;
+        self.waker = None;
     }
 
     fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if !self.expired {
-            std::task::ready!(Pin::new(&mut self.timer).poll(cx));
+            if let Some(waker) = &self.waker {
+                // Armed for this task already: async-io wakes it once the
+                // deadline has passed.
+                if waker.will_wake(cx.waker()) && Instant::now() < self.deadline {
+                    return Poll::Pending;
+                }
+            }
+            if Pin::new(&mut self.timer).poll(cx).is_pending() {
+                self.waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
             self.expired = true;
         }
         Poll::Ready(())
@@ -69,6 +84,7 @@ impl Runtime for FuturesIo {
             timer: async_io::Timer::at(deadline),
             deadline,
             expired: false,
+            waker: None,
         }
     }
 }

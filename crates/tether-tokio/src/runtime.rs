@@ -5,7 +5,7 @@ use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use tether_driver::runtime::{Connect, Runtime, RuntimeIo, Timer};
@@ -23,21 +23,39 @@ use crate::{MaybeTlsStream, SocketAddrs};
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Tokio;
 
-/// A tokio `Sleep`, boxed once per connection and re-armed in place.
+/// A tokio `Sleep`, boxed once per connection and re-armed in place. The
+/// driving loop checks its timer at every turn; the `Sleep` is polled
+/// (tokio's timer entry: a lock and a waker clone) only when the waker
+/// changed or the deadline passed, otherwise the clock is read.
 #[derive(Debug)]
-pub struct TokioTimer(Pin<Box<Sleep>>);
+pub struct TokioTimer {
+    sleep: Pin<Box<Sleep>>,
+    /// The waker the `Sleep` holds, if it was polled since the last reset.
+    waker: Option<Waker>,
+}
 
 impl Timer for TokioTimer {
     fn deadline(&self) -> Instant {
-        self.0.deadline().into_std()
+        self.sleep.deadline().into_std()
     }
 
     fn reset(&mut self, deadline: Instant) {
-        self.0.as_mut().reset(deadline.into());
+        self.sleep.as_mut().reset(deadline.into());
+        self.waker = None;
     }
 
     fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        self.0.as_mut().poll(cx)
+        if let Some(waker) = &self.waker {
+            // Armed for this task already: tokio wakes it at the deadline
+            // (rounded up to its millisecond tick, so the clock has passed
+            // the deadline then).
+            if waker.will_wake(cx.waker()) && tokio::time::Instant::now() < self.sleep.deadline() {
+                return Poll::Pending;
+            }
+        }
+        let poll = self.sleep.as_mut().poll(cx);
+        self.waker = poll.is_pending().then(|| cx.waker().clone());
+        poll
     }
 }
 
@@ -49,7 +67,10 @@ impl Runtime for Tokio {
     }
 
     fn timer(deadline: Instant) -> TokioTimer {
-        TokioTimer(Box::pin(tokio::time::sleep_until(deadline.into())))
+        TokioTimer {
+            sleep: Box::pin(tokio::time::sleep_until(deadline.into())),
+            waker: None,
+        }
     }
 }
 
