@@ -282,6 +282,8 @@ impl<S: BlockingIo> RuntimeIo<Transport<S>> for Blocking {
         blocking(|| io.io.shutdown_write())
     }
 
+    const USES_DEADLINES: bool = true;
+
     fn set_deadline(io: &mut Transport<S>, deadline: Option<Instant>) {
         // The async loops go on reading while a write waits for a peer that
         // does not read (they must see the violation or the close it sends

@@ -90,25 +90,45 @@ pub const POOL_BUFFER_LEN: usize = 16 * 1024;
 /// poll driver where io_uring is not available) with a pool of
 /// [`POOL_BUFFERS`] receive buffers of [`POOL_BUFFER_LEN`] bytes shared by
 /// every connection of the thread (2 MiB), instead of compio's default of
-/// eight 8 KiB buffers. Any compio runtime works; this one is sized for
-/// many connections. The pool is made at once (compio makes it at the first
-/// read otherwise): a fixed cost of the runtime, not of its connections.
-/// See [`runtime_builder`] to change it further.
+/// eight 8 KiB buffers, and io_uring's `SINGLE_ISSUER` and `DEFER_TASKRUN`
+/// (Linux 6.1): the kernel completes the operations when the loop asks for
+/// completions instead of interrupting the thread for each one, which
+/// measured at half the kernel time per message or less (see the echo
+/// benchmark's README). On an older kernel that refuses them, the runtime
+/// is made without them. The pool is made at once (compio makes it at the
+/// first read otherwise): a fixed cost of the runtime, not of its
+/// connections.
+///
+/// Any compio runtime works; this one is sized and set for many
+/// connections. See [`runtime_builder`] to change it further.
 pub fn runtime() -> io::Result<compio::runtime::Runtime> {
-    let runtime = runtime_builder().build()?;
+    let runtime = match runtime_builder().build() {
+        Ok(runtime) if runtime.driver_type().is_iouring() => runtime,
+        // io_uring refused the setup flags (a kernel before 6.1), or there
+        // is no io_uring: without them.
+        _ => builder(false).build()?,
+    };
     // Where the driver has no pool (an old kernel), reads use spare buffers.
     let _ = runtime.buffer_pool();
     Ok(runtime)
 }
 
 /// The builder behind [`runtime`], to change it further (the submission
-/// queue's size, thread pool limits).
+/// queue's size, thread pool limits). It asks for `DEFER_TASKRUN`, which a
+/// kernel before 6.1 refuses (compio then falls back to its poll driver);
+/// [`runtime`] retries without it.
 pub fn runtime_builder() -> compio::runtime::RuntimeBuilder {
+    builder(true)
+}
+
+fn builder(defer_taskrun: bool) -> compio::runtime::RuntimeBuilder {
     let mut proactor = compio::driver::ProactorBuilder::new();
     proactor
         .capacity(4096)
         .buffer_pool_size(NonZero::new(POOL_BUFFERS).unwrap_or(NonZero::<u16>::MIN))
-        .buffer_pool_buffer_len(POOL_BUFFER_LEN);
+        .buffer_pool_buffer_len(POOL_BUFFER_LEN)
+        .single_issuer(defer_taskrun)
+        .defer_taskrun(defer_taskrun);
     let mut builder = compio::runtime::RuntimeBuilder::new();
     builder.with_proactor(proactor);
     builder

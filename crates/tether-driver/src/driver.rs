@@ -524,7 +524,9 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
     }
 
     fn poll_read_in(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        R::set_deadline(&mut self.io, self.conn.poll_timeout());
+        if R::USES_DEADLINES {
+            R::set_deadline(&mut self.io, self.conn.poll_timeout());
+        }
         if !R::RESERVES_READ_ROOM {
             // A runtime whose reads block the thread may wait in this read
             // for a long time without coming back Pending: let go of the
@@ -648,7 +650,7 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
             self.conn.discard_transmit();
             return Poll::Ready(Ok(()));
         }
-        if self.conn.pending_transmit() > 0 {
+        if R::USES_DEADLINES && self.conn.pending_transmit() > 0 {
             R::set_deadline(&mut self.io, self.conn.poll_timeout());
         }
         while self.conn.pending_transmit() > 0 {

@@ -72,10 +72,18 @@ pub trait RuntimeIo<S>: Runtime {
     /// Closes the write side (TCP FIN, TLS close_notify).
     fn poll_shutdown(io: &mut S, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
 
+    /// Whether [`set_deadline`](Self::set_deadline) does anything: a
+    /// blocking runtime's reads and writes are bounded by the next timer
+    /// deadline, which the loop then computes before each of them. Async
+    /// runtimes leave it `false` (their timer wakes the task) and the loop
+    /// skips that work on every read and write.
+    const USES_DEADLINES: bool = false;
+
     /// The instant by which the next read or write must return control to
     /// the loop (the next timer deadline), or `None` for no bound. Called
-    /// before every read and write. Async runtimes ignore it (the timer wakes
-    /// the task); blocking ones turn it into a socket timeout.
+    /// before every read and write when [`USES_DEADLINES`](Self::USES_DEADLINES)
+    /// is set. Async runtimes ignore it (the timer wakes the task); blocking
+    /// ones turn it into a socket timeout.
     fn set_deadline(io: &mut S, deadline: Option<Instant>) {
         let _ = (io, deadline);
     }
