@@ -93,20 +93,18 @@ pub struct Driver<S, R: Runtime> {
     partial: Reassembler,
     /// Drop the fragments of the current message (its reader was dropped).
     skip: bool,
-    wakers: Arc<Wakers>,
-    proxy: Waker,
-    /// Polled from more than one task (split halves): the transport and the
-    /// timer get `proxy`, which wakes both sides' tasks. Otherwise one task
-    /// polls both sides and its own waker is passed down as it is, with no
-    /// registration and no waker clone per poll.
-    shared: bool,
+    /// `Some` once polled from more than one task (split halves): each
+    /// side's task, and the waker handed to the transport and the timer,
+    /// which wakes both. Otherwise one task polls both sides and its own
+    /// waker is passed down as it is, with no registration and no waker
+    /// clone per poll (and no allocation per connection).
+    shared: Option<(Arc<Wakers>, Waker)>,
     runtime: PhantomData<fn() -> R>,
 }
 
 impl<S, R: Runtime> Driver<S, R> {
     /// Runs `conn`, whose opening handshake is done, on `io`.
     pub fn new(io: S, conn: Connection, config: &WebSocketConfig) -> Self {
-        let wakers = Arc::new(Wakers::default());
         Self {
             io,
             conn,
@@ -121,9 +119,7 @@ impl<S, R: Runtime> Driver<S, R> {
             end_reported: false,
             partial: Reassembler::new(),
             skip: false,
-            proxy: Waker::from(wakers.clone()),
-            wakers,
-            shared: false,
+            shared: None,
             runtime: PhantomData,
         }
     }
@@ -264,16 +260,17 @@ impl<S, R: Runtime> Driver<S, R> {
 
     /// Registers the caller's waker for its side and returns the waker that
     /// wakes both sides, for the socket and the timer.
-    /// Registers `waker` as `side`'s and returns the waker to pass to the
-    /// transport and the timer, which wakes both sides' tasks: for
-    /// connections polled from several tasks (split halves) only; one task
-    /// hands its own context down as it is.
-    fn register(&self, side: Side, waker: &Waker) -> Waker {
+    /// For a connection polled from several tasks (split halves): registers
+    /// `waker` as `side`'s and returns the waker to pass to the transport
+    /// and the timer, which wakes both sides' tasks. `None` when one task
+    /// polls the connection: it hands its own context down as it is.
+    fn register(&self, side: Side, waker: &Waker) -> Option<Waker> {
+        let (wakers, proxy) = self.shared.as_ref()?;
         match side {
-            Side::Recv => self.wakers.recv.register(waker),
-            Side::Send => self.wakers.send.register(waker),
+            Side::Recv => wakers.recv.register(waker),
+            Side::Send => wakers.send.register(waker),
         }
-        self.proxy.clone()
+        Some(proxy.clone())
     }
 
     /// Declares that the connection is polled from several tasks (one for
@@ -281,7 +278,10 @@ impl<S, R: Runtime> Driver<S, R> {
     /// its task for its side, and the transport and the timer wake all of
     /// them. A `Driver` shared between tasks by other means must call it.
     pub fn share_between_tasks(&mut self) {
-        self.shared = true;
+        if self.shared.is_none() {
+            let wakers = Arc::new(Wakers::default());
+            self.shared = Some((wakers.clone(), Waker::from(wakers)));
+        }
         // A task registered with the transport before this call gets at
         // most one spurious wake-up.
     }
@@ -357,8 +357,7 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
                 return Poll::Ready(Some(incoming));
             }
         }
-        if self.shared {
-            let waker = self.register(side, cx.waker());
+        if let Some(waker) = self.register(side, cx.waker()) {
             return self.poll_incoming_with(&mut Context::from_waker(&waker));
         }
         self.poll_incoming_with(cx)
@@ -478,7 +477,10 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
         }
         self.shutdown = true;
         // A sender waiting for room or for a flush learns of it now.
-        self.wakers.send.wake();
+        match &self.shared {
+            Some((wakers, _)) => wakers.send.wake(),
+            None => cx.waker().wake_by_ref(),
+        }
     }
 
     /// Arms the one timer from the core's next deadline (or the deadline
@@ -573,8 +575,7 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
         if self.write_error.is_none() && self.conn.state() == State::Open && self.buffered() <= self.write_limit {
             return Poll::Ready(Ok(()));
         }
-        if self.shared {
-            let waker = self.register(Side::Send, cx.waker());
+        if let Some(waker) = self.register(Side::Send, cx.waker()) {
             return self.poll_send_ready_with(&mut Context::from_waker(&waker));
         }
         self.poll_send_ready_with(cx)
@@ -597,11 +598,9 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
 
     /// Writes everything queued and flushes the transport.
     pub fn poll_flush(&mut self, cx: &mut Context<'_>, side: Side) -> Poll<Result<(), Error>> {
-        let written = if self.shared {
-            let waker = self.register(side, cx.waker());
-            self.poll_write_out(&mut Context::from_waker(&waker))
-        } else {
-            self.poll_write_out(cx)
+        let written = match self.register(side, cx.waker()) {
+            Some(waker) => self.poll_write_out(&mut Context::from_waker(&waker)),
+            None => self.poll_write_out(cx),
         };
         match ready!(written) {
             Ok(()) => Poll::Ready(match self.write_failure() {
