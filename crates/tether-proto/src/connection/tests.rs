@@ -1882,3 +1882,28 @@ mod stats {
         assert_eq!(server.stats().wire_bytes_sent, 10);
     }
 }
+
+/// Connections made with equal settings on one thread share one copy of
+/// them; other settings get their own, and nothing leaks between them.
+#[test]
+fn equal_settings_are_shared_between_connections() {
+    let a = server();
+    let b = client();
+    assert!(
+        std::ptr::eq(a.config(), b.config()),
+        "equal default settings are one copy"
+    );
+    let mut other = Config::default();
+    other.max_message_size = 1234;
+    let c = server_with(other.clone());
+    assert!(!std::ptr::eq(a.config(), c.config()));
+    assert_eq!(c.config().max_message_size, 1234);
+    assert_eq!(a.config().max_message_size, Config::default().max_message_size);
+    // The thread's last settings are now `other`: a default connection
+    // gets a fresh copy, still equal to the defaults.
+    let d = server();
+    assert_eq!(d.config(), &Config::default());
+    let e = server_with(other);
+    assert!(!std::ptr::eq(c.config(), d.config()));
+    assert_eq!(e.config().max_message_size, 1234);
+}
