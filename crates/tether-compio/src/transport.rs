@@ -55,7 +55,7 @@ thread_local! {
     static READS: std::cell::Cell<ReadCounts> = const { std::cell::Cell::new(ReadCounts { pooled: 0, spare: 0 }) };
     /// Buffers that in-flight operations gave back, for the next ones: a
     /// write or a spare read takes one, its completion returns it.
-    static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    static SPARE: RefCell<Spare> = const { RefCell::new(Spare { bufs: Vec::new(), held: 0 }) };
 }
 
 /// How this thread's reads were made, for tuning the pool ([`crate::runtime_builder`]): a
@@ -87,8 +87,21 @@ fn count_read(spare: bool) {
     });
 }
 
+/// The spare buffers of a thread and the bytes they hold.
+struct Spare {
+    bufs: Vec<Vec<u8>>,
+    held: usize,
+}
+
 fn take_spare(len: usize) -> Vec<u8> {
-    let mut buf = SPARE.with(|spare| spare.borrow_mut().pop()).unwrap_or_default();
+    let mut buf = SPARE
+        .with(|spare| {
+            let mut spare = spare.borrow_mut();
+            let buf = spare.bufs.pop()?;
+            spare.held -= buf.capacity();
+            Some(buf)
+        })
+        .unwrap_or_default();
     buf.clear();
     buf.reserve(len);
     buf
@@ -97,9 +110,9 @@ fn take_spare(len: usize) -> Vec<u8> {
 fn give_back(buf: Vec<u8>) {
     SPARE.with(|spare| {
         let mut spare = spare.borrow_mut();
-        let held: usize = spare.iter().map(Vec::capacity).sum();
-        if spare.len() < SPARE_COUNT && held + buf.capacity() <= SPARE_BYTES {
-            spare.push(buf);
+        if spare.bufs.len() < SPARE_COUNT && spare.held + buf.capacity() <= SPARE_BYTES {
+            spare.held += buf.capacity();
+            spare.bufs.push(buf);
         }
     });
 }
