@@ -44,6 +44,10 @@ async fn echo_server(server: Server) -> SocketAddr {
     addr
 }
 
+/// A raw client's opening handshake.
+const UPGRADE: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+    Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
 fn no_pings() -> WebSocketConfig {
     let mut config = WebSocketConfig::default();
     config.connection.ping_interval = None;
@@ -141,10 +145,7 @@ fn an_exhausted_buffer_pool_loses_nothing() -> Result<(), BoxError> {
             let mut socks = Vec::new();
             for _ in 0..CONNS {
                 let mut tcp = std::net::TcpStream::connect(addr)?;
-                tcp.write_all(
-                    b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                      Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                )?;
+                tcp.write_all(UPGRADE)?;
                 let mut response = Vec::new();
                 while !response.ends_with(b"\r\n\r\n") {
                     let mut byte = [0u8];
@@ -304,10 +305,7 @@ fn keepalive_and_idle_timeout_run_on_compio_timers() -> Result<(), BoxError> {
         // answers.
         let mut tcp = std::net::TcpStream::connect(addr)?;
         use std::io::{Read, Write};
-        tcp.write_all(
-            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        )?;
+        tcp.write_all(UPGRADE)?;
         tcp.set_nonblocking(true)?;
         let mut seen = Vec::new();
         let (elapsed, end) = loop {

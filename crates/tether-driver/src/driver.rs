@@ -258,8 +258,6 @@ impl<S, R: Runtime> Driver<S, R> {
         Some(Error::Io(io::Error::new(*kind, msg.clone())))
     }
 
-    /// Registers the caller's waker for its side and returns the waker that
-    /// wakes both sides, for the socket and the timer.
     /// For a connection polled from several tasks (split halves): registers
     /// `waker` as `side`'s and returns the waker to pass to the transport
     /// and the timer, which wakes both sides' tasks. `None` when one task
