@@ -292,9 +292,11 @@ struct Transmit {
 /// Payloads at least this large are queued as their own chunk instead of
 /// being copied (server side, no extension transformed them).
 const ZERO_COPY_MIN: usize = 16 * 1024;
-/// Receive buffers with this much spare capacity are freed when empty, so
-/// idle connections stay small.
+/// Transmit buffers with this much capacity are freed once written out, so
+/// that a burst does not leave a large buffer behind.
 const IDLE_BUFFER_MAX: usize = 16 * 1024;
+/// The least a transmit buffer is made with.
+const SEND_BUFFER_MIN: usize = 4 * 1024;
 
 impl Connection {
     /// A client-side connection. `random` provides the masking keys (RFC 6455
@@ -974,7 +976,11 @@ impl Connection {
         if let Err(error) = self.process(now) {
             self.fail(error, now);
         }
-        let idle_and_large = self.recv.is_empty() && self.recv.capacity() > IDLE_BUFFER_MAX;
+        // A buffer a burst made larger than any read needs is let go of at
+        // once; one of the usual size stays until the shell waits, and
+        // gives it to the thread's next reader ([`Self::recycle_buffers`])
+        // or frees it ([`Self::shrink_buffers`]).
+        let idle_and_large = self.recv.is_empty() && self.recv.capacity() > crate::spare::MAX_LEN;
         if self.state == State::Closed || idle_and_large {
             self.recv = BytesMut::new();
         }
@@ -1481,9 +1487,12 @@ impl Connection {
         let n = header.encode(&mut bytes);
         let t = &mut self.transmit;
         if t.buf.capacity() == 0 {
-            if let Some(buf) = crate::spare::take(crate::spare::Kind::Send, n + copied) {
-                t.buf = buf;
-            }
+            // A buffer a waiting connection of the thread let go of, or a
+            // new one large enough for the frames of a burst of small
+            // messages (not grown by doubling from the first frame's size)
+            // and for the thread to keep when this connection waits.
+            t.buf = crate::spare::take(crate::spare::Kind::Send, n + copied)
+                .unwrap_or_else(|| BytesMut::with_capacity((n + copied).max(SEND_BUFFER_MIN)));
         }
         t.buf.reserve(n + copied);
         t.buf.extend_from_slice(&bytes[..n]);

@@ -71,6 +71,12 @@ pub(crate) fn take(kind: Kind, min: usize) -> Option<BytesMut> {
     .flatten()
 }
 
+/// How many buffers of `kind` the thread keeps.
+#[cfg(test)]
+pub(crate) fn kept(kind: Kind) -> usize {
+    with(kind, |spare| spare.len()).unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1506,6 +1506,38 @@ mod idle_memory {
         s.handle_read(&cf(0x1, true, b"again"), now());
         assert_eq!(events(&mut s), vec![text("again")]);
     }
+
+    /// The echo loop of an async shell, message after message: read into
+    /// the receive buffer, take the message, send it back, write it out,
+    /// wait (`recycle_buffers`). Both buffers go to the thread's cache when
+    /// it waits and come back from it for the next message: no allocation
+    /// of either per message (none is made after the first message).
+    #[test]
+    fn an_echo_loop_reuses_its_buffers_through_the_thread() {
+        use crate::spare::{kept, Kind};
+        let mut s = server();
+        for i in 0..5u8 {
+            let mut buf = s.recv_buffer_mut();
+            buf.reserve(64 * 1024);
+            assert_eq!(kept(Kind::Recv), 0, "message {i}: taken from the cache");
+            buf.put_slice(&cf(0x2, true, &[i; 20]));
+            s.handle_received(now());
+            let Some(Event::Message(message)) = s.poll_event() else {
+                panic!("no message");
+            };
+            s.send(message).unwrap();
+            assert_eq!(kept(Kind::Send), 0, "message {i}: taken from the cache");
+            let mut slices = [IoSlice::new(&[]); 4];
+            assert_eq!(s.transmit_slices(&mut slices), 1);
+            assert_eq!(&slices[0][2..], &[i; 20]);
+            let len = slices[0].len();
+            s.advance_transmit(len);
+            assert_eq!(s.poll_event(), None);
+            s.recycle_buffers();
+            assert_eq!((s.recv.capacity(), s.transmit.buf.capacity()), (0, 0));
+            assert_eq!((kept(Kind::Recv), kept(Kind::Send)), (1, 1), "message {i}: kept");
+        }
+    }
 }
 
 mod in_place {
