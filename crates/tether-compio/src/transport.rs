@@ -117,6 +117,19 @@ fn give_back(buf: Vec<u8>) {
     });
 }
 
+/// Appends what a read brought to the connection's receive buffer. A
+/// buffer that must grow is given room for a whole spare read at once
+/// (taken from the thread's cache when empty: see
+/// [`RecvBuf::reserve`]), not just for these bytes: the next read's
+/// bytes (the rest of a frame) then fit without a reallocation that
+/// would copy everything received so far.
+fn append(buf: &mut RecvBuf<'_>, data: &[u8]) {
+    if buf.spare_capacity() < data.len() {
+        buf.reserve(data.len().max(SPARE_READ));
+    }
+    buf.put_slice(data);
+}
+
 enum ReadOp {
     Idle,
     /// Into a buffer of the runtime's pool, chosen by the kernel on arrival.
@@ -248,7 +261,7 @@ impl CompioStream {
                             count_read(false);
                             let n = pooled.len();
                             self.streaming = n == pooled.buf_capacity();
-                            buf.put_slice(&pooled);
+                            append(buf, &pooled);
                             return Poll::Ready(Ok(n));
                         }
                         Ok(None) => return Poll::Ready(Ok(0)),
@@ -277,7 +290,7 @@ impl CompioStream {
                         // SAFETY: the kernel wrote `n` bytes at the start of
                         // the spare buffer's capacity.
                         unsafe { spare.set_len(n) };
-                        buf.put_slice(&spare);
+                        append(buf, &spare);
                         self.streaming = n == spare.capacity();
                     }
                     give_back(spare);

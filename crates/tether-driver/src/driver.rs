@@ -538,10 +538,10 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
             R::set_deadline(&mut self.io, self.conn.poll_timeout());
         }
         if !R::RESERVES_READ_ROOM {
-            // A runtime whose reads block the thread may wait in this read
-            // for a long time without coming back Pending: let go of the
-            // empty buffers now, as an async loop does when it waits.
-            self.conn.shrink_buffers();
+            // The read may wait (a blocking runtime's, for a long time,
+            // without coming back Pending) with no room reserved: let go of
+            // the empty buffers now, as the loop does when it waits.
+            self.release_buffers();
         }
         let mut buf = self.conn.recv_buffer_mut();
         if R::RESERVES_READ_ROOM && buf.spare_capacity() < MIN_READ_ROOM {
@@ -549,14 +549,8 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
         }
         let Poll::Ready(result) = R::poll_read(&mut self.io, cx, &mut buf) else {
             // Waiting for the peer: buffers that hold nothing are let go of,
-            // so that idle connections hold none. A runtime that reads in
-            // place leaves them to the thread's next connection that reads
-            // (a few kept per thread): no allocation per message.
-            if R::RESERVES_READ_ROOM {
-                self.conn.recycle_buffers();
-            } else {
-                self.conn.shrink_buffers();
-            }
+            // so that idle connections hold none.
+            self.release_buffers();
             return Poll::Pending;
         };
         match result {
@@ -573,6 +567,18 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
             }
         }
         Poll::Ready(())
+    }
+
+    /// Lets go of the empty buffers of a connection about to wait: to the
+    /// thread's next connection that reads or writes (a few kept per
+    /// thread: no allocation per message), or to the allocator (see
+    /// [`RuntimeIo::RECYCLES_BUFFERS`]).
+    fn release_buffers(&mut self) {
+        if R::RECYCLES_BUFFERS {
+            self.conn.recycle_buffers();
+        } else {
+            self.conn.shrink_buffers();
+        }
     }
 
     // ---- The send side ------------------------------------------------

@@ -50,6 +50,16 @@ pub trait RuntimeIo<S>: Runtime {
     /// connection blocked in a long read holds no receive buffer.
     const RESERVES_READ_ROOM: bool = true;
 
+    /// Whether a waiting connection's empty receive and transmit buffers go
+    /// to the thread's cache for its next connection that reads or writes
+    /// ([`Connection::recycle_buffers`](tether_proto::Connection::recycle_buffers):
+    /// a few per thread, no allocation per message), rather than back to
+    /// the allocator ([`shrink_buffers`](tether_proto::Connection::shrink_buffers)).
+    /// Right for runtimes that run many connections on a thread; a runtime
+    /// with a thread per connection (blocking) sets it to `false`, or every
+    /// thread would keep what its one connection let go of.
+    const RECYCLES_BUFFERS: bool = true;
+
     /// Reads into the core's receive buffer, which only appends (it is a
     /// [`bytes::BufMut`]: read into its `chunk_mut`, or `put_slice`);
     /// `Ok(0)` is the end of the stream. The loop has reserved room for a
