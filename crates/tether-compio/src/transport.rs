@@ -12,8 +12,11 @@
 //!   buffer of uWebSockets, done by the kernel). What arrived is appended to
 //!   the connection's receive buffer and the pool buffer goes back at once.
 //!   When the pool is empty (`ENOBUFS`: data is there, no buffer was), and
-//!   while a large message streams in (the last read filled a whole pool
-//!   buffer), one read goes into a spare buffer of this thread instead.
+//!   while a large message streams in (the last read filled its buffer),
+//!   one read goes straight into the room of the connection's receive
+//!   buffer instead ([`RecvBuf::split_room`]), with `MSG_DONTWAIT` so that
+//!   it never waits holding that room: no copy for the bulk of a large
+//!   message.
 //! - **Writes** copy what the loop gives (up to 256 KiB) into a spare buffer
 //!   of this thread, which the operation owns until it completes; the loop
 //!   is told how much was written when it asks again. A write that returned
@@ -31,7 +34,7 @@ use std::net::{Shutdown, SocketAddr};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::BufMut;
+use bytes::{BufMut, BytesMut};
 use compio::buf::{BufResult, IntoInner, IoBufMut};
 use compio::driver::op::{Recv, RecvFlags, RecvManaged, Send, SendFlags};
 use compio::driver::{ResultTakeBuffer, SharedFd, ToSharedFd};
@@ -43,9 +46,11 @@ type Fd = SharedFd<socket2::Socket>;
 
 /// The most one write copies and submits.
 const MAX_WRITE: usize = 256 * 1024;
-/// The size of a read into a spare buffer (after `ENOBUFS`, or while a
-/// large message streams in).
+/// The size of a read outside the pool (after `ENOBUFS`, or while a large
+/// message streams in): the least room it is given in the receive buffer.
 const SPARE_READ: usize = 64 * 1024;
+/// The most room reserved at once for the rest of a frame arriving.
+const MAX_FRAME_ROOM: usize = 1 << 20;
 /// Spare buffers kept per thread, and the bytes they may hold in all.
 const SPARE_COUNT: usize = 64;
 const SPARE_BYTES: usize = 8 << 20;
@@ -65,8 +70,9 @@ thread_local! {
 pub struct ReadCounts {
     /// Reads into a buffer of the runtime's pool.
     pub pooled: u64,
-    /// Reads into a spare buffer of the thread: the pool was empty, or a
-    /// large message was streaming in, or the runtime has no pool.
+    /// Reads outside the pool: straight into the connection's receive
+    /// buffer (the pool was empty, or a large message was streaming in), or
+    /// into a spare buffer of the thread when the runtime has no pool.
     pub spare: u64,
 }
 
@@ -134,7 +140,10 @@ enum ReadOp {
     Idle,
     /// Into a buffer of the runtime's pool, chosen by the kernel on arrival.
     Pooled(Submit<RecvManaged<Fd>>),
-    /// Into a spare buffer of this thread.
+    /// Into the room of the connection's receive buffer, lent for the read
+    /// (`MSG_DONTWAIT`: made only when data is expected to be there).
+    Direct(Submit<Recv<BytesMut, Fd>>),
+    /// Into a spare buffer of this thread: the runtime has no pool.
     Spare(Submit<Recv<Vec<u8>, Fd>>),
 }
 
@@ -203,16 +212,17 @@ impl CompioStream {
         !matches!(self.read, ReadOp::Idle)
     }
 
-    /// Whether the read in flight holds a buffer of its own: only a spare
-    /// read, which is made when data is already there and completes at once
-    /// (a connection that waits for data waits in a pooled read).
+    /// Whether the read in flight holds a buffer: only a read outside the
+    /// pool, which is made when data is already there and completes at once
+    /// (a connection that waits for data waits in a pooled read), or any
+    /// read of a runtime without a pool.
     pub fn holds_read_buffer(&self) -> bool {
-        matches!(self.read, ReadOp::Spare(_))
+        matches!(self.read, ReadOp::Direct(_) | ReadOp::Spare(_))
     }
 
-    fn start_read(&mut self) {
+    fn start_read(&mut self, buf: &mut RecvBuf<'_>) {
         if self.streaming {
-            self.start_spare_read();
+            self.start_direct_read(buf);
         } else {
             self.start_pooled_read();
         }
@@ -236,18 +246,25 @@ impl CompioStream {
         }
     }
 
-    /// A read into a spare buffer, made only when data is expected to be
-    /// there already; `MSG_DONTWAIT`, so that it never waits holding the
-    /// buffer: without data it fails at once and a pooled read follows.
-    fn start_spare_read(&mut self) {
-        let op = Recv::new(self.fd.clone(), take_spare(SPARE_READ), RecvFlags::DONTWAIT);
-        self.read = ReadOp::Spare(compio::runtime::submit(op));
+    /// A read straight into the receive buffer's room, made only when data
+    /// is expected to be there already; `MSG_DONTWAIT`, so that it never
+    /// waits holding the room: without data it fails at once, the room goes
+    /// back, and a pooled read follows.
+    fn start_direct_read(&mut self, buf: &mut RecvBuf<'_>) {
+        // Room for the rest of the frame arriving (up to `MAX_FRAME_ROOM`)
+        // at once: growing step by step would copy what came so far at
+        // every step. Made only while the peer sends (the last read filled
+        // its buffer), so a peer that announces a large frame and stops
+        // gets at most that.
+        let room = buf.frame_rest().clamp(SPARE_READ, MAX_FRAME_ROOM);
+        let op = Recv::new(self.fd.clone(), buf.split_room(room), RecvFlags::DONTWAIT);
+        self.read = ReadOp::Direct(compio::runtime::submit(op));
     }
 
     pub(crate) fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut RecvBuf<'_>) -> Poll<io::Result<usize>> {
         loop {
             match &mut self.read {
-                ReadOp::Idle => self.start_read(),
+                ReadOp::Idle => self.start_read(buf),
                 ReadOp::Pooled(submit) => {
                     let result = match Pin::new(submit).poll(cx) {
                         Poll::Pending => return Poll::Pending,
@@ -267,9 +284,32 @@ impl CompioStream {
                         Ok(None) => return Poll::Ready(Ok(0)),
                         // ENOBUFS: every pool buffer is in use and data is
                         // waiting; this read takes a spare buffer.
-                        Err(e) if e.kind() == io::ErrorKind::ResourceBusy => self.start_spare_read(),
+                        Err(e) if e.kind() == io::ErrorKind::ResourceBusy => self.start_direct_read(buf),
                         Err(e) => return Poll::Ready(Err(e)),
                     }
+                }
+                ReadOp::Direct(submit) => {
+                    let BufResult(result, op) = match Pin::new(submit).poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(result) => result,
+                    };
+                    self.read = ReadOp::Idle;
+                    let mut room = op.into_inner();
+                    if let Ok(n) = result {
+                        count_read(true);
+                        self.streaming = n == room.capacity();
+                        // SAFETY: the kernel wrote `n` bytes at the start of
+                        // the room, within its capacity.
+                        unsafe { room.set_len(n) };
+                    }
+                    buf.unsplit_room(room);
+                    if matches!(&result, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+                        // Nothing there after all: wait in a pooled read.
+                        self.streaming = false;
+                        self.start_pooled_read();
+                        continue;
+                    }
+                    return Poll::Ready(result);
                 }
                 ReadOp::Spare(submit) => {
                     let BufResult(result, op) = match Pin::new(submit).poll(cx) {
@@ -278,13 +318,6 @@ impl CompioStream {
                     };
                     self.read = ReadOp::Idle;
                     let mut spare = op.into_inner();
-                    if matches!(&result, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
-                        // Nothing there after all: wait in a pooled read.
-                        give_back(spare);
-                        self.streaming = false;
-                        self.start_pooled_read();
-                        continue;
-                    }
                     count_read(true);
                     if let Ok(n) = result {
                         // SAFETY: the kernel wrote `n` bytes at the start of

@@ -383,7 +383,14 @@ impl Connection {
     /// [`handle_read`](Self::handle_read) makes.
     pub fn recv_buffer_mut(&mut self) -> RecvBuf<'_> {
         self.recv_mark = self.recv.len();
-        RecvBuf { buf: &mut self.recv }
+        // The bytes still to come of an unfragmented frame that accumulates
+        // in the buffer (its header parsed, its length checked against the
+        // limits): what a read may reserve room for at once.
+        let frame_rest = self.whole.as_ref().map_or(0, |w| w.len.saturating_sub(self.recv.len()));
+        RecvBuf {
+            buf: &mut self.recv,
+            frame_rest,
+        }
     }
 
     /// Takes note of what was appended to
@@ -1508,6 +1515,7 @@ impl Connection {
 #[derive(Debug)]
 pub struct RecvBuf<'a> {
     buf: &'a mut BytesMut,
+    frame_rest: usize,
 }
 
 impl<'a> From<&'a mut BytesMut> for RecvBuf<'a> {
@@ -1515,7 +1523,7 @@ impl<'a> From<&'a mut BytesMut> for RecvBuf<'a> {
     /// through the same runtime call before a connection exists (the
     /// opening handshake).
     fn from(buf: &'a mut BytesMut) -> Self {
-        Self { buf }
+        Self { buf, frame_rest: 0 }
     }
 }
 
@@ -1533,6 +1541,17 @@ impl RecvBuf<'_> {
         self.buf.reserve(additional);
     }
 
+    /// The bytes still to come of the frame being received, when its
+    /// header is parsed and its payload accumulates in this buffer (an
+    /// unfragmented message, not streamed): room a read may reserve at
+    /// once instead of growing the buffer step by step, each step copying
+    /// what arrived so far. 0 when unknown. Its length was checked against
+    /// the connection's limits, but it is only the peer's word: reserve it
+    /// when the peer is sending, and bound it.
+    pub fn frame_rest(&self) -> usize {
+        self.frame_rest
+    }
+
     /// The room left before the buffer must grow: what one read can fill
     /// without an allocation.
     pub fn spare_capacity(&self) -> usize {
@@ -1547,6 +1566,30 @@ impl RecvBuf<'_> {
     /// Whether the buffer holds no bytes.
     pub fn is_empty(&self) -> bool {
         self.buf.is_empty()
+    }
+
+    /// The room after the bytes held (at least `min` bytes, reserved as
+    /// [`reserve`](Self::reserve) does), lent as an empty buffer of its
+    /// own: for a read that owns its buffer until it completes later (a
+    /// completion-based transport such as io_uring), reading straight into
+    /// the receive buffer instead of into a buffer of its own and copying.
+    /// Give it back with what was read in it to
+    /// [`unsplit_room`](Self::unsplit_room). Meanwhile the receive buffer
+    /// has no room: bytes appended to it in the meantime move it, and the
+    /// room's bytes are then copied after them when they come back.
+    pub fn split_room(&mut self, min: usize) -> BytesMut {
+        self.reserve(min);
+        let len = self.buf.len();
+        self.buf.split_off(len)
+    }
+
+    /// Appends the bytes read into a room lent by
+    /// [`split_room`](Self::split_room): without a copy when the room still
+    /// follows the buffer's bytes (nothing was appended meanwhile),
+    /// otherwise copied. Only the room's own bytes are taken: it cannot
+    /// reach what the buffer held before.
+    pub fn unsplit_room(&mut self, room: BytesMut) {
+        self.buf.unsplit(room);
     }
 }
 

@@ -1586,6 +1586,49 @@ mod in_place {
         }
     }
 
+    /// A completion-based transport lends the receive buffer's room to a
+    /// read and gives it back filled: the frame is received in place,
+    /// without a copy, and a room given back after the buffer moved is
+    /// copied after what the buffer holds (nothing lost or reordered).
+    #[test]
+    fn a_lent_room_comes_back_in_place() {
+        let payload = vec![9u8; 50_000];
+        let bytes = cf(0x2, true, &payload);
+        let (first, rest) = bytes.split_at(1_000);
+        let mut conn = server();
+        receive(&mut conn, first);
+        assert_eq!(conn.poll_event(), None);
+        let mut buf = conn.recv_buffer_mut();
+        // The frame's header is parsed: the rest of it is known.
+        assert_eq!(buf.frame_rest(), rest.len());
+        let mut room = buf.split_room(buf.frame_rest());
+        assert_eq!((room.len(), buf.spare_capacity()), (0, 0));
+        assert!(room.capacity() >= rest.len());
+        let at = room.as_ptr() as usize;
+        room.extend_from_slice(rest);
+        buf.unsplit_room(room);
+        conn.handle_received(now());
+        let Some(Event::Message(message)) = conn.poll_event() else {
+            panic!("no message")
+        };
+        assert_eq!(message.as_bytes(), &payload[..]);
+        // In place: the bytes read into the room are where the room was.
+        let tail = &message.as_bytes()[message.len() - rest.len()..];
+        assert_eq!(tail.as_ptr() as usize, at);
+
+        // The buffer grew (moved) while the room was lent: the room's bytes
+        // follow the ones appended meanwhile.
+        let mut conn = server();
+        let bytes = [cf(0x1, true, b"one"), cf(0x1, true, b"two")].concat();
+        let mut buf = conn.recv_buffer_mut();
+        let mut room = buf.split_room(16);
+        buf.put_slice(&bytes[..4]);
+        room.extend_from_slice(&bytes[4..]);
+        buf.unsplit_room(room);
+        conn.handle_received(now());
+        assert_eq!(events(&mut conn), vec![text("one"), text("two")]);
+    }
+
     #[test]
     fn the_handle_appends_the_same_as_handle_read() {
         let mut bytes = cf(1, true, "ελληνικά".as_bytes());
