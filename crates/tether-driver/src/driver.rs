@@ -396,15 +396,33 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
     }
 
     /// Whole messages: reassembles streamed ones.
+    #[inline]
     pub fn poll_message(&mut self, cx: &mut Context<'_>, side: Side) -> Poll<Option<Result<Message, Error>>> {
+        // The common case, inlined into the caller: a message already
+        // parsed goes straight out (not through `Incoming`, nor moved
+        // through another call's return value).
+        match self.conn.poll_event() {
+            Some(Event::Message(message)) => Poll::Ready(Some(Ok(message))),
+            event => self.poll_message_slow(cx, side, event),
+        }
+    }
+
+    #[inline(never)]
+    fn poll_message_slow(
+        &mut self,
+        cx: &mut Context<'_>,
+        side: Side,
+        mut event: Option<Event>,
+    ) -> Poll<Option<Result<Message, Error>>> {
         loop {
-            // A message already parsed goes straight out, not through
-            // `Incoming` (one move of it fewer per message).
-            let incoming = match self.conn.poll_event() {
+            let incoming = match event.take() {
                 Some(Event::Message(message)) => return Poll::Ready(Some(Ok(message))),
-                Some(event) => match self.on_event(event) {
+                Some(other) => match self.on_event(other) {
                     Some(incoming) => Some(incoming),
-                    None => continue,
+                    None => {
+                        event = self.conn.poll_event();
+                        continue;
+                    }
                 },
                 None => ready!(self.poll_incoming(cx, side)),
             };
