@@ -86,6 +86,9 @@ impl Timer for BlockingTimer {
 impl Runtime for Blocking {
     type Timer = BlockingTimer;
 
+    // A thread per connection: buffers go back to the allocator.
+    const RECYCLES_BUFFERS: bool = false;
+
     fn now() -> Instant {
         Instant::now()
     }
@@ -248,8 +251,6 @@ impl<S: BlockingIo> RuntimeIo<Transport<S>> for Blocking {
     // The loop reserves no room before a read: `read_into` copies what
     // arrived, so a thread blocked in an idle read holds no receive buffer.
     const RESERVES_READ_ROOM: bool = false;
-    // A thread per connection: buffers go back to the allocator.
-    const RECYCLES_BUFFERS: bool = false;
 
     fn poll_write(io: &mut Transport<S>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let poll = blocking(|| io.io.write(buf));

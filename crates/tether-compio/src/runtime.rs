@@ -106,6 +106,18 @@ impl RuntimeIo<CompioStream> for Compio {
         true
     }
 
+    /// The connection's output is written as it is, owned by the write
+    /// until it completes: no copy.
+    const WRITES_OWNED: bool = true;
+
+    fn poll_write_owned(
+        io: &mut CompioStream,
+        cx: &mut Context<'_>,
+        chunks: &mut dyn Iterator<Item = bytes::Bytes>,
+    ) -> Poll<io::Result<usize>> {
+        io.poll_write_owned(cx, chunks)
+    }
+
     fn poll_flush(io: &mut CompioStream, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         io.poll_flush(cx)
     }

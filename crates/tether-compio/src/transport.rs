@@ -17,12 +17,17 @@
 //!   buffer instead ([`RecvBuf::split_room`]), with `MSG_DONTWAIT` so that
 //!   it never waits holding that room: no copy for the bulk of a large
 //!   message.
-//! - **Writes** copy what the loop gives (up to 256 KiB) into a spare buffer
-//!   of this thread, which the operation owns until it completes; the loop
+//! - **Writes** take the connection's output as it is: owned chunks shared
+//!   with the connection ([`Connection::transmit_owned`]: the frames, and
+//!   large payloads as the application gave them), up to 16 in one vectored
+//!   write, which owns them until it completes: nothing is copied. The loop
 //!   is told how much was written when it asks again. A write that returned
-//!   `Pending` must be asked again with bytes that start with the same
-//!   bytes, which the driving loop does (its transmit queue only advances on
-//!   an answer).
+//!   `Pending` is asked again with output that starts with the same bytes,
+//!   which the driving loop does (its transmit queue only advances on an
+//!   answer). Borrowed bytes (the opening handshake's) are copied into a
+//!   spare buffer of this thread (up to 256 KiB per write).
+//!
+//! [`Connection::transmit_owned`]: tether_proto::Connection::transmit_owned
 //!
 //! The operations are submitted when the runtime's loop turn ends, together
 //! with every other socket's: one `io_uring_enter` for all of them.
@@ -34,9 +39,10 @@ use std::net::{Shutdown, SocketAddr};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
+use compio::buf::arrayvec::ArrayVec;
 use compio::buf::{BufResult, IntoInner, IoBufMut};
-use compio::driver::op::{Recv, RecvFlags, RecvManaged, Send, SendFlags};
+use compio::driver::op::{Recv, RecvFlags, RecvManaged, Send, SendFlags, SendVectored};
 use compio::driver::{ResultTakeBuffer, SharedFd, ToSharedFd};
 use compio::net::TcpStream;
 use compio::runtime::{Runtime, Submit};
@@ -44,8 +50,10 @@ use tether_proto::RecvBuf;
 
 type Fd = SharedFd<socket2::Socket>;
 
-/// The most one write copies and submits.
+/// The most one write of borrowed bytes copies and submits.
 const MAX_WRITE: usize = 256 * 1024;
+/// The most chunks of owned output one write takes.
+const MAX_CHUNKS: usize = 16;
 /// The size of a read outside the pool (after `ENOBUFS`, or while a large
 /// message streams in): the least room it is given in the receive buffer.
 const SPARE_READ: usize = 64 * 1024;
@@ -149,7 +157,12 @@ enum ReadOp {
 
 enum WriteOp {
     Idle,
+    /// Borrowed bytes, copied into a spare buffer of this thread.
     InFlight(Submit<Send<Vec<u8>, Fd>>),
+    /// One chunk of the connection's output.
+    Owned(Submit<Send<Bytes, Fd>>),
+    /// Several chunks of the connection's output.
+    OwnedVectored(Submit<SendVectored<ArrayVec<Bytes, MAX_CHUNKS>, Fd>>),
     /// Completed while the loop was not asking (in `poll_flush`): the answer
     /// for its next `poll_write`.
     Done(io::Result<usize>),
@@ -346,14 +359,8 @@ impl CompioStream {
                     };
                     return Poll::Ready(result);
                 }
-                WriteOp::InFlight(submit) => {
-                    let BufResult(result, op) = match Pin::new(submit).poll(cx) {
-                        Poll::Pending => return Poll::Pending,
-                        Poll::Ready(result) => result,
-                    };
-                    self.write = WriteOp::Idle;
-                    give_back(op.into_inner());
-                    return Poll::Ready(result);
+                WriteOp::InFlight(_) | WriteOp::Owned(_) | WriteOp::OwnedVectored(_) => {
+                    return self.poll_write_in_flight(cx);
                 }
                 WriteOp::Idle => {
                     let total: usize = bufs.iter().map(|b| b.len()).sum();
@@ -375,17 +382,78 @@ impl CompioStream {
         }
     }
 
+    /// Writes some of the connection's output, owned (see the module
+    /// docs): the chunks are taken only when no write is in flight.
+    pub(crate) fn poll_write_owned(
+        &mut self,
+        cx: &mut Context<'_>,
+        chunks: &mut dyn Iterator<Item = Bytes>,
+    ) -> Poll<io::Result<usize>> {
+        match &self.write {
+            WriteOp::Done(_) => {
+                let WriteOp::Done(result) = std::mem::replace(&mut self.write, WriteOp::Idle) else {
+                    unreachable!("matched above")
+                };
+                Poll::Ready(result)
+            }
+            WriteOp::Idle => {
+                let Some(first) = chunks.next() else {
+                    return Poll::Ready(Ok(0));
+                };
+                let mut more = chunks.take(MAX_CHUNKS - 1).peekable();
+                self.write = if more.peek().is_none() {
+                    WriteOp::Owned(compio::runtime::submit(Send::new(
+                        self.fd.clone(),
+                        first,
+                        SendFlags::NOSIGNAL,
+                    )))
+                } else {
+                    let mut all = ArrayVec::new();
+                    all.push(first);
+                    all.extend(more);
+                    WriteOp::OwnedVectored(compio::runtime::submit(SendVectored::new(
+                        self.fd.clone(),
+                        all,
+                        SendFlags::NOSIGNAL,
+                    )))
+                };
+                self.poll_write_in_flight(cx)
+            }
+            _ => self.poll_write_in_flight(cx),
+        }
+    }
+
+    /// Polls the write in flight: its answer once it completes (its buffers
+    /// go back: a spare one to the thread, owned chunks to the connection).
+    fn poll_write_in_flight(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let result = match &mut self.write {
+            WriteOp::InFlight(submit) => {
+                let BufResult(result, op) = std::task::ready!(Pin::new(submit).poll(cx));
+                give_back(op.into_inner());
+                result
+            }
+            WriteOp::Owned(submit) => std::task::ready!(Pin::new(submit).poll(cx)).0,
+            WriteOp::OwnedVectored(submit) => std::task::ready!(Pin::new(submit).poll(cx)).0,
+            WriteOp::Idle => return Poll::Ready(Ok(0)),
+            WriteOp::Done(_) => {
+                let WriteOp::Done(result) = std::mem::replace(&mut self.write, WriteOp::Idle) else {
+                    unreachable!("matched above")
+                };
+                return Poll::Ready(result);
+            }
+        };
+        self.write = WriteOp::Idle;
+        Poll::Ready(result)
+    }
+
     /// Waits for the write in flight, keeping its answer for the next
     /// `poll_write`.
     pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if let WriteOp::InFlight(submit) = &mut self.write {
-            let BufResult(result, op) = match Pin::new(submit).poll(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(result) => result,
-            };
-            give_back(op.into_inner());
-            self.write = WriteOp::Done(result);
+        if matches!(self.write, WriteOp::Idle | WriteOp::Done(_)) {
+            return Poll::Ready(Ok(()));
         }
+        let result = std::task::ready!(self.poll_write_in_flight(cx));
+        self.write = WriteOp::Done(result);
         Poll::Ready(Ok(()))
     }
 

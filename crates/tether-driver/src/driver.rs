@@ -104,7 +104,8 @@ pub struct Driver<S, R: Runtime> {
 
 impl<S, R: Runtime> Driver<S, R> {
     /// Runs `conn`, whose opening handshake is done, on `io`.
-    pub fn new(io: S, conn: Connection, config: &WebSocketConfig) -> Self {
+    pub fn new(io: S, mut conn: Connection, config: &WebSocketConfig) -> Self {
+        conn.set_buffer_recycling(R::RECYCLES_BUFFERS);
         Self {
             io,
             conn,
@@ -675,6 +676,18 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
         }
     }
 
+    /// One write of the output as borrowed slices (several frames in one
+    /// vectored write where the transport supports it).
+    fn poll_write_borrowed(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let mut slices = [IoSlice::new(&[]); MAX_IOV];
+        let count = self.conn.transmit_slices(&mut slices);
+        if count > 1 && R::is_write_vectored(&self.io) {
+            R::poll_write_vectored(&mut self.io, cx, &slices[..count])
+        } else {
+            R::poll_write(&mut self.io, cx, &slices[0])
+        }
+    }
+
     fn poll_write_inner(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.write_error.is_some() {
             // Output queued after a failed write goes nowhere.
@@ -685,12 +698,10 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
             R::set_deadline(&mut self.io, self.conn.poll_timeout());
         }
         while self.conn.pending_transmit() > 0 {
-            let mut slices = [IoSlice::new(&[]); MAX_IOV];
-            let count = self.conn.transmit_slices(&mut slices);
-            let n = if count > 1 && R::is_write_vectored(&self.io) {
-                ready!(R::poll_write_vectored(&mut self.io, cx, &slices[..count]))?
+            let n = if R::WRITES_OWNED {
+                ready!(R::poll_write_owned(&mut self.io, cx, &mut self.conn.transmit_owned()))?
             } else {
-                ready!(R::poll_write(&mut self.io, cx, &slices[0]))?
+                ready!(self.poll_write_borrowed(cx))?
             };
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tether_proto::RecvBuf;
 
 /// A runtime's clock and timer. Implemented on a marker type of the shell.
@@ -22,6 +23,18 @@ pub trait Runtime: 'static {
 
     /// A timer that fires at `deadline`.
     fn timer(deadline: Instant) -> Self::Timer;
+
+    /// Whether the empty receive and transmit buffers a connection lets go
+    /// of (when it waits, and as soon as parsing or a write empties them)
+    /// go to the thread's cache for its next connection that reads or
+    /// writes ([`Connection::recycle_buffers`](tether_proto::Connection::recycle_buffers),
+    /// [`Connection::set_buffer_recycling`](tether_proto::Connection::set_buffer_recycling):
+    /// a few per thread, no allocation per message), rather than back to
+    /// the allocator ([`shrink_buffers`](tether_proto::Connection::shrink_buffers)).
+    /// Right for runtimes that run many connections on a thread; a runtime
+    /// with a thread per connection (blocking) sets it to `false`, or every
+    /// thread would keep what its one connection let go of.
+    const RECYCLES_BUFFERS: bool = true;
 }
 
 /// One timer, re-armed in place.
@@ -50,16 +63,6 @@ pub trait RuntimeIo<S>: Runtime {
     /// connection blocked in a long read holds no receive buffer.
     const RESERVES_READ_ROOM: bool = true;
 
-    /// Whether a waiting connection's empty receive and transmit buffers go
-    /// to the thread's cache for its next connection that reads or writes
-    /// ([`Connection::recycle_buffers`](tether_proto::Connection::recycle_buffers):
-    /// a few per thread, no allocation per message), rather than back to
-    /// the allocator ([`shrink_buffers`](tether_proto::Connection::shrink_buffers)).
-    /// Right for runtimes that run many connections on a thread; a runtime
-    /// with a thread per connection (blocking) sets it to `false`, or every
-    /// thread would keep what its one connection let go of.
-    const RECYCLES_BUFFERS: bool = true;
-
     /// Reads into the core's receive buffer, which only appends (it is a
     /// [`bytes::BufMut`]: read into its `chunk_mut`, or `put_slice`);
     /// `Ok(0)` is the end of the stream. The loop has reserved room for a
@@ -75,6 +78,30 @@ pub trait RuntimeIo<S>: Runtime {
     /// Whether [`poll_write_vectored`](Self::poll_write_vectored) writes more
     /// than the first slice.
     fn is_write_vectored(io: &S) -> bool;
+
+    /// Whether the transport's writes own what they write until they
+    /// complete (io_uring): the loop then writes through
+    /// [`poll_write_owned`](Self::poll_write_owned), handing over the output
+    /// as owned chunks shared with the connection instead of slices the
+    /// transport would have to copy.
+    const WRITES_OWNED: bool = false;
+
+    /// Writes some of `chunks` (the output, in order, owned: see
+    /// [`WRITES_OWNED`](Self::WRITES_OWNED)) and returns how much. As with
+    /// the other writes, a call that returned `Pending` is made again with
+    /// output that starts with the same bytes; a transport with a write in
+    /// flight answers for that write and ignores the chunks. The default
+    /// writes the first chunk with [`poll_write`](Self::poll_write).
+    fn poll_write_owned(
+        io: &mut S,
+        cx: &mut Context<'_>,
+        chunks: &mut dyn Iterator<Item = Bytes>,
+    ) -> Poll<io::Result<usize>> {
+        match chunks.next() {
+            Some(first) => Self::poll_write(io, cx, &first),
+            None => Poll::Ready(Ok(0)),
+        }
+    }
 
     /// Flushes what the transport buffers (TLS records, for example).
     fn poll_flush(io: &mut S, cx: &mut Context<'_>) -> Poll<io::Result<()>>;

@@ -212,6 +212,9 @@ pub struct Connection {
     /// The receive buffer's length when it was last handed out or taken
     /// note of: what `handle_received` finds beyond it was just received.
     recv_mark: usize,
+    /// Buffers let go of on the way go to the thread's cache (see
+    /// [`Connection::set_buffer_recycling`]).
+    recycling: bool,
 }
 
 /// An unfragmented, untransformed data frame whose payload accumulates in
@@ -292,8 +295,9 @@ struct Transmit {
 /// Payloads at least this large are queued as their own chunk instead of
 /// being copied (server side, no extension transformed them).
 const ZERO_COPY_MIN: usize = 16 * 1024;
-/// Transmit buffers with this much capacity are freed once written out, so
-/// that a burst does not leave a large buffer behind.
+/// Buffers with more capacity than this are let go of as soon as they are
+/// empty (a receive buffer emptied by parsing, a transmit buffer written
+/// out), so that a burst does not leave a large buffer behind.
 const IDLE_BUFFER_MAX: usize = 16 * 1024;
 /// The least a transmit buffer is made with.
 const SEND_BUFFER_MIN: usize = 4 * 1024;
@@ -337,6 +341,7 @@ impl Connection {
             abandoned: false,
             stats: Stats::default(),
             recv_mark: 0,
+            recycling: false,
         }
     }
 
@@ -723,6 +728,23 @@ impl Connection {
         t.queue.iter().map(|chunk| &chunk[..]).chain(buf)
     }
 
+    /// The bytes to write to the transport, as the chunks that
+    /// [`transmit_slices`](Self::transmit_slices) offers but owned (shared
+    /// with the connection, not copied): for transports whose writes own
+    /// their buffers until they complete (io_uring). The small frames
+    /// coalesced since the last call become a chunk of their own (later
+    /// frames go after it). Nothing is consumed until
+    /// [`advance_transmit`](Self::advance_transmit), as with
+    /// `transmit_slices`: the transport gives back the chunks when its
+    /// write completes and reports how much it took.
+    pub fn transmit_owned(&mut self) -> impl Iterator<Item = Bytes> + '_ {
+        let t = &mut self.transmit;
+        if !t.buf.is_empty() {
+            t.queue.push_back(t.buf.split().freeze());
+        }
+        t.queue.iter().cloned()
+    }
+
     /// The transport took the first `n` bytes that
     /// [`transmit_slices`](Self::transmit_slices) offered (a partial write
     /// takes fewer than were offered); they are dropped from the output.
@@ -754,11 +776,18 @@ impl Connection {
             }
         }
         if t.len == 0 {
-            // Written out: the buffer is reused from its start, or given
-            // back if a burst made it large.
-            t.buf.clear();
-            if t.buf.capacity() > IDLE_BUFFER_MAX {
-                t.buf = BytesMut::new();
+            // Written out: when recycling, the buffer goes to the thread's
+            // next writer (a connection that only sends, while its receiving
+            // side waits, holds none); otherwise it is reused from its start,
+            // or given back if a burst made it large.
+            if self.recycling {
+                let buf = std::mem::take(&mut self.transmit.buf);
+                self.let_go(crate::spare::Kind::Send, buf);
+            } else {
+                t.buf.clear();
+                if t.buf.capacity() > IDLE_BUFFER_MAX {
+                    t.buf = BytesMut::new();
+                }
             }
         }
     }
@@ -918,6 +947,25 @@ impl Connection {
         self.release_buffers(true);
     }
 
+    /// Whether the buffers this connection lets go of on its own go to the
+    /// thread's cache (as with [`recycle_buffers`](Self::recycle_buffers))
+    /// rather than to the allocator: a receive buffer emptied by parsing,
+    /// and a transmit buffer once written out, so that a connection the
+    /// application does not poll for a while (it works on a message, or
+    /// only sends) holds neither. Off by default; async shells, which run
+    /// many connections per thread, turn it on.
+    pub fn set_buffer_recycling(&mut self, on: bool) {
+        self.recycling = on;
+    }
+
+    /// Lets go of a buffer the connection no longer needs: to the thread's
+    /// cache when recycling, otherwise to the allocator.
+    fn let_go(&self, kind: crate::spare::Kind, buf: BytesMut) {
+        if self.recycling {
+            crate::spare::give(kind, buf);
+        }
+    }
+
     fn release_buffers(&mut self, keep: bool) {
         if self.recv.is_empty() {
             let recv = std::mem::take(&mut self.recv);
@@ -983,13 +1031,15 @@ impl Connection {
         if let Err(error) = self.process(now) {
             self.fail(error, now);
         }
-        // A buffer a burst made larger than any read needs is let go of at
-        // once; one of the usual size stays until the shell waits, and
-        // gives it to the thread's next reader ([`Self::recycle_buffers`])
-        // or frees it ([`Self::shrink_buffers`]).
-        let idle_and_large = self.recv.is_empty() && self.recv.capacity() > crate::spare::MAX_LEN;
-        if self.state == State::Closed || idle_and_large {
+        // An emptied receive buffer of some size is let go of at once (to
+        // the thread's next reader when recycling: see
+        // `set_buffer_recycling`), so that a connection the application does
+        // not poll for a while holds none.
+        if self.state == State::Closed {
             self.recv = BytesMut::new();
+        } else if self.recv.is_empty() && self.recv.capacity() > IDLE_BUFFER_MAX {
+            let recv = std::mem::take(&mut self.recv);
+            self.let_go(crate::spare::Kind::Recv, recv);
         }
         if self.eof_received && self.events.is_empty() {
             // Nothing more can complete what is left of the buffer.
@@ -1568,19 +1618,23 @@ impl RecvBuf<'_> {
         self.buf.is_empty()
     }
 
-    /// The room after the bytes held (at least `min` bytes, reserved as
+    /// `len` bytes of room after the bytes held (reserved as
     /// [`reserve`](Self::reserve) does), lent as an empty buffer of its
-    /// own: for a read that owns its buffer until it completes later (a
+    /// own with exactly that capacity, so that a read into it takes at most
+    /// `len` bytes: for a read that owns its buffer until it completes later (a
     /// completion-based transport such as io_uring), reading straight into
     /// the receive buffer instead of into a buffer of its own and copying.
     /// Give it back with what was read in it to
     /// [`unsplit_room`](Self::unsplit_room). Meanwhile the receive buffer
     /// has no room: bytes appended to it in the meantime move it, and the
     /// room's bytes are then copied after them when they come back.
-    pub fn split_room(&mut self, min: usize) -> BytesMut {
-        self.reserve(min);
-        let len = self.buf.len();
-        self.buf.split_off(len)
+    pub fn split_room(&mut self, len: usize) -> BytesMut {
+        self.reserve(len);
+        let mut room = self.buf.split_off(self.buf.len());
+        // Whatever room is left beyond `len` is not lent (the buffer gets it
+        // back when it next grows and nothing else points into it).
+        drop(room.split_off(len));
+        room
     }
 
     /// Appends the bytes read into a room lent by

@@ -1201,6 +1201,40 @@ mod transmit {
         }
     }
 
+    /// Owned chunks (for transports whose writes own their buffers) are
+    /// the same bytes as the slices, shared rather than copied, and partial
+    /// writes with frames queued in between come out in order.
+    #[test]
+    fn owned_chunks_are_the_offered_bytes_shared() {
+        let (mut conn, payload) = server_with_mixed_output();
+        let expected = offered(&conn);
+        let chunks: Vec<Bytes> = conn.transmit_owned().collect();
+        assert_eq!(chunks.len(), 3);
+        assert_eq!(chunks.concat(), expected);
+        assert_eq!(chunks[1].as_ptr(), payload.as_ptr(), "the payload, not a copy");
+        assert_eq!(offered(&conn), expected, "nothing consumed");
+        drop(chunks);
+
+        // A transport taking 5 bytes at a time, with a frame queued between
+        // two writes: every byte once, in order.
+        let (mut reference, _) = server_with_mixed_output();
+        reference.send_text("later").unwrap();
+        let expected = transmitted(&mut reference);
+        let mut out = Vec::new();
+        let mut writes = 0;
+        while conn.pending_transmit() > 0 {
+            let chunks: Vec<Bytes> = conn.transmit_owned().collect();
+            let n = 5.min(chunks[0].len());
+            out.extend_from_slice(&chunks[0][..n]);
+            conn.advance_transmit(n);
+            writes += 1;
+            if writes == 2 {
+                conn.send_text("later").unwrap();
+            }
+        }
+        assert_eq!(out, expected);
+    }
+
     #[test]
     fn a_short_slice_array_gets_the_front_of_the_output() {
         let (mut conn, _) = server_with_mixed_output();
@@ -1507,35 +1541,55 @@ mod idle_memory {
         assert_eq!(events(&mut s), vec![text("again")]);
     }
 
-    /// The echo loop of an async shell, message after message: read into
-    /// the receive buffer, take the message, send it back, write it out,
-    /// wait (`recycle_buffers`). Both buffers go to the thread's cache when
-    /// it waits and come back from it for the next message: no allocation
-    /// of either per message (none is made after the first message).
+    /// The echo loop of an async shell (buffer recycling on), message after
+    /// message: read into the receive buffer, take the message, send it
+    /// back, write it out. Each buffer goes to the thread's cache as soon as
+    /// it is empty (parsed, written out), so that a connection the
+    /// application does not poll holds none, and comes back from it for the
+    /// next message: no allocation of either per message (none is made
+    /// after the first message). Without recycling they are freed instead.
     #[test]
     fn an_echo_loop_reuses_its_buffers_through_the_thread() {
         use crate::spare::{kept, Kind};
-        let mut s = server();
-        for i in 0..5u8 {
-            let mut buf = s.recv_buffer_mut();
-            buf.reserve(64 * 1024);
-            assert_eq!(kept(Kind::Recv), 0, "message {i}: taken from the cache");
-            buf.put_slice(&cf(0x2, true, &[i; 20]));
-            s.handle_received(now());
-            let Some(Event::Message(message)) = s.poll_event() else {
-                panic!("no message");
-            };
-            s.send(message).unwrap();
-            assert_eq!(kept(Kind::Send), 0, "message {i}: taken from the cache");
-            let mut slices = [IoSlice::new(&[]); 4];
-            assert_eq!(s.transmit_slices(&mut slices), 1);
-            assert_eq!(&slices[0][2..], &[i; 20]);
-            let len = slices[0].len();
-            s.advance_transmit(len);
-            assert_eq!(s.poll_event(), None);
-            s.recycle_buffers();
-            assert_eq!((s.recv.capacity(), s.transmit.buf.capacity()), (0, 0));
-            assert_eq!((kept(Kind::Recv), kept(Kind::Send)), (1, 1), "message {i}: kept");
+        for recycling in [true, false] {
+            let mut s = server();
+            s.set_buffer_recycling(recycling);
+            let kept_if = |n| if recycling { n } else { 0 };
+            for i in 0..5u8 {
+                let mut buf = s.recv_buffer_mut();
+                buf.reserve(64 * 1024);
+                assert_eq!(kept(Kind::Recv), 0, "message {i}: taken from the cache");
+                buf.put_slice(&cf(0x2, true, &[i; 20]));
+                s.handle_received(now());
+                let Some(Event::Message(message)) = s.poll_event() else {
+                    panic!("no message");
+                };
+                // Parsed: the emptied receive buffer is let go of at once.
+                assert_eq!((s.recv.capacity(), kept(Kind::Recv)), (0, kept_if(1)));
+                s.send(message).unwrap();
+                assert_eq!(kept(Kind::Send), 0, "message {i}: taken from the cache");
+                let mut slices = [IoSlice::new(&[]); 4];
+                assert_eq!(s.transmit_slices(&mut slices), 1);
+                assert_eq!(&slices[0][2..], &[i; 20]);
+                let len = slices[0].len();
+                s.advance_transmit(len);
+                if recycling {
+                    // Written out: the transmit buffer too.
+                    assert_eq!((s.transmit.buf.capacity(), kept(Kind::Send)), (0, 1));
+                }
+                assert_eq!(s.poll_event(), None);
+                s.recycle_buffers();
+                assert_eq!((s.recv.capacity(), s.transmit.buf.capacity()), (0, 0));
+                assert_eq!(
+                    (kept(Kind::Recv), kept(Kind::Send)),
+                    (kept_if(1), 1),
+                    "message {i}: kept"
+                );
+                if !recycling {
+                    // `recycle_buffers` kept the transmit buffer; not wanted here.
+                    let _ = crate::spare::take(Kind::Send, 1);
+                }
+            }
         }
     }
 }
@@ -1603,7 +1657,7 @@ mod in_place {
         assert_eq!(buf.frame_rest(), rest.len());
         let mut room = buf.split_room(buf.frame_rest());
         assert_eq!((room.len(), buf.spare_capacity()), (0, 0));
-        assert!(room.capacity() >= rest.len());
+        assert_eq!(room.capacity(), rest.len());
         let at = room.as_ptr() as usize;
         room.extend_from_slice(rest);
         buf.unsplit_room(room);
