@@ -19,7 +19,7 @@
 //!   message.
 //! - **Writes** take the connection's output as it is: owned chunks shared
 //!   with the connection ([`Connection::transmit_owned`]: the frames, and
-//!   large payloads as the application gave them), up to 16 in one vectored
+//!   large payloads as the application gave them), up to 8 in one vectored
 //!   write, which owns them until it completes: nothing is copied. The loop
 //!   is told how much was written when it asks again. A write that returned
 //!   `Pending` is asked again with output that starts with the same bytes,
@@ -53,7 +53,7 @@ type Fd = SharedFd<socket2::Socket>;
 /// The most one write of borrowed bytes copies and submits.
 const MAX_WRITE: usize = 256 * 1024;
 /// The most chunks of owned output one write takes.
-const MAX_CHUNKS: usize = 16;
+const MAX_CHUNKS: usize = 8;
 /// The size of a read outside the pool (after `ENOBUFS`, or while a large
 /// message streams in): the least room it is given in the receive buffer.
 const SPARE_READ: usize = 64 * 1024;
@@ -161,8 +161,10 @@ enum WriteOp {
     InFlight(Submit<Send<Vec<u8>, Fd>>),
     /// One chunk of the connection's output.
     Owned(Submit<Send<Bytes, Fd>>),
-    /// Several chunks of the connection's output.
-    OwnedVectored(Submit<SendVectored<ArrayVec<Bytes, MAX_CHUNKS>, Fd>>),
+    /// Several chunks of the connection's output (boxed: the chunks are
+    /// held inline until submission, and every connection would carry
+    /// their room).
+    OwnedVectored(Box<Submit<SendVectored<ArrayVec<Bytes, MAX_CHUNKS>, Fd>>>),
     /// Completed while the loop was not asking (in `poll_flush`): the answer
     /// for its next `poll_write`.
     Done(io::Result<usize>),
@@ -411,11 +413,11 @@ impl CompioStream {
                     let mut all = ArrayVec::new();
                     all.push(first);
                     all.extend(more);
-                    WriteOp::OwnedVectored(compio::runtime::submit(SendVectored::new(
+                    WriteOp::OwnedVectored(Box::new(compio::runtime::submit(SendVectored::new(
                         self.fd.clone(),
                         all,
                         SendFlags::NOSIGNAL,
-                    )))
+                    ))))
                 };
                 self.poll_write_in_flight(cx)
             }
@@ -433,7 +435,7 @@ impl CompioStream {
                 result
             }
             WriteOp::Owned(submit) => std::task::ready!(Pin::new(submit).poll(cx)).0,
-            WriteOp::OwnedVectored(submit) => std::task::ready!(Pin::new(submit).poll(cx)).0,
+            WriteOp::OwnedVectored(submit) => std::task::ready!(Pin::new(&mut **submit).poll(cx)).0,
             WriteOp::Idle => return Poll::Ready(Ok(0)),
             WriteOp::Done(_) => {
                 let WriteOp::Done(result) = std::mem::replace(&mut self.write, WriteOp::Idle) else {
