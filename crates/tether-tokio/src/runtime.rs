@@ -54,7 +54,11 @@ impl Timer for TokioTimer {
                 return Poll::Pending;
             }
         }
-        let poll = self.sleep.as_mut().poll(cx);
+        // Outside tokio's cooperative budget: with the task's budget spent
+        // (a burst of writes), `Sleep` would return `Pending` without
+        // registering the waker, and the shortcut above would then wait for
+        // a wake-up that never comes. A timer check is no work to yield for.
+        let poll = Pin::new(&mut tokio::task::unconstrained(self.sleep.as_mut())).poll(cx);
         self.waker = poll.is_pending().then(|| cx.waker().clone());
         poll
     }
