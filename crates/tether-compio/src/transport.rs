@@ -64,16 +64,17 @@ const SPARE_COUNT: usize = 64;
 const SPARE_BYTES: usize = 8 << 20;
 
 thread_local! {
-    /// This thread's reads: into pool buffers, into spare buffers.
+    /// This thread's reads: into pool buffers, and outside the pool.
     static READS: std::cell::Cell<ReadCounts> = const { std::cell::Cell::new(ReadCounts { pooled: 0, spare: 0 }) };
     /// Buffers that in-flight operations gave back, for the next ones: a
-    /// write or a spare read takes one, its completion returns it.
+    /// write of borrowed bytes, or a read of a runtime without a pool,
+    /// takes one; its completion returns it.
     static SPARE: RefCell<Spare> = const { RefCell::new(Spare { bufs: Vec::new(), held: 0 }) };
 }
 
 /// How this thread's reads were made, for tuning the pool ([`crate::runtime_builder`]): a
-/// high share of spare reads with small messages means the pool is too
-/// small for the reads that complete in one loop turn.
+/// high share of reads outside the pool with small messages means the pool
+/// is too small for the reads that complete in one loop turn.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReadCounts {
     /// Reads into a buffer of the runtime's pool.
@@ -132,7 +133,8 @@ fn give_back(buf: Vec<u8>) {
 }
 
 /// Appends what a read brought to the connection's receive buffer. A
-/// buffer that must grow is given room for a whole spare read at once
+/// buffer that must grow is given room for a whole read outside the pool
+/// at once
 /// (taken from the thread's cache when empty: see
 /// [`RecvBuf::reserve`]), not just for these bytes: the next read's
 /// bytes (the rest of a frame) then fit without a reallocation that
@@ -298,7 +300,8 @@ impl CompioStream {
                         }
                         Ok(None) => return Poll::Ready(Ok(0)),
                         // ENOBUFS: every pool buffer is in use and data is
-                        // waiting; this read takes a spare buffer.
+                        // waiting; this read goes straight into the
+                        // receive buffer.
                         Err(e) if e.kind() == io::ErrorKind::ResourceBusy => self.start_direct_read(buf),
                         Err(e) => return Poll::Ready(Err(e)),
                     }
