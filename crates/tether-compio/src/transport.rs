@@ -358,13 +358,7 @@ impl CompioStream {
     ) -> Poll<io::Result<usize>> {
         loop {
             match &mut self.write {
-                WriteOp::Done(_) => {
-                    let WriteOp::Done(result) = std::mem::replace(&mut self.write, WriteOp::Idle) else {
-                        unreachable!("matched above")
-                    };
-                    return Poll::Ready(result);
-                }
-                WriteOp::InFlight(_) | WriteOp::Owned(_) | WriteOp::OwnedVectored(_) => {
+                WriteOp::InFlight(_) | WriteOp::Owned(_) | WriteOp::OwnedVectored(_) | WriteOp::Done(_) => {
                     return self.poll_write_in_flight(cx);
                 }
                 WriteOp::Idle => {
@@ -395,11 +389,9 @@ impl CompioStream {
         chunks: &mut dyn Iterator<Item = Bytes>,
     ) -> Poll<io::Result<usize>> {
         match &self.write {
-            WriteOp::Done(_) => {
-                let WriteOp::Done(result) = std::mem::replace(&mut self.write, WriteOp::Idle) else {
-                    unreachable!("matched above")
-                };
-                Poll::Ready(result)
+            // A write in flight, or its answer: for this call.
+            WriteOp::InFlight(_) | WriteOp::Owned(_) | WriteOp::OwnedVectored(_) | WriteOp::Done(_) => {
+                self.poll_write_in_flight(cx)
             }
             WriteOp::Idle => {
                 let Some(first) = chunks.next() else {
@@ -424,12 +416,12 @@ impl CompioStream {
                 };
                 self.poll_write_in_flight(cx)
             }
-            _ => self.poll_write_in_flight(cx),
         }
     }
 
     /// Polls the write in flight: its answer once it completes (its buffers
-    /// go back: a spare one to the thread, owned chunks to the connection).
+    /// go back: a spare one to the thread, owned chunks to the connection),
+    /// or the answer kept by `poll_flush`. Never called without either.
     fn poll_write_in_flight(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         let result = match &mut self.write {
             WriteOp::InFlight(submit) => {

@@ -591,7 +591,7 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
     /// Lets go of the empty buffers of a connection about to wait: to the
     /// thread's next connection that reads or writes (a few kept per
     /// thread: no allocation per message), or to the allocator (see
-    /// [`RuntimeIo::RECYCLES_BUFFERS`]).
+    /// [`Runtime::RECYCLES_BUFFERS`]).
     fn release_buffers(&mut self) {
         if R::RECYCLES_BUFFERS {
             self.conn.recycle_buffers();
