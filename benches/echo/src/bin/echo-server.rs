@@ -303,7 +303,7 @@ mod futures_io_servers {
 }
 
 /// tether-compio: compio's runtime on the one thread (io_uring, a
-/// 128 x 16 KiB receive-buffer pool shared by every connection), one task
+/// 64 x 64 KiB receive-buffer pool shared by every connection), one task
 /// per connection, the same recv + feed loop as tether-tokio.
 fn compio_server(addr: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
     tether_compio::runtime()?.block_on(async {

@@ -1507,6 +1507,54 @@ mod event_order {
         );
         assert!(conn.should_close_transport());
     }
+
+    #[test]
+    fn every_whole_frame_before_eof_is_delivered_then_1006() {
+        // Three whole messages in one read (each taken on the way that
+        // bypasses the event queue), a ping, another message and half a
+        // frame, then the end of input.
+        let mut conn = client();
+        let mut input = Vec::new();
+        for body in [&b"one"[..], b"two", b"three"] {
+            input.extend_from_slice(&frame(1, true, 0, None, body));
+        }
+        input.extend_from_slice(&frame(9, true, 0, None, b"p"));
+        input.extend_from_slice(&frame(2, true, 0, None, b"four"));
+        input.extend_from_slice(&frame(1, true, 0, None, b"never whole")[..5]);
+        conn.handle_read(&input, now());
+        conn.handle_eof(now());
+        assert_eq!(
+            events(&mut conn),
+            vec![
+                text("one"),
+                text("two"),
+                text("three"),
+                Event::Ping(Bytes::from_static(b"p")),
+                Event::Message(Message::Binary(Bytes::from_static(b"four"))),
+                Event::Closed(Closed {
+                    code: CloseCode::ABNORMAL,
+                    reason: String::new(),
+                    cause: CloseCause::Abnormal
+                })
+            ]
+        );
+        assert_eq!(conn.stats().messages_received, 4);
+    }
+
+    #[test]
+    fn invalid_utf8_in_a_whole_frame_fails_with_1007_after_the_messages_before_it() {
+        let mut conn = client();
+        let mut input = frame(1, true, 0, None, b"fine").to_vec();
+        input.extend_from_slice(&frame(1, true, 0, None, &[0xff, 0xfe]));
+        input.extend_from_slice(&frame(1, true, 0, None, b"not delivered"));
+        conn.handle_read(&input, now());
+        let got = events(&mut conn);
+        assert_eq!(got[0], text("fine"));
+        assert!(
+            matches!(&got[1..], [Event::Closed(Closed { code, cause: CloseCause::Protocol(_), .. })] if *code == CloseCode::INVALID_PAYLOAD),
+            "{got:?}"
+        );
+    }
 }
 
 mod idle_memory {
