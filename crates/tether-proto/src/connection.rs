@@ -253,6 +253,11 @@ impl Events {
     }
 
     fn pop_front(&mut self) -> Option<Event> {
+        // Asked at every turn of a loop that waits: the empty queue is told
+        // by its tag, without moving the 72-byte slot out and back.
+        if self.first.is_none() {
+            return None;
+        }
         let event = self.first.take();
         self.first = self.rest.pop_front();
         event
@@ -684,21 +689,7 @@ impl Connection {
     pub fn poll_event(&mut self) -> Option<Event> {
         if self.events.is_empty() {
             if !self.recv.is_empty() {
-                // The common case goes out directly, not through the queue
-                // (a 72-byte event stored and loaded again per message).
-                match self.take_whole_message() {
-                    Ok(Some(message)) => {
-                        // More may follow in the buffer: the end of input is
-                        // seen to once it is parsed.
-                        self.let_go_emptied_recv();
-                        return Some(Event::Message(message));
-                    }
-                    Ok(None) => self.parse_next(),
-                    Err(error) => {
-                        self.fail(error, self.last_received);
-                        self.after_parse();
-                    }
-                }
+                self.parse_next();
             } else if self.eof_received {
                 self.finish_eof();
             }
@@ -1045,56 +1036,19 @@ impl Connection {
         if let Err(error) = self.process(now) {
             self.fail(error, now);
         }
-        self.after_parse();
-    }
-
-    /// The next frame, when it is a whole message in one frame, untransformed
-    /// and all in the buffer, with nothing else in progress: taken at once.
-    /// `Ok(None)` (nothing consumed) for anything else, which
-    /// [`process`](Self::process) handles.
-    #[inline]
-    fn take_whole_message(&mut self) -> Result<Option<Message>, ProtocolError> {
-        if self.state != State::Open || self.whole.is_some() || self.frame.is_some() {
-            return Ok(None);
-        }
-        let Some((header, header_len)) = FrameHeader::parse(&self.recv)? else {
-            return Ok(None);
-        };
-        if header.opcode.is_control() {
-            return Ok(None);
-        }
-        self.check_header(&header)?;
-        if self
-            .accumulates(&header)
-            .is_none_or(|len| self.recv.len() - header_len < len)
-        {
-            return Ok(None);
-        }
-        self.recv.advance(header_len);
-        self.try_fast_path(&header)
-    }
-
-    /// After parsing: the receive buffer's fate, and the end of input.
-    fn after_parse(&mut self) {
+        // An emptied receive buffer of some size is let go of at once (to
+        // the thread's next reader when recycling: see
+        // `set_buffer_recycling`), so that a connection the application does
+        // not poll for a while holds none.
         if self.state == State::Closed {
             self.recv = BytesMut::new();
-        } else {
-            self.let_go_emptied_recv();
+        } else if self.recv.is_empty() && self.recv.capacity() > IDLE_BUFFER_MAX {
+            let recv = std::mem::take(&mut self.recv);
+            self.let_go(crate::spare::Kind::Recv, recv);
         }
         if self.eof_received && self.events.is_empty() {
             // Nothing more can complete what is left of the buffer.
             self.finish_eof();
-        }
-    }
-
-    /// An emptied receive buffer of some size is let go of at once (to the
-    /// thread's next reader when recycling: see `set_buffer_recycling`), so
-    /// that a connection the application does not poll for a while holds
-    /// none.
-    fn let_go_emptied_recv(&mut self) {
-        if self.recv.is_empty() && self.recv.capacity() > IDLE_BUFFER_MAX {
-            let recv = std::mem::take(&mut self.recv);
-            self.let_go(crate::spare::Kind::Recv, recv);
         }
     }
 
@@ -1160,8 +1114,7 @@ impl Connection {
                     continue;
                 }
                 self.recv.advance(header_len);
-                if let Some(message) = self.try_fast_path(&header)? {
-                    self.events.push_back(Event::Message(message));
+                if self.try_fast_path(&header)? {
                     continue;
                 }
                 if let Some(len) = self.accumulates(&header) {
@@ -1248,9 +1201,9 @@ impl Connection {
     }
 
     /// A whole message in one frame, all of it here: taken in one go.
-    fn try_fast_path(&mut self, header: &FrameHeader) -> Result<Option<Message>, ProtocolError> {
+    fn try_fast_path(&mut self, header: &FrameHeader) -> Result<bool, ProtocolError> {
         let Some(len) = self.accumulates(header).filter(|&len| self.recv.len() >= len) else {
-            return Ok(None);
+            return Ok(false);
         };
         let mut payload = self.recv.split_to(len);
         if let Some(key) = header.mask {
@@ -1264,7 +1217,8 @@ impl Connection {
             Message::Binary(payload)
         };
         self.count_received(message.len(), true);
-        Ok(Some(message))
+        self.events.push_back(Event::Message(message));
+        Ok(true)
     }
 
     fn start_data_frame(&mut self, header: FrameHeader) -> Result<(), ProtocolError> {
