@@ -37,14 +37,14 @@ pub use run::{Case, Shell};
 pub use scenario::Scenario;
 
 /// The tests of one peer (`Python` or `Node`) for each shell (modules
-/// `tokio`, `smol`, `async_std`, `blocking`): each scenario with tether as
+/// `tokio`, `smol`, `async_std`, `blocking`, `compio`): each scenario with tether as
 /// client and as server, without and with permessage-deflate (modules named
 /// after the scenarios), and the permessage-deflate matrices (module
 /// `deflate`).
 #[macro_export]
 macro_rules! peer_tests {
     ($kind:ident) => {
-        $crate::peer_tests!(@shell $kind; tokio => Tokio, smol => Smol, async_std => AsyncStd, blocking => Blocking);
+        $crate::peer_tests!(@shell $kind; tokio => Tokio, smol => Smol, async_std => AsyncStd, blocking => Blocking, compio => Compio);
     };
     (@shell $kind:ident; $($shell_mod:ident => $shell:ident),*) => {
         $(

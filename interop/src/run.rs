@@ -1,6 +1,7 @@
 //! Running cases: tether as client against a peer server, tether as server
 //! against a peer client.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use std::future::Future;
@@ -257,6 +258,17 @@ async fn client_case(
             })
             .await?
         }
+        Shell::Compio => {
+            on_compio_thread(move || async move {
+                let tcp = compio::net::TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port)))
+                    .await
+                    .map_err(|e| format!("connect: {e}"))?;
+                tcp.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
+                let io = tether_compio::CompioStream::from(tcp);
+                client_side::<_, tether_compio::Compio>(io, Counters::from_connection(), url, case_).await
+            })
+            .await?
+        }
     };
     let report = peer_report(peer, id).await?;
     check(kind, case, true, outcome, &extensions, &report)
@@ -328,6 +340,16 @@ async fn server_case(
             })
             .await?
         }
+        Shell::Compio => {
+            on_compio_thread(move || async move {
+                let listener = compio::net::TcpListener::from_std(listener).map_err(|e| format!("listener: {e}"))?;
+                let (tcp, _) = listener.accept().await.map_err(|e| format!("accept: {e}"))?;
+                tcp.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
+                let io = tether_compio::CompioStream::from(tcp);
+                Ok(server_side::<_, tether_compio::Compio>(io, Counters::from_connection(), id, case_).await)
+            })
+            .await?
+        }
     };
     let (outcome, extensions) = match side {
         Ok(side) => side,
@@ -380,6 +402,10 @@ pub enum Shell {
     AsyncStd,
     /// tether-blocking, on a thread of its own.
     Blocking,
+    /// tether-compio, on a compio runtime of its own thread
+    /// (`tether_compio::runtime`: io_uring, or compio's poll driver where
+    /// io_uring is not available).
+    Compio,
 }
 
 impl Shell {
@@ -390,6 +416,7 @@ impl Shell {
             Self::Smol => "tether-futures on smol",
             Self::AsyncStd => "tether-futures on async-std",
             Self::Blocking => "tether-blocking",
+            Self::Compio => "tether-compio",
         }
     }
 }
@@ -407,6 +434,26 @@ async fn on_thread<T: Send + 'static>(
             Shell::AsyncStd => async_std::task::block_on(future),
             Shell::Blocking => tether_blocking::block_on(future),
             Shell::Tokio | Shell::Smol => smol::block_on(future),
+            Shell::Compio => unreachable!("tether-compio's side runs through on_compio_thread"),
+        };
+        let _ = tx.send(result);
+    });
+    rx.await.map_err(|_| "tether's side panicked".to_owned())?
+}
+
+/// Runs the future that `make` returns on a thread of its own, on a runtime
+/// made by `tether_compio::runtime` (compio's tasks stay on their thread,
+/// so the future is made there and need not be `Send`).
+async fn on_compio_thread<T, F>(make: impl FnOnce() -> F + Send + 'static) -> Result<T, String>
+where
+    T: Send + 'static,
+    F: Future<Output = Result<T, String>> + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let result = match tether_compio::runtime() {
+            Ok(runtime) => runtime.block_on(make()),
+            Err(e) => Err(format!("compio's runtime: {e}")),
         };
         let _ = tx.send(result);
     });

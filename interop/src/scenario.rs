@@ -146,12 +146,12 @@ impl Scenario {
                     return Err(format!("permessage-deflate not negotiated: extensions {extensions:?}"));
                 }
                 for message in data::deflate_messages() {
-                    let (written, read) = (counters.written(), counters.read());
+                    let (written, read) = counters.wire(&ws.stats());
                     send(ws, message.clone()).await?;
-                    let sent = counters.written() - written;
+                    let sent = counters.wire(&ws.stats()).0 - written;
                     expect(ws, &message, "echo").await?;
                     outcome.tether_sent.push((message.len(), sent));
-                    outcome.peer_sent.push((message.len(), counters.read() - read));
+                    outcome.peer_sent.push((message.len(), counters.wire(&ws.stats()).1 - read));
                 }
                 send_fragments(ws, DataKind::Text, &data::utf8_pieces()).await?;
                 expect(ws, &Message::Text(data::UTF8.into()), "echo of the fragmented text").await?;

@@ -7,24 +7,39 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
+use tether_driver::Stats;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Bytes read and written so far, shared with the [`Counted`] transport.
+/// Bytes read and written so far, shared with the [`Counted`] transport,
+/// or the connection's own count where the transport is not wrapped.
 #[derive(Debug, Clone, Default)]
 pub struct Counters {
     read: Arc<AtomicU64>,
     written: Arc<AtomicU64>,
+    /// No [`Counted`] transport: the connection's [`Stats`] count.
+    from_connection: bool,
 }
 
 impl Counters {
-    /// Bytes read from the socket so far.
-    pub fn read(&self) -> u64 {
-        self.read.load(Ordering::Relaxed)
+    /// For a transport that cannot be wrapped (tether-compio's, whose reads
+    /// and writes are io_uring operations on the socket): the bytes the
+    /// connection handed to the transport and took from it
+    /// ([`Stats::wire_bytes_sent`] and [`Stats::wire_bytes_received`]).
+    pub fn from_connection() -> Self {
+        Self {
+            from_connection: true,
+            ..Self::default()
+        }
     }
 
-    /// Bytes written to the socket so far.
-    pub fn written(&self) -> u64 {
-        self.written.load(Ordering::Relaxed)
+    /// Bytes written to and read from the socket so far, given the
+    /// connection's `stats`.
+    pub fn wire(&self, stats: &Stats) -> (u64, u64) {
+        if self.from_connection {
+            (stats.wire_bytes_sent, stats.wire_bytes_received)
+        } else {
+            (self.written.load(Ordering::Relaxed), self.read.load(Ordering::Relaxed))
+        }
     }
 }
 
