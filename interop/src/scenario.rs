@@ -150,8 +150,9 @@ impl Scenario {
                     send(ws, message.clone()).await?;
                     let sent = counters.wire(&ws.stats()).0 - written;
                     expect(ws, &message, "echo").await?;
+                    let received = counters.wire(&ws.stats()).1 - read;
                     outcome.tether_sent.push((message.len(), sent));
-                    outcome.peer_sent.push((message.len(), counters.wire(&ws.stats()).1 - read));
+                    outcome.peer_sent.push((message.len(), received));
                 }
                 send_fragments(ws, DataKind::Text, &data::utf8_pieces()).await?;
                 expect(ws, &Message::Text(data::UTF8.into()), "echo of the fragmented text").await?;
