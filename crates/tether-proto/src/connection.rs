@@ -255,9 +255,7 @@ impl Events {
     fn pop_front(&mut self) -> Option<Event> {
         // Asked at every turn of a loop that waits: the empty queue is told
         // by its tag, without moving the 72-byte slot out and back.
-        if self.first.is_none() {
-            return None;
-        }
+        self.first.as_ref()?;
         let event = self.first.take();
         self.first = self.rest.pop_front();
         event
