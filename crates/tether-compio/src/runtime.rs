@@ -5,7 +5,9 @@ use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use tether_driver::runtime::{Connect, Runtime, RuntimeIo, Timer};
@@ -20,11 +22,33 @@ pub struct Compio;
 /// A compio timer, re-armed in place: the sleep is made when first polled
 /// and again only when the deadline moves; it is polled (which re-registers
 /// the waker in compio's timer table) only when the waker changed, as the
-/// driving loop checks its timer at every turn.
+/// driving loop checks its timer at every turn. Between those checks no
+/// clock is read: compio's timer wakes the task through [`TimerWake`], which
+/// marks the timer fired first, so the check is one flag until then (as
+/// tokio's `Sleep::is_elapsed`).
 pub struct CompioTimer {
     deadline: Instant,
     sleep: Option<Pin<Box<dyn Future<Output = ()>>>>,
-    waker: Option<Waker>,
+    /// The waker the sleep was polled with, while it is armed.
+    armed: Option<Arc<TimerWake>>,
+}
+
+/// The waker handed to compio's timer: marks the timer fired, then wakes
+/// the task.
+struct TimerWake {
+    fired: AtomicBool,
+    task: Waker,
+}
+
+impl Wake for TimerWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.fired.store(true, Ordering::Release);
+        self.task.wake_by_ref();
+    }
 }
 
 impl std::fmt::Debug for CompioTimer {
@@ -42,25 +66,40 @@ impl Timer for CompioTimer {
         if deadline != self.deadline {
             self.deadline = deadline;
             self.sleep = None;
-            self.waker = None;
+            self.armed = None;
         }
     }
 
     fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if let Some(armed) = &self.armed {
+            if !armed.fired.load(Ordering::Acquire) && armed.task.will_wake(cx.waker()) {
+                // Armed for this task, and compio has not fired it.
+                return Poll::Pending;
+            }
+        }
         if Instant::now() >= self.deadline {
             return Poll::Ready(());
         }
-        if self.sleep.is_some() && self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            // Armed for this waker already: compio wakes it at the deadline.
-            return Poll::Pending;
-        }
+        // Not armed, armed for another waker, or fired early (a timer may
+        // round): armed again for this task.
         let deadline = self.deadline;
-        let poll = self
+        let wake = Arc::new(TimerWake {
+            fired: AtomicBool::new(false),
+            task: cx.waker().clone(),
+        });
+        let waker = Waker::from(Arc::clone(&wake));
+        let sleep = self
             .sleep
-            .get_or_insert_with(|| Box::pin(compio::time::sleep_until(deadline)))
-            .as_mut()
-            .poll(cx);
-        self.waker = Some(cx.waker().clone());
+            .get_or_insert_with(|| Box::pin(compio::time::sleep_until(deadline)));
+        let poll = sleep.as_mut().poll(&mut Context::from_waker(&waker));
+        if poll.is_pending() {
+            self.armed = Some(wake);
+        } else {
+            // Done already (compio's timer took the deadline as past): a
+            // new sleep next time, though the deadline reads as ahead here.
+            self.sleep = None;
+            self.armed = None;
+        }
         poll
     }
 }
@@ -76,7 +115,7 @@ impl Runtime for Compio {
         CompioTimer {
             deadline,
             sleep: None,
-            waker: None,
+            armed: None,
         }
     }
 }
