@@ -5,12 +5,11 @@ use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tether_driver::runtime::{Connect, Runtime, RuntimeIo, Timer};
+use tether_driver::runtime::{Connect, Runtime, RuntimeIo, Timer, TimerWaker};
 use tether_proto::RecvBuf;
 
 use crate::CompioStream;
@@ -20,35 +19,14 @@ use crate::CompioStream;
 pub struct Compio;
 
 /// A compio timer, re-armed in place: the sleep is made when first polled
-/// and again only when the deadline moves; it is polled (which re-registers
-/// the waker in compio's timer table) only when the waker changed, as the
-/// driving loop checks its timer at every turn. Between those checks no
-/// clock is read: compio's timer wakes the task through [`TimerWake`], which
-/// marks the timer fired first, so the check is one flag until then (as
-/// tokio's `Sleep::is_elapsed`).
+/// and again only when the deadline moves. The driving loop checks its
+/// timer at every turn; until compio fires it (through a [`TimerWaker`]),
+/// the check is one flag: no clock read, no lookup in compio's timer table.
 pub struct CompioTimer {
     deadline: Instant,
     sleep: Option<Pin<Box<dyn Future<Output = ()>>>>,
-    /// The waker the sleep was polled with, while it is armed.
-    armed: Option<Arc<TimerWake>>,
-}
-
-/// The waker handed to compio's timer: marks the timer fired, then wakes
-/// the task.
-struct TimerWake {
-    fired: AtomicBool,
-    task: Waker,
-}
-
-impl Wake for TimerWake {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.fired.store(true, Ordering::Release);
-        self.task.wake_by_ref();
-    }
+    /// The waker the sleep holds, while it is armed.
+    armed: Option<Arc<TimerWaker>>,
 }
 
 impl std::fmt::Debug for CompioTimer {
@@ -71,32 +49,24 @@ impl Timer for CompioTimer {
     }
 
     fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if let Some(armed) = &self.armed {
-            if !armed.fired.load(Ordering::Acquire) && armed.task.will_wake(cx.waker()) {
-                // Armed for this task, and compio has not fired it.
-                return Poll::Pending;
-            }
+        if self.armed.as_ref().is_some_and(|armed| armed.waits_for(cx)) {
+            return Poll::Pending;
         }
         if Instant::now() >= self.deadline {
             return Poll::Ready(());
         }
-        // Not armed, armed for another waker, or fired early (a timer may
+        // Not armed, armed for another task, or fired early (a timer may
         // round): armed again for this task.
         let deadline = self.deadline;
-        let wake = Arc::new(TimerWake {
-            fired: AtomicBool::new(false),
-            task: cx.waker().clone(),
-        });
-        let waker = Waker::from(Arc::clone(&wake));
+        let (armed, waker) = TimerWaker::arm(cx);
         let sleep = self
             .sleep
             .get_or_insert_with(|| Box::pin(compio::time::sleep_until(deadline)));
         let poll = sleep.as_mut().poll(&mut Context::from_waker(&waker));
         if poll.is_pending() {
-            self.armed = Some(wake);
+            self.armed = Some(armed);
         } else {
-            // Done already (compio's timer took the deadline as past): a
-            // new sleep next time, though the deadline reads as ahead here.
+            // Done already (compio took the deadline as past).
             self.sleep = None;
             self.armed = None;
         }

@@ -6,7 +6,9 @@
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -48,6 +50,55 @@ pub trait Timer: Unpin {
     /// a waker and bounds its next read or write by the deadline instead
     /// (see [`RuntimeIo::set_deadline`]).
     fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()>;
+}
+
+/// The waker a shell hands its runtime's timer: marks the timer fired, then
+/// wakes the task. The driving loop asks its timer at every turn; with
+/// this a shell answers without reading the clock or asking the runtime's
+/// timer table until the runtime fired the timer (as tokio's
+/// `Sleep::is_elapsed` does for tether-tokio).
+///
+/// ```ignore
+/// if self.armed.as_ref().is_some_and(|armed| armed.waits_for(cx)) {
+///     return Poll::Pending; // armed for this task, not fired
+/// }
+/// let (armed, waker) = TimerWaker::arm(cx);
+/// // poll the runtime's timer with `Context::from_waker(&waker)`, keep `armed`
+/// ```
+#[derive(Debug)]
+pub struct TimerWaker {
+    fired: AtomicBool,
+    task: Waker,
+}
+
+impl TimerWaker {
+    /// A waker for `cx`'s task that marks this fired; keep the `Arc`, hand
+    /// the `Waker` to the runtime's timer.
+    pub fn arm(cx: &Context<'_>) -> (Arc<Self>, Waker) {
+        let armed = Arc::new(Self {
+            fired: AtomicBool::new(false),
+            task: cx.waker().clone(),
+        });
+        let waker = Waker::from(Arc::clone(&armed));
+        (armed, waker)
+    }
+
+    /// Whether the timer holding it has not fired and would wake `cx`'s
+    /// task: nothing to ask until it does.
+    pub fn waits_for(&self, cx: &Context<'_>) -> bool {
+        !self.fired.load(Ordering::Acquire) && self.task.will_wake(cx.waker())
+    }
+}
+
+impl Wake for TimerWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.fired.store(true, Ordering::Release);
+        self.task.wake_by_ref();
+    }
 }
 
 /// Poll-based I/O on a transport `S` under runtime `Self`: the handful of

@@ -7,13 +7,14 @@ use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use async_net::TcpStream;
 use bytes::BufMut;
 use futures_io::{AsyncRead, AsyncWrite};
-use tether_driver::runtime::{Connect, Runtime, RuntimeIo, Timer};
+use tether_driver::runtime::{Connect, Runtime, RuntimeIo, Timer, TimerWaker};
 use tether_driver::tether_proto::RecvBuf;
 
 #[cfg(feature = "tls")]
@@ -36,9 +37,10 @@ pub struct AsyncIoTimer {
     /// driving loop asks again after expiry (before re-arming it later).
     expired: bool,
     /// The waker the timer holds, if it was polled since the last reset:
-    /// the driving loop checks its timer at every turn, and polling
-    /// async-io's timer again takes the reactor's timer lock.
-    waker: Option<Waker>,
+    /// the driving loop checks its timer at every turn; until async-io
+    /// fires it the check is one flag (polling async-io's timer again takes
+    /// the reactor's timer lock, and reading the clock costs more).
+    armed: Option<Arc<TimerWaker>>,
 }
 
 impl Timer for AsyncIoTimer {
@@ -50,20 +52,20 @@ impl Timer for AsyncIoTimer {
         self.timer.set_at(deadline);
         self.deadline = deadline;
         self.expired = false;
-        self.waker = None;
+        self.armed = None;
     }
 
     fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if !self.expired {
-            if let Some(waker) = &self.waker {
-                // Armed for this task already: async-io wakes it once the
-                // deadline has passed.
-                if waker.will_wake(cx.waker()) && Instant::now() < self.deadline {
-                    return Poll::Pending;
-                }
+            if self.armed.as_ref().is_some_and(|armed| armed.waits_for(cx)) {
+                return Poll::Pending;
             }
-            if Pin::new(&mut self.timer).poll(cx).is_pending() {
-                self.waker = Some(cx.waker().clone());
+            let (armed, waker) = TimerWaker::arm(cx);
+            if Pin::new(&mut self.timer)
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending()
+            {
+                self.armed = Some(armed);
                 return Poll::Pending;
             }
             self.expired = true;
@@ -84,7 +86,7 @@ impl Runtime for FuturesIo {
             timer: async_io::Timer::at(deadline),
             deadline,
             expired: false,
-            waker: None,
+            armed: None,
         }
     }
 }
