@@ -1510,9 +1510,9 @@ mod event_order {
 
     #[test]
     fn every_whole_frame_before_eof_is_delivered_then_1006() {
-        // Three whole messages in one read (each taken on the way that
-        // bypasses the event queue), a ping, another message and half a
-        // frame, then the end of input.
+        // Three whole messages in one read, a ping, another message and
+        // half a frame, then the end of input: everything whole comes out,
+        // in order, before the abnormal closure.
         let mut conn = client();
         let mut input = Vec::new();
         for body in [&b"one"[..], b"two", b"three"] {
