@@ -240,3 +240,46 @@ pub fn share_of_deadline(deadline: Instant, now: Instant, remaining: usize) -> D
     let left = deadline.saturating_duration_since(now);
     left / u32::try_from(remaining.max(1)).unwrap_or(u32::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    /// A task's waker that counts its wake-ups.
+    struct Task(AtomicUsize);
+
+    impl Wake for Task {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn a_timer_waker_waits_until_it_wakes_its_task() {
+        let task = Arc::new(Task(AtomicUsize::new(0)));
+        let task_waker = Waker::from(Arc::clone(&task));
+        let cx = Context::from_waker(&task_waker);
+        let (armed, waker) = TimerWaker::arm(&cx);
+        assert!(armed.waits_for(&cx), "armed for this task, not fired");
+
+        let other = Waker::from(Arc::new(Task(AtomicUsize::new(0))));
+        assert!(
+            !armed.waits_for(&Context::from_waker(&other)),
+            "another task must arm it anew"
+        );
+
+        // The runtime's timer fires: the task is woken, and the check asks
+        // the runtime again.
+        waker.wake_by_ref();
+        assert_eq!(task.0.load(Ordering::Relaxed), 1);
+        assert!(!armed.waits_for(&cx));
+        waker.wake();
+        assert_eq!(task.0.load(Ordering::Relaxed), 2);
+    }
+}
