@@ -384,15 +384,25 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
             if self.is_finished() {
                 return Poll::Ready(None);
             }
-            // 3. The timer.
-            if self.poll_timer(cx) {
+            // 3. Read, unless the peer does not read what we send; then the
+            // timer, once the read would wait: one timer check per wait, not
+            // one per read. While the connection is open, bytes that arrive
+            // push its idle and keepalive deadlines later, and output that
+            // cannot be written runs the timer in `poll_write_out`; once it
+            // is closing, the timer goes first, so that a peer that keeps
+            // the socket readable cannot hold off the close timeout.
+            let open = self.conn.state() == State::Open;
+            if !open && self.poll_timer(cx) {
                 continue;
             }
-            // 4. Read, unless the peer does not read what we send.
-            if self.read_done || self.conn.pending_transmit() > self.write_limit {
-                return Poll::Pending;
+            let reading = !self.read_done && self.conn.pending_transmit() <= self.write_limit;
+            if reading && self.poll_read_in(cx).is_ready() {
+                continue;
             }
-            ready!(self.poll_read_in(cx));
+            if open && self.poll_timer(cx) {
+                continue;
+            }
+            return Poll::Pending;
         }
     }
 

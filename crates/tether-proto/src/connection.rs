@@ -233,6 +233,16 @@ struct WholeFrame {
 /// The events not yet handed out, in order. Parsing stops at the first
 /// event, so there is seldom more than one: it waits in `first`, without
 /// an allocation; the rare others queue behind it.
+/// The earlier of two optional deadlines.
+#[inline]
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
 #[derive(Default)]
 struct Events {
     first: Option<Event>,
@@ -684,7 +694,26 @@ impl Connection {
     /// one event at a time, so replies to what the application is handed
     /// (pongs, echoes, the close reply) are queued in the order of the frames
     /// that caused them.
+    #[inline]
     pub fn poll_event(&mut self) -> Option<Event> {
+        // Asked several times per message by a loop that drives the
+        // connection, mostly with nothing to give: that answer is inlined
+        // into the caller. Nothing queued, nothing to parse, no end of
+        // stream, and the transport not to be closed (so no linger deadline
+        // to arm): nothing to do.
+        if self.events.is_empty()
+            && self.recv.is_empty()
+            && !self.eof_received
+            && !self.transport_done
+            && self.state != State::Closed
+        {
+            return None;
+        }
+        self.poll_event_slow()
+    }
+
+    #[inline(never)]
+    fn poll_event_slow(&mut self) -> Option<Event> {
         if self.events.is_empty() {
             if !self.recv.is_empty() {
                 self.parse_next();
@@ -828,18 +857,13 @@ impl Connection {
         if self.should_close_transport() {
             return self.linger_deadline();
         }
+        // Asked at every turn of a driving loop: plain comparisons, no
+        // iterator over the candidates.
+        let closing = earliest(self.close_deadline, self.send_deadline());
         if self.state != State::Open {
-            return [self.close_deadline, self.send_deadline()].into_iter().flatten().min();
+            return closing;
         }
-        [
-            self.close_deadline,
-            self.send_deadline(),
-            self.idle_deadline(),
-            self.ping_deadline(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        earliest(closing, earliest(self.idle_deadline(), self.ping_deadline()))
     }
 
     /// Whether the adapter should close the transport once it has written
@@ -976,7 +1000,9 @@ impl Connection {
                 crate::spare::give(crate::spare::Kind::Recv, recv);
             }
         }
-        if self.events.is_empty() {
+        // Only queues that hold an allocation are replaced: dropping even an
+        // empty `VecDeque` costs a call per wait.
+        if self.events.is_empty() && self.events.rest.capacity() != 0 {
             self.events = Events::default();
         }
         if self.transmit.buf.is_empty() {
@@ -985,7 +1011,7 @@ impl Connection {
                 crate::spare::give(crate::spare::Kind::Send, buf);
             }
         }
-        if self.transmit.queue.is_empty() {
+        if self.transmit.queue.is_empty() && self.transmit.queue.capacity() != 0 {
             self.transmit.queue = VecDeque::new();
         }
     }
