@@ -16,7 +16,10 @@
 #
 # Options (after the script name): --crates LIST, --workloads LIST
 # (20b, 20b-p16, 1k, 16k, 1m), --kinds text,binary, --warmup SECS, --secs SECS,
-# --rounds N (median of N rounds), --idle-conns N, --no-idle.
+# --rounds N (median of N rounds), --idle-conns N, --no-idle, --syscalls
+# (system calls per message, under strace), --callgrind (instructions per
+# message instead of times: each server under valgrind's callgrind; needs
+# valgrind), --external NAME=COMMAND (a server built elsewhere).
 # Env: WARMUP, SECS, ROUNDS (defaults 1, 3 and 1).
 set -eu
 cd "$(dirname "$0")"

@@ -34,6 +34,16 @@
 //! `--syscalls` adds one window of 1 s per run under `strace -c -f` and a
 //! table of the server's system calls per message.
 //!
+//! `--callgrind` runs each server under `valgrind --tool=callgrind` and
+//! prints, instead of times, the instructions the server executed in user
+//! space per echoed message over the measured window (its counters zeroed
+//! at the start with `callgrind_control -z`, dumped at the end with `-d`):
+//! a count that repeats from run to run whatever else the machine is doing,
+//! for comparing code paths where the times are noisy. The server runs
+//! about 50 times slower under it, so it batches differently from a native
+//! run (more messages per read at 16 in flight): compare crates with one
+//! another in the same mode, not with the times.
+//!
 //! The suite prints its tables in markdown on stdout, progress on stderr.
 //! With `--rounds N` it runs everything N times, each round starting with
 //! another crate, and reports the median of each figure. With tether-tokio
@@ -172,6 +182,8 @@ struct Opts {
     external: Vec<(String, String)>,
     /// `--syscalls`: one more window of 1 s under `strace -c -f` per run.
     syscalls: bool,
+    /// `--callgrind`: servers under callgrind; instructions per message.
+    callgrind: bool,
 }
 
 impl Opts {
@@ -194,6 +206,7 @@ impl Opts {
             crates_given: false,
             external: Vec::new(),
             syscalls: false,
+            callgrind: false,
         };
         let list = |s: String| s.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect();
         while let Some(flag) = args.next() {
@@ -226,6 +239,7 @@ impl Opts {
                     }
                 }
                 "--syscalls" => opts.syscalls = true,
+                "--callgrind" => opts.callgrind = true,
                 other => return Err(format!("unknown option {other}").into()),
             }
         }
@@ -316,7 +330,8 @@ async fn suite(opts: &Opts) -> Result<(), Error> {
         }
     }
     let mut idle_results = Vec::new();
-    if opts.idle_conns > 0 {
+    // Memory under valgrind is valgrind's: no idle runs with `--callgrind`.
+    if opts.idle_conns > 0 && !opts.callgrind {
         for krate in &opts.crates {
             match idle(opts, krate).await {
                 Ok(result) => {
@@ -396,6 +411,33 @@ fn print_tables(
             "one round".to_owned()
         }
     );
+    if opts.callgrind {
+        // Under valgrind the times are valgrind's: only the counts.
+        println!();
+        println!(
+            "Server instructions per echoed message, user space (callgrind, counted over the measured window; \
+             lower is better):"
+        );
+        println!();
+        header("workload", Some("tether / best other"));
+        for row in rows {
+            let mut line = format!("| {row} |");
+            for krate in &opts.crates {
+                line += &match get(row, krate).and_then(|r| r.instructions_per_msg) {
+                    Some(n) => format!(" {} |", thousands(n)),
+                    None => " FAIL |".to_owned(),
+                };
+            }
+            if has_tether && !others.is_empty() {
+                line += &format!(
+                    " {} |",
+                    ratio(row, &|s| s.instructions_per_msg.unwrap_or(f64::NAN), true)
+                );
+            }
+            println!("{line}");
+        }
+        return;
+    }
     println!();
     println!("Server CPU time per echoed message, µs (lower is better):");
     println!();
@@ -600,6 +642,7 @@ struct Stats {
     msgs_per_sec: f64,
     server_busy: f64,
     syscalls_per_msg: Option<f64>,
+    instructions_per_msg: Option<f64>,
 }
 
 impl Stats {
@@ -620,7 +663,13 @@ impl Stats {
             v.sort_by(f64::total_cmp);
             v.get(v.len() / 2).copied()
         };
+        let instructions = {
+            let mut v: Vec<f64> = runs.iter().filter_map(|r| r.instructions_per_msg).collect();
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied()
+        };
         Some(Self {
+            instructions_per_msg: instructions,
             cpu_us_per_msg: median(RunResult::cpu_us_per_msg)?,
             user_us_per_msg: median(RunResult::user_us_per_msg)?,
             sys_us_per_msg: median(RunResult::sys_us_per_msg)?,
@@ -675,6 +724,8 @@ struct RunResult {
     server_user_ticks: u64,
     server_sys_ticks: u64,
     syscalls_per_msg: Option<f64>,
+    /// `--callgrind`: the server's instructions per message in the window.
+    instructions_per_msg: Option<f64>,
     loadgen_ticks: u64,
     ticks_per_sec: u64,
     clean_closes: usize,
@@ -703,7 +754,7 @@ impl RunResult {
     }
 
     fn describe(&self) -> String {
-        format!(
+        let mut line = format!(
             "{:<16} {:<36} {:>12} msgs/s  {:>7.2} us/msg server CPU  (server {:.0} %, loadgen {:.0} % of a core; \
              {}/{} answered a ping and closed cleanly)",
             display_name(&self.krate),
@@ -714,7 +765,11 @@ impl RunResult {
             self.loadgen_ticks as f64 / self.ticks_per_sec as f64 / self.elapsed.as_secs_f64() * 100.0,
             self.clean_closes,
             self.conns,
-        )
+        );
+        if let Some(n) = self.instructions_per_msg {
+            line += &format!("  {} instructions/msg (callgrind)", thousands(n));
+        }
+        line
     }
 }
 
@@ -771,6 +826,9 @@ async fn measure(
     }
     // Warm up (connections open meanwhile), then measure.
     tokio::time::sleep(Duration::from_secs_f64(opts.warmup)).await;
+    if server.callgrind.is_some() {
+        callgrind_control(server.pid, "-z").await?;
+    }
     let ticks_per_sec = clock_ticks();
     let (echoed0, server0, loadgen0, t0) = (
         shared.echoed.load(Ordering::Relaxed),
@@ -790,6 +848,10 @@ async fn measure(
         cpu_ticks_self()?,
         t0.elapsed(),
     );
+    let instructions = match &server.callgrind {
+        Some(out) => Some(callgrind_dump(server.pid, out).await?),
+        None => None,
+    };
     // The system calls, in one more window under strace (which slows the
     // server: only the count per message is used).
     let mut syscalls_per_msg = None;
@@ -839,6 +901,7 @@ async fn measure(
         server_user_ticks: server1.0 - server0.0,
         server_sys_ticks: server1.1 - server0.1,
         syscalls_per_msg,
+        instructions_per_msg: instructions.map(|n| n as f64 / echoed as f64),
         loadgen_ticks: loadgen1 - loadgen0,
         ticks_per_sec,
         clean_closes,
@@ -1080,24 +1143,45 @@ struct Server {
     child: Child,
     pid: u32,
     addr: String,
+    /// Under callgrind (`--callgrind`): where its dumps go (`PATH.1`, ...).
+    callgrind: Option<String>,
 }
 
 impl Server {
     /// The server of `krate`: the bench's own `echo-server`, or the
     /// `--external` command given for it.
     async fn start_for(opts: &Opts, krate: &str) -> Result<Self, Error> {
+        let callgrind = opts.callgrind.then(|| {
+            std::env::temp_dir()
+                .join(format!("tether-echo-callgrind-{}-{krate}.out", std::process::id()))
+                .display()
+                .to_string()
+        });
         match opts.external.iter().find(|(name, _)| name == krate) {
-            Some((_, command)) => Self::spawn(command, &[], krate).await,
-            None => Self::start(&opts.server, krate).await,
+            Some((_, command)) => Self::spawn(command, &[], krate, callgrind).await,
+            None => Self::spawn(&opts.server, &[krate], krate, callgrind).await,
         }
     }
 
     async fn start(path: &str, krate: &str) -> Result<Self, Error> {
-        Self::spawn(path, &[krate], krate).await
+        Self::spawn(path, &[krate], krate, None).await
     }
 
-    async fn spawn(path: &str, args: &[&str], krate: &str) -> Result<Self, Error> {
-        let mut child = Command::new(path)
+    async fn spawn(path: &str, args: &[&str], krate: &str, callgrind: Option<String>) -> Result<Self, Error> {
+        let mut command = match &callgrind {
+            Some(out) => {
+                let mut command = Command::new("valgrind");
+                // `--trace-children`: an `--external` command may be a
+                // script that execs the server.
+                command
+                    .args(["-q", "--tool=callgrind", "--trace-children=yes"])
+                    .arg(format!("--callgrind-out-file={out}"))
+                    .arg(path);
+                command
+            }
+            None => Command::new(path),
+        };
+        let mut child = command
             .args(args)
             .arg("127.0.0.1:0")
             .stdin(Stdio::null())
@@ -1114,6 +1198,7 @@ impl Server {
             child,
             pid,
             addr: String::new(),
+            callgrind,
         };
         match read {
             Ok(Ok(_)) if line.starts_with("listening on ") => {
@@ -1139,6 +1224,10 @@ impl Server {
             .is_err()
         {
             let _ = self.child.kill().await;
+        }
+        if let Some(out) = &self.callgrind {
+            // The dump callgrind writes at exit.
+            let _ = std::fs::remove_file(out);
         }
     }
 }
@@ -1197,6 +1286,36 @@ fn vm_rss_kib(pid: u32) -> Result<u64, Error> {
 /// attached for that long (the tracing slows the server: only the counts
 /// per delivery are used): (all calls, writes: write, writev, sendto,
 /// sendmsg). `None` without strace.
+/// `callgrind_control FLAG PID`: `-z` zeroes the server's counters, `-d`
+/// dumps them.
+async fn callgrind_control(pid: u32, flag: &str) -> Result<(), Error> {
+    let status = Command::new("callgrind_control")
+        .arg(flag)
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .status()
+        .await
+        .map_err(|e| format!("cannot run callgrind_control (valgrind installed?): {e}"))?;
+    if !status.success() {
+        return Err(format!("callgrind_control {flag} {pid}: {status}").into());
+    }
+    Ok(())
+}
+
+/// Dumps the counters of the server under callgrind (zeroed at the start of
+/// the window) and returns the instructions counted: the `summary:` line of
+/// the dump (`OUT.1`, the first and only dump; the one at exit is `OUT`).
+async fn callgrind_dump(pid: u32, out: &str) -> Result<u64, Error> {
+    callgrind_control(pid, "-d").await?;
+    let dump = format!("{out}.1");
+    let text = std::fs::read_to_string(&dump).map_err(|e| format!("no callgrind dump at {dump}: {e}"))?;
+    let _ = std::fs::remove_file(&dump);
+    text.lines()
+        .find_map(|line| line.strip_prefix("summary:"))
+        .and_then(|n| n.trim().parse().ok())
+        .ok_or_else(|| format!("no summary line in {dump}").into())
+}
+
 async fn strace_counts(pid: u32, window: Duration) -> Option<(u64, u64)> {
     let out = std::env::temp_dir().join(format!("tether-bench-strace-{pid}"));
     let mut child = Command::new("strace")
