@@ -18,15 +18,27 @@ pub fn apply_mask(data: &mut [u8], key: [u8; 4], offset: usize) {
         apply_mask_bytewise(data, key);
         return;
     }
-    let key64 = u64::from_ne_bytes([key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3]]);
     #[cfg(target_arch = "x86_64")]
     if data.len() >= 64 && std::arch::is_x86_feature_detected!("avx2") {
+        // The bytes before the first 32-byte boundary one by one, so that
+        // no 32-byte load or store of the rest straddles two cache lines
+        // (a payload starts wherever its header ended).
+        let head = data.as_ptr().align_offset(32).min(data.len());
+        let (head_bytes, body) = data.split_at_mut(head);
+        apply_mask_bytewise(head_bytes, key);
+        let key = rotate_key(key, head);
         // SAFETY: the CPU has AVX2 (checked just above; std caches the
         // answer), the one requirement of calling a function compiled for it.
-        unsafe { mask_words_avx2(data, key64) };
+        unsafe { mask_words_avx2(body, key_word(key)) };
         return;
     }
-    mask_words(data, key64);
+    mask_words(data, key_word(key));
+}
+
+/// The 4-byte key twice, as a word in memory order.
+#[inline]
+fn key_word(key: [u8; 4]) -> u64 {
+    u64::from_ne_bytes([key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3]])
 }
 
 /// [`mask_words`] compiled for AVX2: the same safe code, vectorised with
@@ -87,7 +99,7 @@ mod tests {
     #[test]
     fn every_word_path_equals_the_reference() {
         let key = [0x37, 0xfa, 0x21, 0x3d];
-        let key64 = u64::from_ne_bytes([key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3]]);
+        let key64 = key_word(key);
         for len in 0..300 {
             let data: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
             let mut expected = data.clone();
