@@ -1293,6 +1293,7 @@ async fn callgrind_control(pid: u32, flag: &str) -> Result<(), Error> {
         .arg(flag)
         .arg(pid.to_string())
         .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .status()
         .await
         .map_err(|e| format!("cannot run callgrind_control (valgrind installed?): {e}"))?;
