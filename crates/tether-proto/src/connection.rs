@@ -230,9 +230,6 @@ struct WholeFrame {
     utf8: Utf8Validator,
 }
 
-/// The events not yet handed out, in order. Parsing stops at the first
-/// event, so there is seldom more than one: it waits in `first`, without
-/// an allocation; the rare others queue behind it.
 /// The earlier of two optional deadlines.
 #[inline]
 fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
@@ -243,6 +240,9 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     }
 }
 
+/// The events not yet handed out, in order. Parsing stops at the first
+/// event, so there is seldom more than one: it waits in `first`, without
+/// an allocation; the rare others queue behind it.
 #[derive(Default)]
 struct Events {
     first: Option<Event>,
