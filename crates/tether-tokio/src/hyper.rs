@@ -83,13 +83,13 @@ impl HyperIo {
 
 impl AsyncRead for HyperIo {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        Pin::new(&mut self.io).poll_read(cx, buf).map_err(stream_lost)
     }
 }
 
 impl AsyncWrite for HyperIo {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        Pin::new(&mut self.io).poll_write(cx, buf).map_err(stream_lost)
     }
 
     fn poll_write_vectored(
@@ -97,7 +97,9 @@ impl AsyncWrite for HyperIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.io)
+            .poll_write_vectored(cx, bufs)
+            .map_err(stream_lost)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -105,12 +107,48 @@ impl AsyncWrite for HyperIo {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+        Pin::new(&mut self.io).poll_flush(cx).map_err(stream_lost)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+        Pin::new(&mut self.io).poll_shutdown(cx).map_err(stream_lost)
     }
+}
+
+/// hyper reports the reset of an upgraded HTTP/2 stream by the peer
+/// (`RST_STREAM`) and the end of its connection (`GOAWAY`) as I/O errors of
+/// kind `Other` carrying h2's error (hyper's, on the write side). To the
+/// WebSocket on that stream they are what a TCP reset is to one on a socket
+/// of its own, so they get that kind, and with it the same
+/// [`ErrorKind::ConnectionReset`](crate::ErrorKind::ConnectionReset); h2's
+/// error stays the source. Over HTTP/1.1 the upgraded socket's errors pass
+/// as they are.
+fn stream_lost(error: io::Error) -> io::Error {
+    #[cfg(feature = "http2")]
+    if error.kind() == io::ErrorKind::Other && error.get_ref().is_some_and(|inner| is_h2_stream_loss(inner)) {
+        return match error.into_inner() {
+            Some(inner) => io::Error::new(io::ErrorKind::ConnectionReset, inner),
+            None => io::ErrorKind::ConnectionReset.into(),
+        };
+    }
+    error
+}
+
+/// Whether `error` is hyper's or h2's report of a lost stream: h2's error
+/// with a reason (a `RST_STREAM` or `GOAWAY` received, or the reason one
+/// carried, as hyper's send task passes it on), or a hyper error of the
+/// stream's send task without one (its stream closed under it).
+#[cfg(feature = "http2")]
+fn is_h2_stream_loss(error: &(dyn std::error::Error + 'static)) -> bool {
+    let from_hyper = error.is::<hyper::Error>();
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(h2) = error.downcast_ref::<h2::Error>() {
+            return h2.reason().is_some();
+        }
+        next = error.source();
+    }
+    from_hyper
 }
 
 impl SocketAddrs for HyperIo {
@@ -178,10 +216,7 @@ where
     let on_upgrade = hyper::upgrade::on(request);
     let future = async move {
         let upgraded = on_upgrade.await.map_err(|e| Error::Io(std::io::Error::other(e)))?;
-        let io = HyperIo {
-            io: TokioIo::new(upgraded),
-            addrs,
-        };
+        let io = HyperIo::new(TokioIo::new(upgraded), addrs);
         Ok(WebSocketStream::from_connection(io, connection, &config))
     };
     Ok((response.map(|()| R::default()), Upgrade(Box::pin(future))))

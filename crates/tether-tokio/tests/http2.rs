@@ -345,20 +345,49 @@ async fn stream_and_connection_loss_map_to_the_usual_kinds() {
     });
     let connection = h2c_client(addr).await;
     let mut dropped = connection.open(request(addr, "/drop")).await.unwrap();
-    dropped.send(Message::Text("drop".into())).await.unwrap();
+    // The server resets the stream as soon as "drop" arrives, which can be
+    // before this send's flush has returned: then the send reports the
+    // reset itself, and the next receive the same kind.
+    let lost = |kind| matches!(kind, ErrorKind::AbnormalClosure | ErrorKind::ConnectionReset);
+    if let Err(error) = dropped.send(Message::Text("drop".into())).await {
+        assert!(lost(error.kind()), "{error:?}");
+    }
     let error = timeout(STEP, dropped.recv()).await.unwrap().unwrap().unwrap_err();
-    assert!(
-        matches!(error.kind(), ErrorKind::AbnormalClosure | ErrorKind::ConnectionReset),
-        "{error:?}"
-    );
+    assert!(lost(error.kind()), "{error:?}");
     // The whole connection lost: every socket on it fails the same way.
     let mut open = connection.open(request(addr, "/keep")).await.unwrap();
     open.send(Message::Text("keep".into())).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     server.abort();
     let error = timeout(STEP, open.recv()).await.unwrap().unwrap().unwrap_err();
-    assert!(
-        matches!(error.kind(), ErrorKind::AbnormalClosure | ErrorKind::ConnectionReset),
-        "{error:?}"
-    );
+    assert!(lost(error.kind()), "{error:?}");
+}
+
+/// A stream the server resets (its handler drops the socket at once) fails
+/// the client's next send with `ConnectionReset`, as a TCP reset would, not
+/// with hyper's error as an `Io` of kind `Other`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_stream_fails_a_send_with_connection_reset() {
+    use tether_tokio::ErrorKind;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let route = |_: &Request| Ok(Accept::new());
+        let _ = serve_connection(tcp, None, &Server::new(), route, |ws| async move { drop(ws) }).await;
+    });
+    let connection = h2c_client(addr).await;
+    let mut ws = connection.open(request(addr, "/reset")).await.unwrap();
+    // The reset reaches the client's stream some time after the handshake:
+    // send until a send fails (within a bound).
+    let deadline = tokio::time::Instant::now() + STEP;
+    let error = loop {
+        match ws.send(Message::Text("anyone?".into())).await {
+            Ok(()) if tokio::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
+            Ok(()) => panic!("every send succeeded on a stream the server reset"),
+            Err(error) => break error,
+        }
+    };
+    assert_eq!(error.kind(), ErrorKind::ConnectionReset, "{error:?}");
+    server.abort();
 }
