@@ -1586,6 +1586,14 @@ impl Connection {
     }
 }
 
+/// How much of a frame the receive buffer must hold before
+/// [`RecvBuf::reserve`] grows it to the rest of that frame at once.
+const FRAME_ROOM_AFTER: usize = 32 * 1024;
+
+/// The most [`RecvBuf::reserve`] grows the receive buffer by at once for
+/// the rest of a frame (a larger frame grows further as it arrives).
+const MAX_FRAME_ROOM: usize = 1 << 20;
+
 /// The receive buffer of a [`Connection`], lent for appending: see
 /// [`Connection::recv_buffer_mut`]. It implements [`BufMut`] (write with
 /// `put_slice`, or read a socket into [`chunk_mut`](BufMut::chunk_mut) and
@@ -1610,6 +1618,15 @@ impl RecvBuf<'_> {
     /// Makes room for at least `additional` more bytes without another
     /// allocation: an empty buffer without room takes one the thread kept
     /// ([`Connection::recycle_buffers`]) if it has one.
+    ///
+    /// When the buffer must grow while a large unfragmented frame arrives
+    /// (32 KiB of it held, more announced: see
+    /// [`frame_rest`](Self::frame_rest)), it grows to hold the rest of that
+    /// frame at once, up to 1 MiB more: growing by doubling would copy what
+    /// arrived at every step (a 1 MiB message about 1 MiB more). A peer
+    /// must have sent 32 KiB for the buffer to take more than twice what it
+    /// sent, and then at most 1 MiB more; the frame's length was checked
+    /// against the connection's message limit.
     pub fn reserve(&mut self, additional: usize) {
         if self.buf.capacity() == 0 {
             if let Some(buf) = crate::spare::take(crate::spare::Kind::Recv, additional) {
@@ -1617,6 +1634,14 @@ impl RecvBuf<'_> {
                 return;
             }
         }
+        if self.spare_capacity() >= additional {
+            return;
+        }
+        let additional = if self.buf.len() >= FRAME_ROOM_AFTER {
+            additional.max(self.frame_rest.min(MAX_FRAME_ROOM))
+        } else {
+            additional
+        };
         self.buf.reserve(additional);
     }
 
@@ -1698,6 +1723,8 @@ unsafe impl BufMut for RecvBuf<'_> {
     }
 
     fn put_slice(&mut self, src: &[u8]) {
+        // Grown as `reserve` grows it (to the rest of a large frame).
+        self.reserve(src.len());
         self.buf.extend_from_slice(src);
     }
 }

@@ -1731,6 +1731,68 @@ mod in_place {
         assert_eq!(events(&mut conn), vec![text("one"), text("two")]);
     }
 
+    /// A large frame arriving in reads of a few KiB: once 32 KiB of it are
+    /// held, the buffer's next growth makes room for the rest of the frame
+    /// at once (one move, not one per doubling), never more than 1 MiB at
+    /// a time; before that, and for a peer that announces a large frame
+    /// and sends little, it grows as a vector does.
+    #[test]
+    fn a_large_frame_grows_the_buffer_once_to_its_rest() {
+        for (len, pieces) in [(300_000usize, 4_096usize), (3 << 20, 16_384)] {
+            let payload = vec![3u8; len];
+            let bytes = cf(0x2, true, &payload);
+            let mut conn = server();
+            let mut moves = 0;
+            for piece in bytes.chunks(pieces) {
+                let mut buf = conn.recv_buffer_mut();
+                let held = buf.len();
+                let room_before = buf.spare_capacity();
+                // What the core knows is still to come (the header parsed).
+                let rest = buf.frame_rest();
+                buf.put_slice(piece);
+                if room_before < piece.len() {
+                    // Grew: to the rest of the frame (bounded) once 32 KiB
+                    // are held, by at most doubling before.
+                    if held >= 32 * 1024 {
+                        assert_eq!(rest, bytes.len() - 14 - held);
+                        assert!(
+                            buf.spare_capacity() + piece.len() >= rest.min(1 << 20),
+                            "{len}: at {held}, room {} for {rest} to come",
+                            buf.spare_capacity()
+                        );
+                        moves += 1;
+                    } else {
+                        assert!(buf.len() + buf.spare_capacity() <= 2 * (held + piece.len()).max(64 * 1024));
+                    }
+                }
+                conn.handle_received(now());
+                // Parsed as the loop parses: the header once it is whole.
+                if rest != piece.len() {
+                    assert_eq!(conn.poll_event(), None);
+                }
+            }
+            let Some(Event::Message(message)) = conn.poll_event() else {
+                panic!("no message")
+            };
+            assert_eq!(message.len(), len);
+            // 300 KB: one growth past 32 KiB; 3 MiB: one per MiB.
+            assert!(
+                (1..=len.div_ceil(1 << 20)).contains(&moves),
+                "{len}: {moves} growths after 32 KiB"
+            );
+        }
+        // Announced 1 MB, sent 100 bytes: no room taken for the rest.
+        let bytes = cf(0x2, true, &vec![0u8; 1_000_000]);
+        let mut conn = server();
+        conn.recv_buffer_mut().put_slice(&bytes[..100]);
+        conn.handle_received(now());
+        assert_eq!(conn.poll_event(), None);
+        let mut buf = conn.recv_buffer_mut();
+        assert!(buf.frame_rest() > 900_000);
+        buf.put_slice(&bytes[100..5_000]);
+        assert!(buf.len() + buf.spare_capacity() < 64 * 1024, "{}", buf.spare_capacity());
+    }
+
     #[test]
     fn the_handle_appends_the_same_as_handle_read() {
         let mut bytes = cf(1, true, "ελληνικά".as_bytes());
