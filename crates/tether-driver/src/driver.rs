@@ -77,6 +77,12 @@ pub struct Driver<S, R: Runtime> {
     /// Bytes were written since the last flush of `io`.
     unflushed: bool,
     write_limit: usize,
+    /// How far the output went (bytes ever queued) after the application's
+    /// last command: what is queued after that point the peer's frames
+    /// caused (pongs, the close reply) or the keepalive timer did. Reading
+    /// stops while too much of that is unwritten, not while the
+    /// application's own output is.
+    app_queued: u64,
     read_buffer_size: usize,
     timer: Option<R::Timer>,
     /// EOF or a read error was seen: no more reads.
@@ -111,6 +117,7 @@ impl<S, R: Runtime> Driver<S, R> {
             conn,
             unflushed: false,
             write_limit: config.write_buffer_limit,
+            app_queued: 0,
             read_buffer_size: config.read_buffer_size.max(MIN_READ_ROOM),
             timer: None,
             read_done: false,
@@ -156,6 +163,28 @@ impl<S, R: Runtime> Driver<S, R> {
     /// them until the transport takes them).
     pub fn buffered(&self) -> usize {
         self.conn.pending_transmit()
+    }
+
+    /// Bytes ever queued for the transport: written, dropped after a
+    /// failed write, or still waiting.
+    fn queued_total(&self) -> u64 {
+        self.conn.stats().wire_bytes_sent + self.conn.pending_transmit() as u64
+    }
+
+    /// Marks everything queued so far as the application's.
+    fn queued_by_app(&mut self) {
+        self.app_queued = self.queued_total();
+    }
+
+    /// Bytes queued after the application's last command and not yet
+    /// written: answers to the peer (pongs, the close reply) and keepalive
+    /// pings. The output is first in, first out, so at most what is
+    /// pending.
+    fn answers_unwritten(&self) -> usize {
+        let after_app = self.queued_total().saturating_sub(self.app_queued);
+        usize::try_from(after_app)
+            .unwrap_or(usize::MAX)
+            .min(self.conn.pending_transmit())
     }
 
     /// Bytes that a shell read from the transport itself, outside
@@ -300,7 +329,9 @@ impl<S, R: Runtime> Driver<S, R> {
         }
         self.conn
             .send_with(message, options)
-            .map_err(|e| self.map_send_error(e))
+            .map_err(|e| self.map_send_error(e))?;
+        self.queued_by_app();
+        Ok(())
     }
 
     /// Queues a message encoded once for many connections (after
@@ -310,24 +341,32 @@ impl<S, R: Runtime> Driver<S, R> {
         if let Some(e) = self.write_failure() {
             return Err(e);
         }
-        self.conn.send_prepared(prepared).map_err(|e| self.map_send_error(e))
+        self.conn.send_prepared(prepared).map_err(|e| self.map_send_error(e))?;
+        self.queued_by_app();
+        Ok(())
     }
 
     /// Queues one frame of a fragmented message.
     pub fn start_fragment(&mut self, kind: DataKind, data: &[u8], fin: bool) -> Result<(), Error> {
         self.conn
             .send_fragment(kind, data, fin)
-            .map_err(|e| self.map_send_error(e))
+            .map_err(|e| self.map_send_error(e))?;
+        self.queued_by_app();
+        Ok(())
     }
 
     /// Queues a ping.
     pub fn start_ping(&mut self, payload: &[u8]) -> Result<(), Error> {
-        self.conn.ping(payload).map_err(|e| self.map_send_error(e))
+        self.conn.ping(payload).map_err(|e| self.map_send_error(e))?;
+        self.queued_by_app();
+        Ok(())
     }
 
     /// Queues an unsolicited pong.
     pub fn start_pong(&mut self, payload: &[u8]) -> Result<(), Error> {
-        self.conn.pong(payload).map_err(|e| self.map_send_error(e))
+        self.conn.pong(payload).map_err(|e| self.map_send_error(e))?;
+        self.queued_by_app();
+        Ok(())
     }
 
     /// Queues a close frame. Ok as well when the connection is already
@@ -338,7 +377,9 @@ impl<S, R: Runtime> Driver<S, R> {
         }
         self.conn
             .close(code, reason, R::now())
-            .map_err(|e| self.map_send_error(e))
+            .map_err(|e| self.map_send_error(e))?;
+        self.queued_by_app();
+        Ok(())
     }
 }
 
@@ -384,9 +425,15 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
             if self.is_finished() {
                 return Poll::Ready(None);
             }
-            // 3. Read, unless the peer does not read what we send; then the
-            // timer, once the read would wait: one timer check per wait, not
-            // one per read. While the connection is open, bytes that arrive
+            // 3. Read, unless the peer does not read the answers its own
+            // frames caused (pongs): more than the write limit of them
+            // unwritten stops reading, so that a peer that pings and never
+            // reads cannot grow our memory. The application's own output,
+            // however much of it waits, does not stop a receiver: two ends
+            // that both stream to each other must each go on reading, or
+            // neither's output drains. Then the timer, once the read would
+            // wait: one timer check per wait, not one per read. While the
+            // connection is open, bytes that arrive
             // push its idle and keepalive deadlines later, and output that
             // cannot be written runs the timer in `poll_write_out`; once it
             // is closing, the timer goes first, so that a peer that keeps
@@ -395,7 +442,7 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
             if !open && self.poll_timer(cx) {
                 continue;
             }
-            let reading = !self.read_done && self.conn.pending_transmit() <= self.write_limit;
+            let reading = !self.read_done && self.answers_unwritten() <= self.write_limit;
             if reading && self.poll_read_in(cx).is_ready() {
                 continue;
             }

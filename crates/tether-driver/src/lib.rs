@@ -148,8 +148,11 @@ pub struct WebSocketConfig {
     /// The core's settings: message and frame limits, streaming threshold,
     /// keepalive, idle and close timeouts.
     pub connection: Config,
-    /// Bytes queued for the transport past which sending waits (and
-    /// receiving stops reading until the queue drains).
+    /// Bytes queued for the transport past which sending waits. Receiving
+    /// stops reading while more than this many bytes of answers to the
+    /// peer (pongs) are unwritten: a peer that pings and never reads
+    /// cannot grow the queue. The application's own output does not stop
+    /// a receiver, so two ends streaming to each other do not stall.
     pub write_buffer_limit: usize,
     /// How much room each read asks for.
     pub read_buffer_size: usize,

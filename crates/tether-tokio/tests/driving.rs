@@ -560,6 +560,21 @@ async fn fragments_sent_one_by_one() {
 
 #[tokio::test]
 async fn receiving_stops_while_pongs_pile_up() {
+    pongs_pile_up(0).await;
+}
+
+/// The same flood of pings while the application's own output (16 MiB, more
+/// than loopback's socket buffers take) waits too: receiving goes on past
+/// that output, but stops once the pongs behind it exceed the limit.
+#[tokio::test]
+async fn receiving_stops_while_pongs_pile_up_behind_a_large_message() {
+    pongs_pile_up(16 << 20).await;
+}
+
+/// A client floods the server with pings and never reads; the server's
+/// application first queues `queued` bytes of its own. Its output must stay
+/// within what the application queued, the write limit and one read's pongs.
+async fn pongs_pile_up(queued: usize) {
     use tokio::io::AsyncWriteExt;
     timeout(TEST_TIMEOUT, async {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -569,7 +584,10 @@ async fn receiving_stops_while_pongs_pile_up() {
         let server = tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.unwrap();
             let ws = Server::new().config(config).accept(tcp).await.unwrap();
-            let (mut read, write) = ws.split();
+            let (mut read, mut write) = ws.split();
+            if queued > 0 {
+                write.feed(Message::Binary(vec![7; queued].into())).await.unwrap();
+            }
             let reader = tokio::spawn(async move { read.recv().await.is_none() });
             let mut most = 0;
             for _ in 0..100 {
@@ -577,7 +595,7 @@ async fn receiving_stops_while_pongs_pile_up() {
                 most = most.max(write.buffered_amount());
             }
             reader.abort();
-            most
+            (most, write.stats().wire_bytes_received)
         });
         // A client that floods pings (125-byte payloads) and never reads.
         let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -602,14 +620,81 @@ async fn receiving_stops_while_pongs_pile_up() {
             }
         }
         assert!(blocked, "the server kept reading although nobody read its pongs");
-        let most = server.await.unwrap();
-        // The limit, plus at most what one read's pongs add: a read takes up
-        // to read_buffer_size (64 KiB) plus the room left in the buffer
-        // (under 4 KiB), and a pong is smaller than its ping.
-        assert!(most <= 32 * 1024 + 68 * 1024 + 1024, "{most}");
+        let (most, received) = server.await.unwrap();
+        // What the application queued (the message's header included), the
+        // limit, plus at most what one read's pongs add: a read takes up to
+        // read_buffer_size (64 KiB) plus the room left in the buffer (under
+        // 4 KiB), and a pong is smaller than its ping.
+        let bound = queued + 16 + 32 * 1024 + 68 * 1024 + 1024;
+        assert!(most <= bound, "{most} > {bound}");
+        // The server read pings while its message waited: enough of them
+        // to queue more than the limit in pongs (a 131-byte ping's pong is
+        // 127 bytes).
+        assert!(received >= 32 * 1024, "read {received} bytes");
     })
     .await
     .unwrap();
+}
+
+/// Two ends that each stream to the other through split halves, with both
+/// pipes full at once: each end's output is over its limit and waits for the
+/// other to read, so each must go on reading while its application
+/// receives, or neither output ever drains (until the send timeout).
+#[tokio::test(start_paused = true)]
+async fn two_ends_streaming_both_ways_do_not_stall() {
+    const N: usize = 2_000;
+    let mut config = quiet();
+    // Messages larger than the limit: each end's output is over it most
+    // of the time.
+    config.write_buffer_limit = 1024;
+    let (a, b) = tokio::io::duplex(2 * 1024);
+    let server = {
+        let config = config.clone();
+        tokio::spawn(async move { Server::new().config(config).accept(b).await.unwrap() })
+    };
+    let client = ClientBuilder::from_request(ClientRequest::new("ws://pipe.invalid/").unwrap())
+        .config(config)
+        .connect_over(a)
+        .await
+        .unwrap();
+    let server = server.await.unwrap();
+    let started = tokio::time::Instant::now();
+    let mut tasks = Vec::new();
+    for (name, ws) in [("client", client), ("server", server)] {
+        let (mut read, mut write) = ws.split();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..N {
+                let message = format!("{name} {i:05} ") + &"x".repeat(3000);
+                // Fed without a flush: the output grows past the limit.
+                write
+                    .feed(message)
+                    .await
+                    .map_err(|e| format!("{name} send {i}: {e:?}"))?;
+            }
+            write.flush().await.map_err(|e| format!("{name} flush: {e:?}"))?;
+            Ok::<Box<dyn std::any::Any + Send>, String>(Box::new(write))
+        }));
+        let peer = if name == "client" { "server" } else { "client" };
+        tasks.push(tokio::spawn(async move {
+            for i in 0..N {
+                match read.recv().await {
+                    Some(Ok(Message::Text(text))) if text.starts_with(&format!("{peer} {i:05} ")) => {}
+                    other => return Err(format!("{name} expected message {i}, got {other:?}")),
+                }
+            }
+            Ok::<Box<dyn std::any::Any + Send>, String>(Box::new(read))
+        }));
+    }
+    // The halves are kept until every task is done: a half dropped early
+    // would change what the other end sees.
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.unwrap());
+    }
+    let failures: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(failures.is_empty(), "{failures:?}");
+    // Paused time: only a stall moves the clock (to the 30 s send timeout).
+    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
 }
 
 #[tokio::test]
