@@ -100,11 +100,11 @@ pub struct Driver<S, R: Runtime> {
     /// Drop the fragments of the current message (its reader was dropped).
     skip: bool,
     /// `Some` once polled from more than one task (split halves): each
-    /// side's task, and the waker handed to the transport and the timer,
-    /// which wakes both. Otherwise one task polls both sides and its own
-    /// waker is passed down as it is, with no registration and no waker
-    /// clone per poll (and no allocation per connection).
-    shared: Option<(Arc<Wakers>, Waker)>,
+    /// side's task; as a waker, handed to the transport and the timer, it
+    /// wakes both. Otherwise one task polls both sides and its own waker is
+    /// passed down as it is, with no registration and no waker clone per
+    /// poll (and no allocation per connection).
+    shared: Option<Arc<Wakers>>,
     runtime: PhantomData<fn() -> R>,
 }
 
@@ -293,12 +293,13 @@ impl<S, R: Runtime> Driver<S, R> {
     /// and the timer, which wakes both sides' tasks. `None` when one task
     /// polls the connection: it hands its own context down as it is.
     fn register(&self, side: Side, waker: &Waker) -> Option<Waker> {
-        let (wakers, proxy) = self.shared.as_ref()?;
+        let wakers = self.shared.as_ref()?;
         match side {
             Side::Recv => wakers.recv.register(waker),
             Side::Send => wakers.send.register(waker),
         }
-        Some(proxy.clone())
+        // One reference count more, as cloning a stored waker would be.
+        Some(Waker::from(wakers.clone()))
     }
 
     /// Declares that the connection is polled from several tasks (one for
@@ -307,8 +308,7 @@ impl<S, R: Runtime> Driver<S, R> {
     /// them. A `Driver` shared between tasks by other means must call it.
     pub fn share_between_tasks(&mut self) {
         if self.shared.is_none() {
-            let wakers = Arc::new(Wakers::default());
-            self.shared = Some((wakers.clone(), Waker::from(wakers)));
+            self.shared = Some(Arc::new(Wakers::default()));
         }
         // A task registered with the transport before this call gets at
         // most one spurious wake-up.
@@ -442,7 +442,8 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
             if !open && self.poll_timer(cx) {
                 continue;
             }
-            let reading = !self.read_done && self.answers_unwritten() <= self.write_limit;
+            let reading = !self.read_done
+                && (self.conn.pending_transmit() <= self.write_limit || self.answers_unwritten() <= self.write_limit);
             if reading && self.poll_read_in(cx).is_ready() {
                 continue;
             }
@@ -562,7 +563,7 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
         self.shutdown = true;
         // A sender waiting for room or for a flush learns of it now.
         match &self.shared {
-            Some((wakers, _)) => wakers.send.wake(),
+            Some(wakers) => wakers.send.wake(),
             None => cx.waker().wake_by_ref(),
         }
     }

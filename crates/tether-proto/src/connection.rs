@@ -159,6 +159,13 @@ impl SendOptions {
     }
 }
 
+/// What the opening handshake settled on beyond the protocol itself.
+#[derive(Default)]
+struct Negotiated {
+    subprotocol: Option<String>,
+    extensions: Vec<Box<dyn Extension>>,
+}
+
 /// A WebSocket connection after the opening handshake: a state machine that
 /// turns received bytes into [`Event`]s and commands into bytes to transmit.
 ///
@@ -170,8 +177,9 @@ pub struct Connection {
     config: Arc<Config>,
     state: State,
     random: Option<Box<dyn RandomSource>>,
-    subprotocol: Option<String>,
-    extensions: Vec<Box<dyn Extension>>,
+    /// The subprotocol and extensions the handshake settled on, boxed: most
+    /// connections have neither, and an idle connection's size counts.
+    negotiated: Option<Box<Negotiated>>,
     /// RSV bits that negotiated extensions may set.
     extension_rsv: u8,
 
@@ -242,11 +250,13 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 
 /// The events not yet handed out, in order. Parsing stops at the first
 /// event, so there is seldom more than one: it waits in `first`, without
-/// an allocation; the rare others queue behind it.
+/// an allocation; the rare others queue behind it, in a queue boxed so
+/// that a connection without any holds 8 bytes for it, not 32.
 #[derive(Default)]
 struct Events {
     first: Option<Event>,
-    rest: VecDeque<Event>,
+    #[allow(clippy::box_collection, reason = "8 bytes in every connection instead of 32")]
+    rest: Option<Box<VecDeque<Event>>>,
 }
 
 impl Events {
@@ -254,12 +264,19 @@ impl Events {
         self.first.is_none()
     }
 
+    #[inline]
     fn push_back(&mut self, event: Event) {
         if self.first.is_none() {
             self.first = Some(event);
         } else {
-            self.rest.push_back(event);
+            self.push_rest(event);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn push_rest(&mut self, event: Event) {
+        self.rest.get_or_insert_default().push_back(event);
     }
 
     fn pop_front(&mut self) -> Option<Event> {
@@ -267,7 +284,7 @@ impl Events {
         // by its tag, without moving the 72-byte slot out and back.
         self.first.as_ref()?;
         let event = self.first.take();
-        self.first = self.rest.pop_front();
+        self.first = self.rest.as_mut().and_then(|rest| rest.pop_front());
         event
     }
 }
@@ -333,8 +350,7 @@ impl Connection {
             config: shared_config(config),
             state: State::Open,
             random,
-            subprotocol: None,
-            extensions: Vec::new(),
+            negotiated: None,
             extension_rsv: 0,
             recv: BytesMut::new(),
             frame: None,
@@ -360,7 +376,9 @@ impl Connection {
 
     /// Records the subprotocol the handshake settled on.
     pub fn with_subprotocol(mut self, subprotocol: Option<String>) -> Self {
-        self.subprotocol = subprotocol;
+        if subprotocol.is_some() || self.negotiated.is_some() {
+            self.negotiated.get_or_insert_default().subprotocol = subprotocol;
+        }
         self
     }
 
@@ -368,8 +386,16 @@ impl Connection {
     /// `Sec-WebSocket-Extensions` answer.
     pub fn with_extensions(mut self, extensions: Vec<Box<dyn Extension>>) -> Self {
         self.extension_rsv = extensions.iter().fold(0, |bits, e| bits | e.rsv_bits());
-        self.extensions = extensions;
+        if !extensions.is_empty() || self.negotiated.is_some() {
+            self.negotiated.get_or_insert_default().extensions = extensions;
+        }
         self
+    }
+
+    /// The negotiated extensions, in pipeline order (none for most
+    /// connections).
+    fn extension_list(&self) -> &[Box<dyn Extension>] {
+        self.negotiated.as_ref().map_or(&[], |n| &n.extensions)
     }
 
     // ---- Inputs -------------------------------------------------------
@@ -519,8 +545,8 @@ impl Connection {
         self.stats.payload_bytes_sent += payload.len() as u64;
         self.stats.messages_sent += 1;
         let mut rsv = 0;
-        if options.compress {
-            for ext in &mut self.extensions {
+        if let (true, Some(negotiated)) = (options.compress, &mut self.negotiated) {
+            for ext in &mut negotiated.extensions {
                 if let Some((encoded, bits)) = ext.encode(kind, &payload).map_err(SendError::Extension)? {
                     payload = encoded.freeze();
                     rsv |= bits;
@@ -568,7 +594,7 @@ impl Connection {
         }
         let mut encoding = None;
         if prepared.options().compress {
-            for ext in &self.extensions {
+            for ext in self.extension_list() {
                 match ext.shared_encoding(kind, len) {
                     crate::extension::SharedEncoding::Unchanged => {}
                     crate::extension::SharedEncoding::Deflate { window_bits, level } if encoding.is_none() => {
@@ -911,19 +937,19 @@ impl Connection {
 
     /// The subprotocol the handshake settled on.
     pub fn subprotocol(&self) -> Option<&str> {
-        self.subprotocol.as_deref()
+        self.negotiated.as_ref()?.subprotocol.as_deref()
     }
 
     /// The names of the negotiated extensions, in pipeline order.
     pub fn extensions(&self) -> impl Iterator<Item = &str> + '_ {
-        self.extensions.iter().map(|e| e.name())
+        self.extension_list().iter().map(|e| e.name())
     }
 
     /// The negotiated extensions with their parameters, as the server's
     /// answer agreed them, in pipeline order (those that keep their answer:
     /// see [`Extension::agreed`]).
     pub fn negotiated_extensions(&self) -> impl Iterator<Item = &crate::handshake::ExtensionOffer> + '_ {
-        self.extensions.iter().filter_map(|e| e.agreed())
+        self.extension_list().iter().filter_map(|e| e.agreed())
     }
 
     /// The permessage-deflate parameters agreed, if it was negotiated.
@@ -1002,8 +1028,8 @@ impl Connection {
         }
         // Only queues that hold an allocation are replaced: dropping even an
         // empty `VecDeque` costs a call per wait.
-        if self.events.is_empty() && self.events.rest.capacity() != 0 {
-            self.events = Events::default();
+        if self.events.is_empty() && self.events.rest.is_some() {
+            self.events.rest = None;
         }
         if self.transmit.buf.is_empty() {
             let buf = std::mem::take(&mut self.transmit.buf);
@@ -1297,7 +1323,8 @@ impl Connection {
         } else {
             let limit = self.config.max_message_size.saturating_sub(msg.len);
             let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-            if let Err(e) = decode_pipeline(&mut self.extensions, msg.rsv, &piece, message_done, &mut msg.buf, limit) {
+            let extensions = self.negotiated.as_mut().map_or(&mut [][..], |n| &mut n.extensions[..]);
+            if let Err(e) = decode_pipeline(extensions, msg.rsv, &piece, message_done, &mut msg.buf, limit) {
                 decode_error = Some(match e {
                     DecodeError::TooLarge => ProtocolError::MessageTooLarge {
                         limit: self.config.max_message_size,
@@ -1758,7 +1785,7 @@ impl std::fmt::Debug for Connection {
         f.debug_struct("Connection")
             .field("role", &self.role)
             .field("state", &self.state)
-            .field("subprotocol", &self.subprotocol)
+            .field("subprotocol", &self.subprotocol())
             .field("extensions", &self.extensions().collect::<Vec<_>>())
             .field("pending_transmit", &self.transmit.len)
             .finish_non_exhaustive()
