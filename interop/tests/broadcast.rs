@@ -91,8 +91,26 @@ async fn broadcast_server_reaches_everyone_and_drops_the_slow() {
         .map(|ws| tokio::spawn(expect_padded(ws, pad.clone(), BURST)))
         .collect();
     let (read_half, mut write_half) = sender.split();
-    let own = tokio::spawn(expect_padded_half(read_half, pad.clone(), BURST));
+    // The sender stays at most WINDOW messages ahead of its own copy of the
+    // broadcast: "fast" receivers are those as fast as the sender's own
+    // read half, and the hub drops a client 4096 messages behind (on a busy
+    // machine the server can read the burst faster than the client tasks
+    // get scheduled to read it back). WINDOW (1 MiB) is still far more than
+    // the write limit (128 KiB): both ends' output stays over its limit
+    // while each must go on reading, the stall this test found once.
+    const WINDOW: usize = 1024;
+    let (progress_tx, mut progress) = tokio::sync::watch::channel(0);
+    let own = tokio::spawn(expect_padded_half(read_half, pad.clone(), BURST, progress_tx));
     for i in 0..BURST {
+        if i >= WINDOW && *progress.borrow() <= i - WINDOW {
+            write_half.flush().await.unwrap();
+            let waited = tokio::time::timeout(STEP_TIMEOUT, progress.wait_for(|&n| n > i - WINDOW)).await;
+            assert!(
+                matches!(waited, Ok(Ok(_))),
+                "the sender's own copy of message {} did not come",
+                i - WINDOW
+            );
+        }
         write_half
             .feed(Message::Text(format!("{i} {pad}").into()))
             .await
@@ -139,10 +157,13 @@ async fn expect_padded(mut ws: ClientStream, pad: String, count: usize) {
     ws.close(CloseCode::NORMAL, "").await.unwrap();
 }
 
+/// The sender's own copy of its burst: checks `count` messages "i pad" in
+/// order and reports through `progress` how many arrived.
 async fn expect_padded_half(
     mut ws: tether_tokio::ReadHalf<tether_tokio::MaybeTlsStream<tokio::net::TcpStream>>,
     pad: String,
     count: usize,
+    progress: tokio::sync::watch::Sender<usize>,
 ) {
     for i in 0..count {
         let message = tokio::time::timeout(STEP_TIMEOUT, ws.recv()).await.unwrap();
@@ -152,6 +173,7 @@ async fn expect_padded_half(
             }
             other => panic!("expected own message {i}, got {other:?}"),
         }
+        progress.send_replace(i + 1);
     }
 }
 
