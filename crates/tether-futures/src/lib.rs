@@ -98,9 +98,12 @@
 //! # Backpressure
 //!
 //! Sending waits while more than [`WebSocketConfig::write_buffer_limit`]
-//! bytes are queued and unwritten, and receiving stops reading while the
-//! answers it caused (pongs) are stuck behind a peer that does not read:
-//! memory stays bounded by the limit plus one message.
+//! bytes are queued and unwritten, and receiving stops reading while more
+//! than the limit of answers it caused (pongs) are stuck behind a peer that
+//! does not read: the application's output stays within the limit plus one
+//! message, the answers within the limit plus one read's worth. The
+//! application's own queued output never stops a receiver, so two ends
+//! that stream to each other through split halves do not stall.
 #![warn(missing_docs)]
 #![allow(clippy::result_large_err)]
 
