@@ -112,12 +112,15 @@ impl<S, R: Runtime> Driver<S, R> {
     /// Runs `conn`, whose opening handshake is done, on `io`.
     pub fn new(io: S, mut conn: Connection, config: &WebSocketConfig) -> Self {
         conn.set_buffer_recycling(R::RECYCLES_BUFFERS);
+        // Whatever the connection queued before it came here is the
+        // application's, not an answer to the peer.
+        let app_queued = conn.stats().wire_bytes_sent + conn.pending_transmit() as u64;
         Self {
             io,
             conn,
             unflushed: false,
             write_limit: config.write_buffer_limit,
-            app_queued: 0,
+            app_queued,
             read_buffer_size: config.read_buffer_size.max(MIN_READ_ROOM),
             timer: None,
             read_done: false,

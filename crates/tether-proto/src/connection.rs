@@ -1026,7 +1026,7 @@ impl Connection {
                 crate::spare::give(crate::spare::Kind::Recv, recv);
             }
         }
-        // Only queues that hold an allocation are replaced: dropping even an
+        // Only queues that hold an allocation are touched: dropping even an
         // empty `VecDeque` costs a call per wait.
         if self.events.is_empty() && self.events.rest.is_some() {
             self.events.rest = None;
