@@ -740,6 +740,10 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
     /// One write of the output as borrowed slices (several frames in one
     /// vectored write where the transport supports it).
     fn poll_write_borrowed(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let (front, more) = self.conn.transmit_front();
+        if !more {
+            return R::poll_write(&mut self.io, cx, front);
+        }
         let mut slices = [IoSlice::new(&[]); MAX_IOV];
         let count = self.conn.transmit_slices(&mut slices);
         if count > 1 && R::is_write_vectored(&self.io) {

@@ -322,6 +322,20 @@ struct Transmit {
     len: usize,
 }
 
+impl Transmit {
+    /// A buffer for the first frame after the connection let go of its
+    /// own: one a waiting connection of the thread let go of, or a new one
+    /// large enough for the frames of a burst of small messages (not grown
+    /// by doubling from the first frame's size) and for the thread to keep
+    /// when this connection waits.
+    #[cold]
+    #[inline(never)]
+    fn take_buffer(&mut self, min: usize) {
+        self.buf = crate::spare::take(crate::spare::Kind::Send, min)
+            .unwrap_or_else(|| BytesMut::with_capacity(min.max(SEND_BUFFER_MIN)));
+    }
+}
+
 /// Payloads at least this large are queued as their own chunk instead of
 /// being copied (server side, no extension transformed them).
 const ZERO_COPY_MIN: usize = 16 * 1024;
@@ -741,6 +755,17 @@ impl Connection {
     #[inline(never)]
     fn poll_event_slow(&mut self) -> Option<Event> {
         if self.events.is_empty() {
+            if let Some(taken) = self.take_small_message() {
+                return match taken {
+                    Ok(message) => Some(Event::Message(message)),
+                    Err(error) => {
+                        self.fail(error, self.last_received);
+                        self.after_parse();
+                        self.arm_linger(self.last_received);
+                        self.events.pop_front()
+                    }
+                };
+            }
             if !self.recv.is_empty() {
                 self.parse_next();
             } else if self.eof_received {
@@ -774,6 +799,18 @@ impl Connection {
             filled += 1;
         }
         filled
+    }
+
+    /// The first of the chunks [`transmit_slices`](Self::transmit_slices)
+    /// offers (empty when nothing is pending), and whether more follow it:
+    /// output that is one chunk (the usual case) is written with one plain
+    /// write, without filling an array of slices.
+    pub fn transmit_front(&self) -> (&[u8], bool) {
+        let t = &self.transmit;
+        match t.queue.front() {
+            None => (&t.buf, false),
+            Some(first) => (first, t.queue.len() > 1 || !t.buf.is_empty()),
+        }
     }
 
     /// The bytes to write to the transport, as the chunks that
@@ -816,6 +853,12 @@ impl Connection {
         let mut n = n.min(t.len);
         self.stats.wire_bytes_sent += n as u64;
         t.len -= n;
+        if t.len == 0 && t.queue.is_empty() {
+            // All of it, in one buffer (the common case): emptied from its
+            // start, not stepped through.
+            t.buf.clear();
+            n = 0;
+        }
         while n > 0 {
             if let Some(front) = t.queue.front_mut() {
                 if n < front.len() {
@@ -1020,7 +1063,9 @@ impl Connection {
     }
 
     fn release_buffers(&mut self, keep: bool) {
-        if self.recv.is_empty() {
+        // Only buffers that hold room are taken out: replacing an empty one
+        // would drop it, a call per wait.
+        if self.recv.is_empty() && self.recv.capacity() != 0 {
             let recv = std::mem::take(&mut self.recv);
             if keep {
                 crate::spare::give(crate::spare::Kind::Recv, recv);
@@ -1031,7 +1076,7 @@ impl Connection {
         if self.events.is_empty() && self.events.rest.is_some() {
             self.events.rest = None;
         }
-        if self.transmit.buf.is_empty() {
+        if self.transmit.buf.is_empty() && self.transmit.buf.capacity() != 0 {
             let buf = std::mem::take(&mut self.transmit.buf);
             if keep {
                 crate::spare::give(crate::spare::Kind::Send, buf);
@@ -1086,6 +1131,12 @@ impl Connection {
         if let Err(error) = self.process(now) {
             self.fail(error, now);
         }
+        self.after_parse();
+    }
+
+    /// What follows parsing: an emptied receive buffer is let go of, and
+    /// the end of the transport handled once every frame before it was.
+    fn after_parse(&mut self) {
         // An emptied receive buffer of some size is let go of at once (to
         // the thread's next reader when recycling: see
         // `set_buffer_recycling`), so that a connection the application does
@@ -1100,6 +1151,81 @@ impl Connection {
             // Nothing more can complete what is left of the buffer.
             self.finish_eof();
         }
+    }
+
+    /// The common case of [`process`](Self::process), taken without the
+    /// event queue: an open connection between messages whose receive
+    /// buffer starts with a whole unfragmented text or binary frame, not
+    /// transformed, with a 7- or 16-bit length, masked as the role
+    /// requires, within the limits and not to be streamed. It is handed
+    /// out at once (`Ok`), or `Err` if a text payload is not UTF-8 (the
+    /// frame was taken); `None` when anything else is to be done, which
+    /// `process` then does from the same bytes.
+    #[inline]
+    fn take_small_message(&mut self) -> Option<Result<Message, ProtocolError>> {
+        if self.state != State::Open
+            || self.transport_done
+            || self.frame.is_some()
+            || self.whole.is_some()
+            || self.incoming.is_some()
+        {
+            return None;
+        }
+        let [b0, b1, ..] = *self.recv else {
+            return None;
+        };
+        // FIN, no RSV bit, text or binary; masked if and only if the peer
+        // is a client.
+        let text = match b0 {
+            0x81 => true,
+            0x82 => false,
+            _ => return None,
+        };
+        if (b1 & 0x80 != 0) != (self.role == Role::Server) {
+            return None;
+        }
+        let (len, mut header_len) = match b1 & 0x7f {
+            126 => (
+                usize::from(u16::from_be_bytes([*self.recv.get(2)?, *self.recv.get(3)?])),
+                4,
+            ),
+            127 => return None,
+            len => (usize::from(len), 2),
+        };
+        let mut key = None;
+        if self.role == Role::Server {
+            let k = self.recv.get(header_len..header_len + 4)?;
+            key = Some([k[0], k[1], k[2], k[3]]);
+            header_len += 4;
+        }
+        if self.recv.len() < header_len + len
+            || len as u64 > self.config.max_frame_size
+            || len as u64 > self.config.max_message_size
+            || self.config.stream_threshold.is_some_and(|t| len >= t)
+        {
+            return None;
+        }
+        // The header goes out with the payload and is stepped over in the
+        // `Bytes` (a pointer bump): one split of the receive buffer.
+        let mut frame = self.recv.split_to(header_len + len);
+        if let Some(key) = key {
+            apply_mask(&mut frame[header_len..], key, 0);
+        }
+        let mut payload = frame.freeze();
+        payload.advance(header_len);
+        self.count_received(len, true);
+        if self.recv.is_empty() && self.recv.capacity() > IDLE_BUFFER_MAX {
+            let recv = std::mem::take(&mut self.recv);
+            self.let_go(crate::spare::Kind::Recv, recv);
+        }
+        Some(if text {
+            match utf8::validate(&payload) {
+                Ok(()) => Ok(Message::Text(Utf8Bytes::from_validated(payload))),
+                Err(_) => Err(ProtocolError::InvalidUtf8),
+            }
+        } else {
+            Ok(Message::Binary(payload))
+        })
     }
 
     /// The transport ended and every frame before the end was handled.
@@ -1552,6 +1678,7 @@ impl Connection {
 
     /// Queues a frame whose payload the caller owns as `Bytes`: a large
     /// unmasked payload is queued without copying.
+    #[inline]
     fn write_frame_bytes(&mut self, opcode: OpCode, fin: bool, rsv: u8, payload: Bytes) {
         if self.role == Role::Server && payload.len() >= ZERO_COPY_MIN {
             self.write_header(opcode, fin, rsv, payload.len(), None, 0);
@@ -1567,6 +1694,7 @@ impl Connection {
     }
 
     /// Queues a frame, copying (and for a client, masking) the payload.
+    #[inline(always)]
     fn write_frame(&mut self, opcode: OpCode, fin: bool, rsv: u8, payload: &[u8]) {
         let mask = match (&mut self.random, self.role) {
             (Some(random), Role::Client) => {
@@ -1588,6 +1716,7 @@ impl Connection {
 
     /// Writes a frame header, with room for the `copied` payload bytes that
     /// follow it in the same buffer.
+    #[inline(always)]
     fn write_header(&mut self, opcode: OpCode, fin: bool, rsv: u8, len: usize, mask: Option<[u8; 4]>, copied: usize) {
         let header = FrameHeader {
             fin,
@@ -1600,12 +1729,7 @@ impl Connection {
         let n = header.encode(&mut bytes);
         let t = &mut self.transmit;
         if t.buf.capacity() == 0 {
-            // A buffer a waiting connection of the thread let go of, or a
-            // new one large enough for the frames of a burst of small
-            // messages (not grown by doubling from the first frame's size)
-            // and for the thread to keep when this connection waits.
-            t.buf = crate::spare::take(crate::spare::Kind::Send, n + copied)
-                .unwrap_or_else(|| BytesMut::with_capacity((n + copied).max(SEND_BUFFER_MIN)));
+            t.take_buffer(n + copied);
         }
         t.buf.reserve(n + copied);
         t.buf.extend_from_slice(&bytes[..n]);

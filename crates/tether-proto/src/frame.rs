@@ -188,6 +188,7 @@ impl FrameHeader {
     /// Writes the header into `out` using the shortest length form
     /// (RFC 6455 section 5.2: "the minimal number of bytes MUST be used").
     /// Returns the number of bytes written.
+    #[inline]
     pub fn encode(&self, out: &mut [u8; MAX_HEADER_LEN]) -> usize {
         out[0] = u8::from(self.fin) << 7 | (self.rsv & RSV_MASK) | self.opcode.as_u8();
         let mask_bit = if self.mask.is_some() { MASK_BIT } else { 0 };

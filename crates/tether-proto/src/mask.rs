@@ -14,8 +14,8 @@
 #[inline]
 pub fn apply_mask(data: &mut [u8], key: [u8; 4], offset: usize) {
     let key = rotate_key(key, offset);
-    if data.len() < 16 {
-        apply_mask_bytewise(data, key);
+    if data.len() < 64 {
+        mask_short(data, key);
         return;
     }
     #[cfg(target_arch = "x86_64")]
@@ -33,6 +33,28 @@ pub fn apply_mask(data: &mut [u8], key: [u8; 4], offset: usize) {
         return;
     }
     mask_words(data, key_word(key));
+}
+
+/// A short payload (most messages of a chat or a game): a word, then
+/// half a word, at a time, then the last bytes, with none of the vector
+/// loop's setup, which costs more than it saves below a few vector steps.
+#[inline]
+fn mask_short(data: &mut [u8], key: [u8; 4]) {
+    let key64 = key_word(key);
+    let (words, mut rest) = data.split_at_mut(data.len() & !7);
+    for word in words.chunks_exact_mut(8) {
+        let masked =
+            u64::from_ne_bytes([word[0], word[1], word[2], word[3], word[4], word[5], word[6], word[7]]) ^ key64;
+        word.copy_from_slice(&masked.to_ne_bytes());
+    }
+    // The words took a multiple of 4 bytes: the key is in phase.
+    if rest.len() >= 4 {
+        let (half, tail) = rest.split_at_mut(4);
+        let masked = u32::from_ne_bytes([half[0], half[1], half[2], half[3]]) ^ u32::from_ne_bytes(key);
+        half.copy_from_slice(&masked.to_ne_bytes());
+        rest = tail;
+    }
+    apply_mask_bytewise(rest, key);
 }
 
 /// The 4-byte key twice, as a word in memory order.
@@ -107,6 +129,9 @@ mod tests {
             let mut words = data.clone();
             mask_words(&mut words, key64);
             assert_eq!(words, expected, "baseline, {len} bytes");
+            let mut short = data.clone();
+            mask_short(&mut short, key);
+            assert_eq!(short, expected, "short, {len} bytes");
             #[cfg(target_arch = "x86_64")]
             if std::arch::is_x86_feature_detected!("avx2") {
                 let mut wide = data.clone();

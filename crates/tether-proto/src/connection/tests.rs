@@ -1249,6 +1249,32 @@ mod transmit {
     }
 
     #[test]
+    fn the_front_is_the_first_slice_and_says_whether_more_follow() {
+        let (mut conn, _) = server_with_mixed_output();
+        let mut remaining = offered(&conn);
+        while !remaining.is_empty() {
+            let mut one = [IoSlice::new(&[]); 1];
+            assert_eq!(conn.transmit_slices(&mut one), 1);
+            let (front, more) = conn.transmit_front();
+            assert_eq!(front, &one[0][..]);
+            assert_eq!(more, front.len() < remaining.len());
+            assert_eq!(front, &remaining[..front.len()]);
+            // Written in two steps: the front of a partly written chunk.
+            let n = front.len();
+            conn.advance_transmit(n / 2);
+            conn.advance_transmit(n - n / 2);
+            remaining.drain(..n);
+        }
+        assert_eq!(conn.transmit_front(), (&[][..], false));
+        // Output after everything was written starts the buffer afresh.
+        conn.send_text("again").unwrap();
+        assert_eq!(
+            conn.transmit_front(),
+            (&[0x81, 5, b'a', b'g', b'a', b'i', b'n'][..], false)
+        );
+    }
+
+    #[test]
     fn advance_past_the_end_takes_everything() {
         let (mut conn, _) = server_with_mixed_output();
         conn.advance_transmit(usize::MAX);
@@ -2145,4 +2171,97 @@ fn equal_settings_are_shared_between_connections() {
     let e = server_with(other);
     assert!(!std::ptr::eq(c.config(), d.config()));
     assert_eq!(e.config().max_message_size, 1234);
+}
+
+/// The whole-frame path (`take_small_message`): a frame that arrives whole
+/// is taken without the event queue; it must give what the general path
+/// gives the same bytes arriving one at a time (which never holds a whole
+/// frame with a payload).
+mod whole_frames {
+    use super::*;
+
+    /// What a connection did with its input: the events (pieces joined),
+    /// its output and its state.
+    type Outcome = (Vec<(String, Vec<u8>)>, Vec<u8>, State);
+
+    fn run(role: Role, config: &Config, input: &[u8], whole: bool) -> Outcome {
+        let mut conn = match role {
+            Role::Server => server_with(config.clone()),
+            Role::Client => Connection::client(config.clone(), Box::new(SeededRandom::new(7)), now()),
+        };
+        let mut seen = Vec::new();
+        if whole {
+            conn.handle_read(input, now());
+            seen.extend(events(&mut conn));
+        } else {
+            for byte in input {
+                conn.handle_read(std::slice::from_ref(byte), now());
+                seen.extend(events(&mut conn));
+            }
+        }
+        (merge_pieces(seen), transmitted(&mut conn), conn.state())
+    }
+
+    /// Streamed messages come in as many pieces as reads: compared as the
+    /// pieces' bytes joined, marked by where each message starts and ends.
+    fn merge_pieces(events: Vec<Event>) -> Vec<(String, Vec<u8>)> {
+        let mut merged: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut open = false;
+        for event in events {
+            match event {
+                Event::Fragment(piece) => {
+                    if !open {
+                        merged.push((format!("{:?} pieces", piece.kind), Vec::new()));
+                    }
+                    merged.last_mut().expect("pushed").1.extend_from_slice(&piece.data);
+                    open = !piece.last;
+                }
+                other => merged.push((format!("{other:?}"), Vec::new())),
+            }
+        }
+        merged
+    }
+
+    #[test]
+    fn whole_and_byte_by_byte_arrival_agree() {
+        let mut limited = Config::default();
+        limited.max_message_size = 300;
+        let mut framed = Config::default();
+        framed.max_frame_size = 200;
+        let mut streamed = Config::default();
+        streamed.stream_threshold = Some(100);
+        let configs = [Config::default(), limited, framed, streamed];
+        for (role, mask) in [(Role::Server, Some([1, 2, 3, 4])), (Role::Client, None)] {
+            let f = |opcode: u8, fin: bool, rsv: u8, payload: &[u8]| frame(opcode, fin, rsv, mask, payload);
+            let wrong_mask = if mask.is_some() { None } else { Some([9, 8, 7, 6]) };
+            let inputs: Vec<Vec<u8>> = vec![
+                [f(1, true, 0, "κόσμε".as_bytes()), f(2, true, 0, &[5; 20])].concat(),
+                [f(2, true, 0, b""), f(1, true, 0, b"")].concat(),
+                [
+                    f(2, true, 0, &[1; 125]),
+                    f(2, true, 0, &[2; 126]),
+                    f(2, true, 0, &[3; 300]),
+                ]
+                .concat(),
+                [f(2, true, 0, &[4; 301]), f(2, true, 0, b"after")].concat(),
+                [f(2, true, 0, &[6; 65535]), f(2, true, 0, &[7; 65536])].concat(),
+                [f(1, true, 0, b"ok"), f(1, true, 0, &[0xce]), f(1, true, 0, b"never")].concat(),
+                [f(2, true, RSV1, b"rsv"), f(2, true, 0, b"never")].concat(),
+                [f(1, false, 0, b"fr"), f(2, true, 0, b"inside"), f(0, true, 0, b"ag")].concat(),
+                [f(1, false, 0, b"fr"), f(0, true, 0, b"ag"), f(2, true, 0, b"next")].concat(),
+                [f(8, true, 0, &[3, 232]), f(2, true, 0, b"after close")].concat(),
+                [frame(2, true, 0, wrong_mask, b"wrong mask")].concat(),
+                [f(3, true, 0, b"reserved"), f(2, true, 0, b"never")].concat(),
+            ];
+            for (c, config) in configs.iter().enumerate() {
+                for (i, input) in inputs.iter().enumerate() {
+                    assert_eq!(
+                        run(role, config, input, true),
+                        run(role, config, input, false),
+                        "{role:?}, config {c}, input {i}"
+                    );
+                }
+            }
+        }
+    }
 }
