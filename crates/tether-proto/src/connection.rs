@@ -548,12 +548,34 @@ impl Connection {
     /// Sends a whole message with per-message options, for example
     /// [`SendOptions::uncompressed`] for a message that carries a secret next
     /// to data an attacker controls (CRIME, BREACH).
+    #[inline]
     pub fn send_with(&mut self, message: impl Into<Message>, options: SendOptions) -> Result<(), SendError> {
+        let message = message.into();
+        let len = message.len();
+        if len < 126
+            && self.state == State::Open
+            && self.outgoing.is_none()
+            && self.role == Role::Server
+            && (!options.compress || self.negotiated.is_none())
+            && self.config.max_send_frame_size.is_none_or(|max| max == 0 || len <= max)
+        {
+            // The common message, inlined into the caller: short, sent by a
+            // server (unmasked), no extension to run.
+            self.stats.payload_bytes_sent += len as u64;
+            self.stats.messages_sent += 1;
+            self.write_short_server_frame(0x80 | data_opcode(message.kind()).as_u8(), message.as_bytes());
+            return Ok(());
+        }
+        self.send_message(message, options)
+    }
+
+    /// [`send_with`](Self::send_with) for every message.
+    #[inline(never)]
+    fn send_message(&mut self, message: Message, options: SendOptions) -> Result<(), SendError> {
         self.check_can_send()?;
         if self.outgoing.is_some() {
             return Err(SendError::FragmentOrder);
         }
-        let message = message.into();
         let kind = message.kind();
         let mut payload = message.into_bytes();
         self.stats.payload_bytes_sent += payload.len() as u64;
@@ -568,6 +590,17 @@ impl Connection {
             }
         }
         let opcode = data_opcode(kind);
+        if payload.len() < 126
+            && self.role == Role::Server
+            && self
+                .config
+                .max_send_frame_size
+                .is_none_or(|max| max == 0 || payload.len() <= max)
+        {
+            // The common frame: short, and sent by a server (unmasked).
+            self.write_short_server_frame(0x80 | rsv | opcode.as_u8(), &payload);
+            return Ok(());
+        }
         match self.config.max_send_frame_size {
             Some(max) if max > 0 && payload.len() > max => {
                 let mut first = true;
@@ -1691,6 +1724,22 @@ impl Connection {
         } else {
             self.write_frame(opcode, fin, rsv, &payload);
         }
+    }
+
+    /// Queues a server's frame of at most 125 bytes: its two header bytes
+    /// (`b0` the first: FIN, RSV and opcode) and the payload, copied.
+    #[inline(always)]
+    fn write_short_server_frame(&mut self, b0: u8, payload: &[u8]) {
+        debug_assert!(payload.len() < 126 && self.role == Role::Server);
+        let n = 2 + payload.len();
+        let t = &mut self.transmit;
+        if t.buf.capacity() == 0 {
+            t.take_buffer(n);
+        }
+        t.buf.reserve(n);
+        t.buf.extend_from_slice(&[b0, payload.len() as u8]);
+        t.buf.extend_from_slice(payload);
+        t.len += n;
     }
 
     /// Queues a frame, copying (and for a client, masking) the payload.

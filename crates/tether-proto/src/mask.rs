@@ -16,10 +16,17 @@ pub fn apply_mask(data: &mut [u8], key: [u8; 4], offset: usize) {
     let key = rotate_key(key, offset);
     if data.len() < 64 {
         mask_short(data, key);
-        return;
+    } else {
+        mask_long(data, key);
     }
+}
+
+/// 64 bytes or more: in vector steps. Out of line, so that the short path
+/// inlines into its callers.
+#[inline(never)]
+fn mask_long(data: &mut [u8], key: [u8; 4]) {
     #[cfg(target_arch = "x86_64")]
-    if data.len() >= 64 && std::arch::is_x86_feature_detected!("avx2") {
+    if std::arch::is_x86_feature_detected!("avx2") {
         // The bytes before the first 32-byte boundary one by one, so that
         // no 32-byte load or store of the rest straddles two cache lines
         // (a payload starts wherever its header ended).
@@ -60,7 +67,9 @@ fn mask_short(data: &mut [u8], key: [u8; 4]) {
 /// The 4-byte key twice, as a word in memory order.
 #[inline]
 fn key_word(key: [u8; 4]) -> u64 {
-    u64::from_ne_bytes([key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3]])
+    // Both halves are the key, so the word is the same in either byte order.
+    let half = u64::from(u32::from_ne_bytes(key));
+    half | half << 32
 }
 
 /// [`mask_words`] compiled for AVX2: the same safe code, vectorised with

@@ -2265,3 +2265,57 @@ mod whole_frames {
         }
     }
 }
+
+/// The short-frame path of `send_with` (a server's message under 126
+/// bytes, no extension) writes what the general path writes.
+mod short_frames {
+    use super::*;
+
+    #[test]
+    fn a_servers_messages_of_every_short_length_are_framed_as_the_rfc_says() {
+        for max in [None, Some(0), Some(50)] {
+            let mut config = Config::default();
+            config.max_send_frame_size = max;
+            let mut conn = server_with(config);
+            for len in 0..=130 {
+                let payload: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+                conn.send(Message::Binary(payload.clone().into())).unwrap();
+                let text = String::from_utf8(payload.clone()).unwrap();
+                conn.send(Message::Text(text.as_str().into())).unwrap();
+                let mut expected = Vec::new();
+                for opcode in [2, 1] {
+                    match max {
+                        // Split by the frame size limit.
+                        Some(max) if max > 0 && len > max => {
+                            for (i, piece) in payload.chunks(max).enumerate() {
+                                let op = if i == 0 { opcode } else { 0 };
+                                let last = (i + 1) * max >= len;
+                                expected.extend(frame(op, last, 0, None, piece));
+                            }
+                        }
+                        _ => expected.extend(frame(opcode, true, 0, None, &payload)),
+                    }
+                }
+                assert_eq!(transmitted(&mut conn), expected, "{len} bytes, limit {max:?}");
+            }
+            assert_eq!(conn.stats().messages_sent, 2 * 131);
+            assert_eq!(conn.stats().payload_bytes_sent, 2 * (0..=130).sum::<u64>());
+        }
+    }
+
+    #[test]
+    fn nothing_is_sent_once_closing_or_while_a_message_is_fragmented() {
+        let mut conn = server();
+        conn.send_fragment(DataKind::Binary, b"part", false).unwrap();
+        assert_eq!(
+            conn.send(Message::Binary(Bytes::from_static(b"x"))),
+            Err(SendError::FragmentOrder)
+        );
+        conn.send_fragment(DataKind::Binary, b"", true).unwrap();
+        conn.close(CloseCode::NORMAL, "", now()).unwrap();
+        assert_eq!(
+            conn.send(Message::Binary(Bytes::from_static(b"x"))),
+            Err(SendError::Closed)
+        );
+    }
+}
