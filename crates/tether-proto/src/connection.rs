@@ -590,17 +590,6 @@ impl Connection {
             }
         }
         let opcode = data_opcode(kind);
-        if payload.len() < 126
-            && self.role == Role::Server
-            && self
-                .config
-                .max_send_frame_size
-                .is_none_or(|max| max == 0 || payload.len() <= max)
-        {
-            // The common frame: short, and sent by a server (unmasked).
-            self.write_short_server_frame(0x80 | rsv | opcode.as_u8(), &payload);
-            return Ok(());
-        }
         match self.config.max_send_frame_size {
             Some(max) if max > 0 && payload.len() > max => {
                 let mut first = true;
@@ -1727,7 +1716,9 @@ impl Connection {
     }
 
     /// Queues a server's frame of at most 125 bytes: its two header bytes
-    /// (`b0` the first: FIN, RSV and opcode) and the payload, copied.
+    /// (`b0` the first: FIN, RSV and opcode) and the payload, copied. The
+    /// short messages of `send_with`'s inlined front; everything else goes
+    /// through `write_frame_bytes`.
     #[inline(always)]
     fn write_short_server_frame(&mut self, b0: u8, payload: &[u8]) {
         debug_assert!(payload.len() < 126 && self.role == Role::Server);
