@@ -1195,9 +1195,12 @@ async fn ping_flood_without_reading_pongs_pauses_reading_in_bounded_memory(adapt
         alloc::mib(ended.max_buffered),
         alloc::mib(peak)
     );
-    // The limit, plus what one read's pongs add (a read takes up to
-    // read_buffer_size, 64 KiB, plus the room left in the buffer).
-    assert!(ended.max_buffered <= limit + 68 * KIB + KIB, "{}", ended.max_buffered);
+    // The limit, plus what one read's pongs add: a read takes the receive
+    // buffer's room, read_buffer_size (64 KiB) for a new buffer, but up to
+    // 128 KiB for one the thread's cache kept from an earlier connection
+    // of the thread (tests share the harness's threads): 145 KiB was seen
+    // once against a bound of 64 KiB.
+    assert!(ended.max_buffered <= limit + 128 * KIB + KIB, "{}", ended.max_buffered);
     assert!(peak < MIB, "peak allocation growth {}", alloc::mib(peak));
     assert!(
         matches!(ended.end, Some(Error::Io(_) | Error::AbnormalClosure)),
