@@ -623,11 +623,16 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
             // the empty buffers now, as the loop does when it waits.
             self.release_buffers();
         }
-        let mut buf = self.conn.recv_buffer_mut();
-        if R::RESERVES_READ_ROOM && buf.spare_capacity() < MIN_READ_ROOM {
-            buf.reserve(self.read_buffer_size);
-        }
-        let Poll::Ready(result) = R::poll_read(&mut self.io, cx, &mut buf) else {
+        let io = &mut self.io;
+        let read = if R::RESERVES_READ_ROOM {
+            // Into a buffer the thread kept, in place, when the connection
+            // let go of its own: a read that would block takes none.
+            self.conn
+                .read_into(MIN_READ_ROOM, self.read_buffer_size, |buf| R::poll_read(io, cx, buf))
+        } else {
+            R::poll_read(io, cx, &mut self.conn.recv_buffer_mut())
+        };
+        let Poll::Ready(result) = read else {
             // Waiting for the peer: buffers that hold nothing are let go of,
             // so that idle connections hold none.
             self.release_buffers();

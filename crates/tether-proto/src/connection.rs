@@ -331,7 +331,7 @@ impl Transmit {
     #[cold]
     #[inline(never)]
     fn take_buffer(&mut self, min: usize) {
-        self.buf = crate::spare::take(crate::spare::Kind::Send, min)
+        self.buf = crate::spare::take(crate::spare::Kind::Send, min, min)
             .unwrap_or_else(|| BytesMut::with_capacity(min.max(SEND_BUFFER_MIN)));
     }
 }
@@ -449,6 +449,35 @@ impl Connection {
             buf: &mut self.recv,
             frame_rest,
         }
+    }
+
+    /// Runs `read` with the receive buffer
+    /// ([`recv_buffer_mut`](Self::recv_buffer_mut)) holding room for a read
+    /// of a buffer of `size` bytes ([`RecvBuf::reserve_read`] with `min` and `size`): the
+    /// way a driving loop reads. Then call
+    /// [`handle_received`](Self::handle_received) if it read bytes.
+    ///
+    /// A connection that let go of its buffer while it waited
+    /// ([`recycle_buffers`](Self::recycle_buffers)) reads into one the
+    /// thread kept, in place; that buffer becomes the connection's only if
+    /// the read put bytes in it. A read that would block (the next read
+    /// after each answer, for a peer that waits for it) then costs no
+    /// buffer taken from the thread and given back.
+    #[inline]
+    pub fn read_into<T>(&mut self, min: usize, size: usize, mut read: impl FnMut(&mut RecvBuf<'_>) -> T) -> T {
+        let min = min.min(size);
+        if self.recv.capacity() == 0 {
+            self.recv_mark = 0;
+            let lent = crate::spare::lend(crate::spare::Kind::Recv, min, size, &mut self.recv, |buf| {
+                read(&mut RecvBuf { buf, frame_rest: 0 })
+            });
+            if let Some(out) = lent {
+                return out;
+            }
+        }
+        let mut buf = self.recv_buffer_mut();
+        buf.reserve_read(min, size);
+        read(&mut buf)
     }
 
     /// Takes note of what was appended to
@@ -954,7 +983,26 @@ impl Connection {
         if self.state != State::Open {
             return closing;
         }
-        earliest(closing, earliest(self.idle_deadline(), self.ping_deadline()))
+        earliest(closing, self.keepalive_deadline())
+    }
+
+    /// The earlier of the idle and ping deadlines, asked at every wait: one
+    /// addition while no ping of ours is newer than the last bytes
+    /// received (both then count from those bytes), both otherwise.
+    #[inline]
+    fn keepalive_deadline(&self) -> Option<Instant> {
+        match self.last_ping_sent {
+            Some(sent) if sent > self.last_received => earliest(self.idle_deadline(), self.ping_deadline()),
+            _ => {
+                let idle = self.config.idle_timeout.filter(|t| !t.is_zero());
+                let interval = self.config.ping_interval.filter(|i| !i.is_zero());
+                let wait = match (idle, interval) {
+                    (Some(idle), Some(interval)) => idle.min(interval),
+                    (wait, None) | (None, wait) => wait?,
+                };
+                Some(self.last_received + wait)
+            }
+        }
     }
 
     /// Whether the adapter should close the transport once it has written
@@ -1076,6 +1124,20 @@ impl Connection {
         self.recycling = on;
     }
 
+    /// An emptied receive buffer: let go of when recycling (to the thread's
+    /// cache, whatever its room: a small room left at the end of a large
+    /// allocation shared with payloads handed out would otherwise hold all
+    /// of it while the application does not poll), otherwise only if large
+    /// (a small one is reused, not allocated again at every read).
+    #[inline]
+    fn let_go_of_emptied_recv(&mut self) {
+        let room = self.recv.capacity();
+        if self.recv.is_empty() && (room > IDLE_BUFFER_MAX || (self.recycling && room != 0)) {
+            let recv = std::mem::take(&mut self.recv);
+            self.let_go(crate::spare::Kind::Recv, recv);
+        }
+    }
+
     /// Lets go of a buffer the connection no longer needs: to the thread's
     /// cache when recycling, otherwise to the allocator.
     fn let_go(&self, kind: crate::spare::Kind, buf: BytesMut) {
@@ -1165,9 +1227,8 @@ impl Connection {
         // not poll for a while holds none.
         if self.state == State::Closed {
             self.recv = BytesMut::new();
-        } else if self.recv.is_empty() && self.recv.capacity() > IDLE_BUFFER_MAX {
-            let recv = std::mem::take(&mut self.recv);
-            self.let_go(crate::spare::Kind::Recv, recv);
+        } else {
+            self.let_go_of_emptied_recv();
         }
         if self.eof_received && self.events.is_empty() {
             // Nothing more can complete what is left of the buffer.
@@ -1236,10 +1297,7 @@ impl Connection {
         let mut payload = frame.freeze();
         payload.advance(header_len);
         self.count_received(len, true);
-        if self.recv.is_empty() && self.recv.capacity() > IDLE_BUFFER_MAX {
-            let recv = std::mem::take(&mut self.recv);
-            self.let_go(crate::spare::Kind::Recv, recv);
-        }
+        self.let_go_of_emptied_recv();
         Some(if text {
             match utf8::validate(&payload) {
                 Ok(()) => Ok(Message::Text(Utf8Bytes::from_validated(payload))),
@@ -1820,7 +1878,7 @@ impl RecvBuf<'_> {
     /// against the connection's message limit.
     pub fn reserve(&mut self, additional: usize) {
         if self.buf.capacity() == 0 {
-            if let Some(buf) = crate::spare::take(crate::spare::Kind::Recv, additional) {
+            if let Some(buf) = crate::spare::take(crate::spare::Kind::Recv, additional, additional) {
                 *self.buf = buf;
                 return;
             }
@@ -1834,6 +1892,30 @@ impl RecvBuf<'_> {
             additional
         };
         self.buf.reserve(additional);
+    }
+
+    /// Makes room for a read of a buffer of `size` bytes, but only when
+    /// less than `min` is free: the way a driving loop reserves before each
+    /// read. A buffer with no room (let go of while the connection waited)
+    /// first takes one the thread kept with at least `min` free as it is,
+    /// or rewound to hold `size`; otherwise as [`reserve`](Self::reserve)
+    /// does with `size`. Reads then go on into the room that is left
+    /// until less than `min` is, whichever connection of the thread the
+    /// buffer serves, and the buffer is rewound only then, not at every
+    /// wait.
+    #[inline]
+    pub fn reserve_read(&mut self, min: usize, size: usize) {
+        let min = min.min(size);
+        if self.spare_capacity() >= min {
+            return;
+        }
+        if self.buf.capacity() == 0 {
+            if let Some(buf) = crate::spare::take(crate::spare::Kind::Recv, min, size) {
+                *self.buf = buf;
+                return;
+            }
+        }
+        self.reserve(size);
     }
 
     /// The bytes still to come of the frame being received, when its

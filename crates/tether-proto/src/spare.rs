@@ -28,21 +28,24 @@ thread_local! {
     static SEND: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
 }
 
-fn with<T>(kind: Kind, f: impl FnOnce(&mut Vec<BytesMut>) -> T) -> Option<T> {
+/// The thread's buffers of `kind`, borrowed for `f`; `None` while the
+/// thread exits (`try_with`: nothing is kept or found then) or if they are
+/// borrowed already. Inlined, as are its callers: they run a few times per
+/// message.
+#[inline]
+fn with<T>(kind: Kind, f: impl FnOnce(&mut Vec<BytesMut>) -> Option<T>) -> Option<T> {
     let cell = match kind {
         Kind::Recv => &RECV,
         Kind::Send => &SEND,
     };
-    // `try_with`: nothing is kept or found while the thread exits.
-    cell.try_with(|spare| spare.try_borrow_mut().ok().map(|mut spare| f(&mut spare)))
-        .ok()
-        .flatten()
+    cell.try_with(|spare| f(&mut *spare.try_borrow_mut().ok()?)).ok()?
 }
 
 /// Keeps `buf` (empty) for the thread's next connection, unless it is tiny
 /// or huge or the thread keeps enough already. Its allocation may still be
 /// shared with payloads handed out (their bytes are not in its view);
 /// [`take`] checks.
+#[inline]
 pub(crate) fn give(kind: Kind, buf: BytesMut) {
     debug_assert!(buf.is_empty());
     if !(1024..=MAX_LEN).contains(&buf.capacity()) {
@@ -52,29 +55,67 @@ pub(crate) fn give(kind: Kind, buf: BytesMut) {
         if spare.len() < KEEP {
             spare.push(buf);
         }
+        Some(())
     });
 }
 
 /// A kept buffer with room for at least `min` bytes, if the thread has one:
-/// one whose allocation is its own again (no payload points into it any
-/// more) and large enough, rewound to its start. The ones that are not are
-/// dropped on the way.
-pub(crate) fn take(kind: Kind, min: usize) -> Option<BytesMut> {
-    with(kind, |spare| {
-        while let Some(mut buf) = spare.pop() {
-            if buf.try_reclaim(min) {
-                return Some(buf);
-            }
+/// as it was let go of when it has that room still (no work: a receive
+/// buffer keeps the room after the bytes parsed out of it, the common case),
+/// otherwise rewound to its start if its allocation is its own again (no
+/// payload points into it any more) and that gives it room for `size`
+/// bytes. The ones that are neither are dropped on the way.
+#[inline]
+pub(crate) fn take(kind: Kind, min: usize, size: usize) -> Option<BytesMut> {
+    debug_assert!(min <= size);
+    with(kind, |spare| loop {
+        let buf = spare.last_mut()?;
+        if buf.capacity() - buf.len() >= min || buf.try_reclaim(size) {
+            return spare.pop();
         }
-        None
+        spare.pop();
     })
-    .flatten()
+}
+
+/// Lends `f` a kept buffer with room for at least `min` bytes (or rewound
+/// to hold `size`, as [`take`] finds one) in place, without taking it out
+/// of the cache: a read that would block then costs neither a take nor a
+/// give. If `f` leaves bytes in it, the buffer becomes `dst` (which holds
+/// no room). `None`, without calling `f`, when the thread has no such
+/// buffer.
+///
+/// The cache stays borrowed while `f` runs; a connection that `f` reaches
+/// in the meantime (a transport that is itself a connection of the thread)
+/// finds it empty and keeps nothing, as when the thread exits.
+#[inline]
+pub(crate) fn lend<T>(
+    kind: Kind,
+    min: usize,
+    size: usize,
+    dst: &mut BytesMut,
+    f: impl FnOnce(&mut BytesMut) -> T,
+) -> Option<T> {
+    debug_assert!(min <= size && dst.capacity() == 0);
+    with(kind, |spare| {
+        let buf = loop {
+            let buf = spare.last_mut()?;
+            if buf.capacity() - buf.len() >= min || buf.try_reclaim(size) {
+                break spare.last_mut()?;
+            }
+            spare.pop();
+        };
+        let out = f(buf);
+        if !buf.is_empty() {
+            *dst = spare.pop()?;
+        }
+        Some(out)
+    })
 }
 
 /// How many buffers of `kind` the thread keeps.
 #[cfg(test)]
 pub(crate) fn kept(kind: Kind) -> usize {
-    with(kind, |spare| spare.len()).unwrap_or(0)
+    with(kind, |spare| Some(spare.len())).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -89,15 +130,25 @@ mod tests {
         shared.extend_from_slice(b"payload");
         let payload = shared.split().freeze();
         give(Kind::Recv, shared);
-        assert!(take(Kind::Recv, 4096).is_none());
+        assert!(take(Kind::Recv, 4096, 4096).is_none());
         // ...and once the payload is gone, rewound to its start.
         let mut shared = BytesMut::with_capacity(4096);
         shared.extend_from_slice(b"payload");
         let payload2 = shared.split().freeze();
         give(Kind::Recv, shared);
         drop(payload2);
-        let whole = take(Kind::Recv, 4096).expect("its own again");
+        let whole = take(Kind::Recv, 4096, 4096).expect("its own again");
         assert!(whole.capacity() >= 4096);
+        drop(payload);
+
+        // Shared, but with the room asked for after the payload's bytes:
+        // given out as it is, at no cost.
+        let mut shared = BytesMut::with_capacity(8192);
+        shared.extend_from_slice(b"payload");
+        let payload = shared.split().freeze();
+        give(Kind::Recv, shared);
+        let rest = take(Kind::Recv, 4096, 8192).expect("room left after the payload");
+        assert_eq!(rest.capacity(), 8192 - payload.len());
         drop(payload);
 
         // Alone in its allocation: kept, and given back with its room.
@@ -105,18 +156,18 @@ mod tests {
         alone.extend_from_slice(b"read and consumed");
         alone.clear();
         give(Kind::Recv, alone);
-        let again = take(Kind::Recv, 4096).expect("kept");
+        let again = take(Kind::Recv, 4096, 4096).expect("kept");
         assert!(again.is_empty() && again.capacity() >= 4096);
-        assert!(take(Kind::Recv, 1).is_none(), "taken once");
+        assert!(take(Kind::Recv, 1, 1).is_none(), "taken once");
 
         // Too small, too large, or asked for more room than it has.
         give(Kind::Send, BytesMut::with_capacity(16));
         give(Kind::Send, BytesMut::with_capacity(MAX_LEN + 1));
-        assert!(take(Kind::Send, 1).is_none());
+        assert!(take(Kind::Send, 1, 1).is_none());
         give(Kind::Send, BytesMut::with_capacity(2048));
-        assert!(take(Kind::Send, 2048).is_some());
+        assert!(take(Kind::Send, 2048, 2048).is_some());
         give(Kind::Send, BytesMut::with_capacity(2048));
-        assert!(take(Kind::Send, 4096).is_none());
+        assert!(take(Kind::Send, 4096, 4096).is_none());
     }
 
     #[test]
@@ -125,7 +176,7 @@ mod tests {
             give(Kind::Recv, BytesMut::with_capacity(4096));
         }
         let mut kept = 0;
-        while take(Kind::Recv, 1).is_some() {
+        while take(Kind::Recv, 1, 1).is_some() {
             kept += 1;
         }
         assert_eq!(kept, KEEP);

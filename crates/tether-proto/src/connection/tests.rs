@@ -1027,6 +1027,67 @@ mod timers {
         assert_eq!(conn.poll_timeout(), None);
     }
 
+    /// The deadline asked at every wait is the earlier of the idle and
+    /// the ping deadline, whichever settings are on and whether or not
+    /// our last ping is newer than the last bytes received.
+    #[test]
+    fn the_next_deadline_is_the_earlier_of_idle_and_ping() {
+        let secs = |n| Some(Duration::from_secs(n));
+        let settings = [None, Some(Duration::ZERO), secs(10), secs(30), secs(60)];
+        for ping_interval in settings {
+            for idle_timeout in settings {
+                let mut config = Config::default();
+                config.ping_interval = ping_interval;
+                config.idle_timeout = idle_timeout;
+                let on = |d: Option<Duration>| d.filter(|d| !d.is_zero());
+                let expect = |since_received: Instant, since_ping: Instant| {
+                    let idle = on(idle_timeout).map(|t| since_received + t);
+                    let ping = on(ping_interval).map(|t| since_ping + t);
+                    match (idle, ping) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    }
+                };
+                let mut conn = server_with(config);
+                assert_eq!(
+                    conn.poll_timeout(),
+                    expect(now(), now()),
+                    "{ping_interval:?} {idle_timeout:?}"
+                );
+                // Bytes received later push both later.
+                let t1 = now() + Duration::from_secs(5);
+                conn.handle_read(&cf(0xa, true, b""), t1);
+                assert_eq!(
+                    conn.poll_timeout(),
+                    expect(t1, t1),
+                    "{ping_interval:?} {idle_timeout:?}"
+                );
+                // A keepalive ping of ours, newer than them: the ping
+                // deadline counts from it, the idle one from the bytes.
+                if let Some(interval) = on(ping_interval) {
+                    let t2 = t1 + interval;
+                    conn.handle_timeout(t2);
+                    if conn.state() == State::Open {
+                        assert_eq!(transmitted(&mut conn), [0x89, 0]);
+                        assert_eq!(
+                            conn.poll_timeout(),
+                            expect(t1, t2),
+                            "{ping_interval:?} {idle_timeout:?}"
+                        );
+                        // Its answer: both from the answer again.
+                        let t3 = t2 + Duration::from_secs(1);
+                        conn.handle_read(&cf(0xa, true, b""), t3);
+                        assert_eq!(
+                            conn.poll_timeout(),
+                            expect(t3, t3),
+                            "{ping_interval:?} {idle_timeout:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn unanswered_keepalive_pings_once_per_interval() {
         let mut config = Config::default();
@@ -1661,10 +1722,94 @@ mod idle_memory {
                 );
                 if !recycling {
                     // `recycle_buffers` kept the transmit buffer; not wanted here.
-                    let _ = crate::spare::take(Kind::Send, 1);
+                    let _ = crate::spare::take(Kind::Send, 1, 1);
                 }
             }
         }
+    }
+
+    /// A driving loop's read (`read_into`) into a connection that let go of
+    /// its buffer: a read that would block uses a buffer the thread kept in
+    /// place and leaves it there; a read that brings bytes takes it; with
+    /// nothing kept (or the cache in use by the read itself) the connection
+    /// gets a buffer of its own. Every byte read counts, whichever way.
+    #[test]
+    fn a_read_uses_a_kept_buffer_in_place_and_takes_it_only_with_bytes() {
+        use crate::spare::{kept, Kind};
+        while crate::spare::take(Kind::Recv, 1, 1).is_some() {}
+        let mut s = server();
+        s.set_buffer_recycling(true);
+        let size = 64 * 1024;
+
+        // Nothing kept: a buffer of `size` of its own; the read blocks.
+        let room = s.read_into(4096, size, |buf| buf.spare_capacity());
+        assert!(room >= size, "{room}");
+        s.recycle_buffers();
+        assert_eq!((s.recv.capacity(), kept(Kind::Recv)), (0, 1));
+
+        // Kept: lent in place, left in the cache by a read that blocks...
+        for _ in 0..3 {
+            let room = s.read_into(4096, size, |buf| buf.spare_capacity());
+            assert!(room >= size);
+            assert_eq!((s.recv.capacity(), kept(Kind::Recv)), (0, 1));
+        }
+        // ...and taken by one that brings bytes.
+        s.read_into(4096, size, |buf| buf.put_slice(&cf(0x2, true, &[9; 20])));
+        assert_eq!(kept(Kind::Recv), 0);
+        s.handle_received(now());
+        assert_eq!(s.stats().wire_bytes_received, 26);
+        assert_eq!(
+            s.poll_event(),
+            Some(Event::Message(Message::Binary(Bytes::from(vec![9; 20]))))
+        );
+        // Parsed: let go of at once, with the room after the message. The
+        // next read uses that room as it is (no rewinding while at least
+        // `min` is left) and takes it with the bytes it brings.
+        assert_eq!((s.recv.capacity(), kept(Kind::Recv)), (0, 1));
+        let room = s.read_into(4096, size, |buf| {
+            buf.put_slice(&cf(0x1, true, b"two"));
+            buf.spare_capacity()
+        });
+        assert!(room < size - 26 && room >= size - 64, "{room}");
+        s.handle_received(now());
+        assert_eq!(events(&mut s), vec![text("two")]);
+        assert_eq!(s.stats().wire_bytes_received, 26 + 9);
+
+        // A kept buffer with a small room (the end of an allocation shared
+        // with payloads still alive) is read into as it is, and let go of
+        // again once parsed, however small its room: a connection that is
+        // not polled must not hold it, and with it the whole allocation.
+        while crate::spare::take(Kind::Recv, 1, 1).is_some() {}
+        let mut shared = BytesMut::with_capacity(64 * 1024);
+        shared.resize(56 * 1024, 0);
+        let alive = shared.split().freeze();
+        crate::spare::give(Kind::Recv, shared);
+        s.read_into(4096, size, |buf| {
+            assert_eq!(buf.spare_capacity(), 8 * 1024);
+            buf.put_slice(&cf(0x2, true, &[1; 100]));
+        });
+        s.handle_received(now());
+        assert_eq!(
+            s.poll_event(),
+            Some(Event::Message(Message::Binary(Bytes::from(vec![1; 100]))))
+        );
+        assert_eq!((s.recv.capacity(), kept(Kind::Recv)), (0, 1));
+        drop(alive);
+
+        // A read that reaches another connection of the thread while the
+        // cache is lent (a transport that is itself a connection): that one
+        // finds the cache busy and reads into a buffer of its own.
+        let mut inner = server();
+        inner.set_buffer_recycling(true);
+        assert_eq!(kept(Kind::Recv), 1);
+        s.read_into(4096, size, |_| {
+            inner.read_into(4096, size, |buf| buf.put_slice(&cf(0x1, true, b"in")));
+        });
+        assert_eq!((inner.recv.len(), kept(Kind::Recv)), (8, 1));
+        inner.handle_received(now());
+        assert_eq!(events(&mut inner), vec![text("in")]);
+        // Parsed, its buffer joins the one lent.
+        assert_eq!((s.recv.capacity(), kept(Kind::Recv)), (0, 2));
     }
 }
 
