@@ -144,13 +144,20 @@ impl<S: SplitIo> Reader<S> {
     pub fn recv(&mut self) -> Option<Result<Message, Error>> {
         let mut cx = Context::from_waker(Waker::noop());
         loop {
-            let deadline = {
+            let (deadline, paused) = {
                 let mut driver = lock(&self.shared);
                 if let Poll::Ready(item) = driver.poll_message(&mut cx, Side::Recv) {
                     return item;
                 }
-                driver.deadline()
+                (driver.deadline(), driver.reads_paused())
             };
+            if paused {
+                // The peer does not read the answers to what it sent: no
+                // more reading until they drain. The next turn writes (each
+                // write waits at most the write timeout, then unlocks) and
+                // runs the timers, the send timeout among them.
+                continue;
+            }
             self.wait_for_peer(deadline);
         }
     }

@@ -114,3 +114,84 @@ fn the_writer_is_send_and_clone() {
     fn send<T: Send + 'static>() {}
     send::<tether_blocking::Reader<std::net::TcpStream>>();
 }
+
+/// A peer that floods pings and never reads the pongs: the reader of a
+/// split connection stops reading once more than the write limit of
+/// answers waits (the driver's read gate, which holds for every shell), so
+/// memory stays within the limit and one read's pongs, until the send
+/// timeout ends the connection. Before, the reader, which reads outside the
+/// driver, read on, and the pongs grew with everything the peer sent.
+#[test]
+fn a_ping_flood_that_reads_no_pongs_pauses_the_reader() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    bounded(|| {
+        let (listener, url) = listener();
+        let flooded = Arc::new(AtomicBool::new(false));
+        let peer = {
+            let flooded = flooded.clone();
+            std::thread::spawn(move || {
+                let (tcp, _) = listener.accept().unwrap();
+                let mut request = BufReader::new(tcp.try_clone().unwrap());
+                let mut key = String::new();
+                loop {
+                    let mut line = String::new();
+                    request.read_line(&mut line).unwrap();
+                    if let Some(value) = line.to_ascii_lowercase().strip_prefix("sec-websocket-key:") {
+                        key = line[line.len() - value.len()..].trim().to_owned();
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let accept = tether_blocking::tether_proto::handshake::accept_key(key.as_bytes());
+                let mut tcp = tcp;
+                write!(
+                    tcp,
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                     Sec-WebSocket-Accept: {accept}\r\n\r\n"
+                )
+                .unwrap();
+                // Unmasked pings of 125 bytes (server to client), 16 MiB at
+                // most, far more than the socket buffers hold; never read.
+                let mut ping = vec![0x89, 125];
+                ping.extend_from_slice(&[b'p'; 125]);
+                let burst = ping.repeat(512);
+                tcp.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
+                for _ in 0..256 {
+                    if tcp.write_all(&burst).is_err() {
+                        flooded.store(true, Ordering::Release);
+                        break;
+                    }
+                }
+                // Held open (unread) until the client gives up on it.
+                std::thread::sleep(Duration::from_secs(3));
+            })
+        };
+        let limit = 32 * 1024;
+        let mut config = tether_blocking::WebSocketConfig::default();
+        config.write_buffer_limit = limit;
+        config.connection.send_timeout = Some(Duration::from_secs(2));
+        let ws = tether_blocking::ClientBuilder::new(&url)
+            .config(config)
+            .connect()
+            .unwrap();
+        let (mut reader, writer) = ws.split().unwrap();
+        let reading = std::thread::spawn(move || reader.recv().map(|r| r.map_err(|e| e.to_string())));
+        let mut most = 0;
+        let started = Instant::now();
+        while !reading.is_finished() && started.elapsed() < Duration::from_secs(20) {
+            most = most.max(writer.buffered_amount());
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let ended = reading.join().unwrap();
+        peer.join().unwrap();
+        println!("split reader, ping flood: at most {most} bytes of pongs queued; ended with {ended:?}");
+        assert!(flooded.load(Ordering::Acquire), "the reader read every ping");
+        // The limit and one read's pongs (64 KiB of pings).
+        assert!(most <= limit + 64 * 1024 + 1024, "{most} bytes of pongs queued");
+        assert!(matches!(ended, Some(Err(_))), "{ended:?}");
+    });
+}

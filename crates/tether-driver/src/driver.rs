@@ -190,6 +190,19 @@ impl<S, R: Runtime> Driver<S, R> {
             .min(self.conn.pending_transmit())
     }
 
+    /// Whether the loop reads no more for now: more than the write limit
+    /// of output is unwritten, and more than the limit of it answers the
+    /// peer (pongs, the close reply), so the peer does not read what its
+    /// own frames caused (see [`poll_incoming`](Self::poll_incoming)). A
+    /// shell that reads the transport itself
+    /// ([`handle_read`](Self::handle_read)) asks it before each read and
+    /// writes instead, or a peer that pings and never reads would grow
+    /// the output without bound.
+    #[inline]
+    pub fn reads_paused(&self) -> bool {
+        self.conn.pending_transmit() > self.write_limit && self.answers_unwritten() > self.write_limit
+    }
+
     /// Bytes that a shell read from the transport itself, outside
     /// [`poll_incoming`](Self::poll_incoming) (for example a blocking reader
     /// thread reading a cloned socket without holding the connection's
@@ -445,9 +458,7 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
             if !open && self.poll_timer(cx) {
                 continue;
             }
-            let reading = !self.read_done
-                && (self.conn.pending_transmit() <= self.write_limit || self.answers_unwritten() <= self.write_limit);
-            if reading && self.poll_read_in(cx).is_ready() {
+            if !self.read_done && !self.reads_paused() && self.poll_read_in(cx).is_ready() {
                 continue;
             }
             if open && self.poll_timer(cx) {
