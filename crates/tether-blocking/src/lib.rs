@@ -96,6 +96,12 @@
 //!   lock. A writer can move it earlier while the reader waits (a close
 //!   starts the close timeout), so the wait is capped at 250 ms: such a
 //!   timer fires at most that late.
+//! - While more than the write limit of answers to the peer (pongs, the
+//!   close reply) waits unwritten, the reader does not read: a peer that
+//!   pings and never reads the pongs would otherwise grow the output
+//!   without bound. Each turn then only writes (waiting at most the write
+//!   timeout) and runs the timers, as the async loops do
+//!   ([`Driver::reads_paused`](tether_driver::Driver::reads_paused)).
 //! - Dropping the reader turns reads back on in the shared driver, so a
 //!   writer's [`close`](Writer::close) can then wait for the close
 //!   handshake itself.
