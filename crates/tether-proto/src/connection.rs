@@ -468,9 +468,13 @@ impl Connection {
         let min = min.min(size);
         if self.recv.capacity() == 0 {
             self.recv_mark = 0;
-            let lent = crate::spare::lend(crate::spare::Kind::Recv, min, size, &mut self.recv, |buf| {
-                read(&mut RecvBuf { buf, frame_rest: 0 })
-            });
+            let lent = crate::spare::lend(
+                crate::spare::Kind::Recv,
+                kept_room(min, size),
+                size,
+                &mut self.recv,
+                |buf| read(&mut RecvBuf { buf, frame_rest: 0 }),
+            );
             if let Some(out) = lent {
                 return out;
             }
@@ -1897,12 +1901,12 @@ impl RecvBuf<'_> {
     /// Makes room for a read of a buffer of `size` bytes, but only when
     /// less than `min` is free: the way a driving loop reserves before each
     /// read. A buffer with no room (let go of while the connection waited)
-    /// first takes one the thread kept with at least `min` free as it is,
-    /// or rewound to hold `size`; otherwise as [`reserve`](Self::reserve)
-    /// does with `size`. Reads then go on into the room that is left
-    /// until less than `min` is, whichever connection of the thread the
-    /// buffer serves, and the buffer is rewound only then, not at every
-    /// wait.
+    /// first takes one the thread kept: as it is if at least half of
+    /// `size` (and `min`) is free, otherwise rewound to hold `size`;
+    /// failing that, as [`reserve`](Self::reserve) does with `size`. Reads
+    /// then go on into the room that is left, whichever connection of the
+    /// thread the buffer serves, and the buffer is rewound only when it
+    /// runs low, not at every wait.
     #[inline]
     pub fn reserve_read(&mut self, min: usize, size: usize) {
         let min = min.min(size);
@@ -1910,7 +1914,7 @@ impl RecvBuf<'_> {
             return;
         }
         if self.buf.capacity() == 0 {
-            if let Some(buf) = crate::spare::take(crate::spare::Kind::Recv, min, size) {
+            if let Some(buf) = crate::spare::take(crate::spare::Kind::Recv, kept_room(min, size), size) {
                 *self.buf = buf;
                 return;
             }
@@ -2000,6 +2004,18 @@ unsafe impl BufMut for RecvBuf<'_> {
         self.reserve(src.len());
         self.buf.extend_from_slice(src);
     }
+}
+
+/// The room a buffer the thread kept must have free to be read into as it
+/// is (not rewound to its start) by a connection that reads from nothing:
+/// half the read size, and at least `min`. Less would split the next frame
+/// of a run of large messages (16 KiB each into a 64 KiB buffer: the fourth
+/// would find 16 KiB free, a few bytes short) across a growth that copies
+/// what arrived, which costs more than the rewind saves; small messages
+/// rewind once per half a buffer of them.
+#[inline]
+fn kept_room(min: usize, size: usize) -> usize {
+    (size / 2).max(min).min(size)
 }
 
 /// The settings of a new connection, as an `Arc` shared with the thread's

@@ -1764,7 +1764,8 @@ mod idle_memory {
         );
         // Parsed: let go of at once, with the room after the message. The
         // next read uses that room as it is (no rewinding while at least
-        // `min` is left) and takes it with the bytes it brings.
+        // half the read size is left) and takes it with the bytes it
+        // brings.
         assert_eq!((s.recv.capacity(), kept(Kind::Recv)), (0, 1));
         let room = s.read_into(4096, size, |buf| {
             buf.put_slice(&cf(0x1, true, b"two"));
@@ -1784,7 +1785,9 @@ mod idle_memory {
         shared.resize(56 * 1024, 0);
         let alive = shared.split().freeze();
         crate::spare::give(Kind::Recv, shared);
-        s.read_into(4096, size, |buf| {
+        // (Read sizes of 16 KiB: a kept buffer with half of that free is
+        // read into as it is.)
+        s.read_into(4096, 16 * 1024, |buf| {
             assert_eq!(buf.spare_capacity(), 8 * 1024);
             buf.put_slice(&cf(0x2, true, &[1; 100]));
         });
@@ -1794,6 +1797,27 @@ mod idle_memory {
             Some(Event::Message(Message::Binary(Bytes::from(vec![1; 100]))))
         );
         assert_eq!((s.recv.capacity(), kept(Kind::Recv)), (0, 1));
+        drop(alive);
+
+        // With less than half the read size free, a kept buffer is rewound
+        // to its start once no payload points into it, and dropped while
+        // one does (its allocation goes with the payload).
+        while crate::spare::take(Kind::Recv, 1, 1).is_some() {}
+        let mut shared = BytesMut::with_capacity(size);
+        shared.resize(size - 16 * 1024, 0);
+        let alive = shared.split().freeze();
+        crate::spare::give(Kind::Recv, shared);
+        let room = s.read_into(4096, size, |buf| buf.spare_capacity());
+        assert!(room >= size, "{room}: a buffer of its own");
+        s.recycle_buffers();
+        let mut shared = BytesMut::with_capacity(size);
+        shared.resize(size - 16 * 1024, 0);
+        drop(shared.split().freeze());
+        while crate::spare::take(Kind::Recv, 1, 1).is_some() {}
+        crate::spare::give(Kind::Recv, shared);
+        let room = s.read_into(4096, size, |buf| buf.spare_capacity());
+        assert_eq!(room, size, "rewound");
+        assert_eq!(kept(Kind::Recv), 1);
         drop(alive);
 
         // A read that reaches another connection of the thread while the
