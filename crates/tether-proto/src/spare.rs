@@ -68,13 +68,23 @@ pub(crate) fn give(kind: Kind, buf: BytesMut) {
 #[inline]
 pub(crate) fn take(kind: Kind, min: usize, size: usize) -> Option<BytesMut> {
     debug_assert!(min <= size);
-    with(kind, |spare| loop {
-        let buf = spare.last_mut()?;
+    with(kind, |spare| {
+        drop_unusable(spare, min, size);
+        spare.pop()
+    })
+}
+
+/// Drops the kept buffers on top that have less than `min` free and cannot
+/// be rewound to hold `size`, so that the top one, if any, can serve; a
+/// rewound one is rewound in place.
+#[inline]
+fn drop_unusable(spare: &mut Vec<BytesMut>, min: usize, size: usize) {
+    while let Some(buf) = spare.last_mut() {
         if buf.capacity() - buf.len() >= min || buf.try_reclaim(size) {
-            return spare.pop();
+            return;
         }
         spare.pop();
-    })
+    }
 }
 
 /// Lends `f` a kept buffer with room for at least `min` bytes (or rewound
@@ -97,13 +107,8 @@ pub(crate) fn lend<T>(
 ) -> Option<T> {
     debug_assert!(min <= size && dst.capacity() == 0);
     with(kind, |spare| {
-        let buf = loop {
-            let buf = spare.last_mut()?;
-            if buf.capacity() - buf.len() >= min || buf.try_reclaim(size) {
-                break spare.last_mut()?;
-            }
-            spare.pop();
-        };
+        drop_unusable(spare, min, size);
+        let buf = spare.last_mut()?;
         let out = f(buf);
         if !buf.is_empty() {
             *dst = spare.pop()?;
