@@ -49,6 +49,16 @@ pub enum Incoming {
     Pong(Bytes),
 }
 
+/// What one turn of the driving loop came to.
+enum Drive {
+    /// Bytes were read or a timer fired: parse and go on.
+    Progress,
+    /// The connection is over and the transport done with.
+    Finished,
+    /// Nothing to do until the transport or the timer wakes the task.
+    Pending,
+}
+
 /// Wakes both sides: the socket and the timer hold one waker each, and
 /// whichever side polled last must not steal the other's wake-up.
 #[derive(Default)]
@@ -430,42 +440,61 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
                 }
                 continue;
             }
-            // 2. Transmit what everything the last read delivered caused,
-            // in one write, then close the transport if it is time.
+            // 2. and 3.: write, read, the timer.
+            match self.drive(cx) {
+                Drive::Progress => {}
+                Drive::Finished => return Poll::Ready(None),
+                Drive::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// One turn of the driving loop once every parsed event is taken: the
+    /// receiving loops ([`poll_incoming_with`](Self::poll_incoming_with),
+    /// [`poll_message_slow`](Self::poll_message_slow)) inline it, so a
+    /// message received at a wake-up goes through one function, not three.
+    #[inline(always)]
+    fn drive(&mut self, cx: &mut Context<'_>) -> Drive {
+        // 2. Transmit what everything the last read delivered caused, in
+        // one write, then close the transport if it is time. Nothing to
+        // write, to flush or to shut down (the common case once a wait's
+        // answers are out): no call.
+        if self.conn.pending_transmit() > 0 || self.unflushed || (!self.shutdown && self.conn.should_close_transport())
+        {
             if let Poll::Ready(Err(e)) = self.poll_write_out(cx) {
                 tracing::debug!("write failed: {e}");
             }
-            if self.conn.output_abandoned() && !self.shutdown && self.write_error.is_none() {
-                self.abandon_output(cx);
-            }
-            if self.is_finished() {
-                return Poll::Ready(None);
-            }
-            // 3. Read, unless the peer does not read the answers its own
-            // frames caused (pongs): more than the write limit of them
-            // unwritten stops reading, so that a peer that pings and never
-            // reads cannot grow our memory. The application's own output,
-            // however much of it waits, does not stop a receiver: two ends
-            // that both stream to each other must each go on reading, or
-            // neither's output drains. Then the timer, once the read would
-            // wait: one timer check per wait, not one per read. While the
-            // connection is open, bytes that arrive
-            // push its idle and keepalive deadlines later, and output that
-            // cannot be written runs the timer in `poll_write_out`; once it
-            // is closing, the timer goes first, so that a peer that keeps
-            // the socket readable cannot hold off the close timeout.
-            let open = self.conn.state() == State::Open;
-            if !open && self.poll_timer(cx) {
-                continue;
-            }
-            if !self.read_done && !self.reads_paused() && self.poll_read_in(cx).is_ready() {
-                continue;
-            }
-            if open && self.poll_timer(cx) {
-                continue;
-            }
-            return Poll::Pending;
         }
+        if self.conn.output_abandoned() && !self.shutdown && self.write_error.is_none() {
+            self.abandon_output(cx);
+        }
+        if self.is_finished() {
+            return Drive::Finished;
+        }
+        // 3. Read, unless the peer does not read the answers its own
+        // frames caused (pongs): more than the write limit of them
+        // unwritten stops reading, so that a peer that pings and never
+        // reads cannot grow our memory. The application's own output,
+        // however much of it waits, does not stop a receiver: two ends
+        // that both stream to each other must each go on reading, or
+        // neither's output drains. Then the timer, once the read would
+        // wait: one timer check per wait, not one per read. While the
+        // connection is open, bytes that arrive push its idle and
+        // keepalive deadlines later, and output that cannot be written
+        // runs the timer in `poll_write_out`; once it is closing, the
+        // timer goes first, so that a peer that keeps the socket readable
+        // cannot hold off the close timeout.
+        let open = self.conn.state() == State::Open;
+        if !open && self.poll_timer(cx) {
+            return Drive::Progress;
+        }
+        if !self.read_done && !self.reads_paused() && self.poll_read_in(cx).is_ready() {
+            return Drive::Progress;
+        }
+        if open && self.poll_timer(cx) {
+            return Drive::Progress;
+        }
+        Drive::Pending
     }
 
     /// Whole messages: reassembles streamed ones.
@@ -476,39 +505,58 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
         // through another call's return value).
         match self.conn.poll_event() {
             Some(Event::Message(message)) => Poll::Ready(Some(Ok(message))),
-            event => self.poll_message_slow(cx, side, event),
+            event if self.shared.is_none() => self.poll_message_slow(cx, event),
+            event => self.poll_message_shared(cx, side, event),
         }
     }
 
+    /// Split halves: this task is registered for its side, and the
+    /// transport and the timer get the waker that wakes both sides.
+    #[cold]
+    #[inline(never)]
+    fn poll_message_shared(
+        &mut self,
+        cx: &mut Context<'_>,
+        side: Side,
+        event: Option<Event>,
+    ) -> Poll<Option<Result<Message, Error>>> {
+        match self.register(side, cx.waker()) {
+            Some(waker) => self.poll_message_slow(&mut Context::from_waker(&waker), event),
+            None => self.poll_message_slow(cx, event),
+        }
+    }
+
+    /// Everything but a message already parsed, in one loop: events,
+    /// then the driving turn ([`drive`](Self::drive)) in place, not
+    /// through [`poll_incoming`](Self::poll_incoming) and its
+    /// [`Incoming`].
     #[inline(never)]
     fn poll_message_slow(
         &mut self,
         cx: &mut Context<'_>,
-        side: Side,
         mut event: Option<Event>,
     ) -> Poll<Option<Result<Message, Error>>> {
         loop {
-            let incoming = match event.take() {
+            match event.take() {
                 Some(Event::Message(message)) => return Poll::Ready(Some(Ok(message))),
-                Some(other) => match self.on_event(other) {
-                    Some(incoming) => Some(incoming),
-                    None => {
-                        event = self.conn.poll_event();
-                        continue;
-                    }
-                },
-                None => ready!(self.poll_incoming(cx, side)),
-            };
-            match incoming {
-                Some(Incoming::Message(message)) => return Poll::Ready(Some(Ok(message))),
-                Some(Incoming::Fragment(fragment)) => {
-                    if let Some(result) = self.absorb_fragment(fragment) {
+                Some(Event::Fragment(fragment)) => {
+                    if self.skip {
+                        self.skip = !fragment.last;
+                    } else if let Some(result) = self.absorb_fragment(fragment) {
                         return Poll::Ready(Some(result));
                     }
                 }
-                Some(Incoming::Ping(_) | Incoming::Pong(_)) => {}
-                None => return Poll::Ready(self.take_end().map(Err)),
+                Some(other) => {
+                    // Pings and pongs (answered in the core), the end.
+                    self.on_event(other);
+                }
+                None => match self.drive(cx) {
+                    Drive::Progress => {}
+                    Drive::Finished => return Poll::Ready(self.take_end().map(Err)),
+                    Drive::Pending => return Poll::Pending,
+                },
             }
+            event = self.conn.poll_event();
         }
     }
 
