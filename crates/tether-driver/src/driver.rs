@@ -498,7 +498,7 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
     }
 
     /// Whole messages: reassembles streamed ones.
-    #[inline]
+    #[inline(always)]
     pub fn poll_message(&mut self, cx: &mut Context<'_>, side: Side) -> Poll<Option<Result<Message, Error>>> {
         // The common case, inlined into the caller: a message already
         // parsed goes straight out (not through `Incoming`, nor moved
@@ -537,7 +537,9 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
         mut event: Option<Event>,
     ) -> Poll<Option<Result<Message, Error>>> {
         loop {
-            match event.take() {
+            // Matched by value, not taken: `Option::take` of the 72-byte
+            // event would copy it out and write `None` back at every turn.
+            match event {
                 Some(Event::Message(message)) => return Poll::Ready(Some(Ok(message))),
                 Some(Event::Fragment(fragment)) => {
                     if self.skip {

@@ -1,6 +1,6 @@
 //! [`WebSocketStream`]: a connection on any transport of a runtime.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -148,6 +148,20 @@ impl<S, R: Runtime> WebSocketStream<S, R> {
     }
 }
 
+/// The future of [`WebSocketStream::recv`].
+struct Recv<'a, S, R: Runtime> {
+    driver: &'a mut Driver<S, R>,
+}
+
+impl<S, R: RuntimeIo<S>> Future for Recv<'_, S, R> {
+    type Output = Option<Result<Message, Error>>;
+
+    #[inline(always)]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.driver.poll_message(cx, Side::Recv)
+    }
+}
+
 impl<S, R: TransportAddrs<S>> WebSocketStream<S, R> {
     /// The local address of the transport.
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
@@ -171,8 +185,12 @@ impl<S, R: RuntimeIo<S>> WebSocketStream<S, R> {
     /// The next whole message; `None` once the connection closed cleanly,
     /// `Some(Err(..))` once if it ended otherwise (protocol violation, idle
     /// timeout, lost transport). Cancel-safe.
-    pub async fn recv(&mut self) -> Option<Result<Message, Error>> {
-        poll_fn(|cx| self.driver.poll_message(cx, Side::Recv)).await
+    // A future of its own whose `poll` is inlined, not an `async fn` around
+    // `poll_fn`: the caller's state machine polls the driver directly.
+    pub fn recv(&mut self) -> impl Future<Output = Option<Result<Message, Error>>> + '_ {
+        Recv {
+            driver: &mut self.driver,
+        }
     }
 
     /// The next message as a reader over its payload (`AsyncRead` of the
