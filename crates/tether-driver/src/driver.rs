@@ -636,6 +636,15 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
     /// for queued output at the end); on expiry hands the time in. Returns
     /// whether it fired.
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
+        // Armed already, and the core's deadline can only have moved later
+        // since (only the keepalive runs: each read pushes it): the timer
+        // fires no later than needed, so the deadline is not asked again
+        // until it does.
+        if let Some(timer) = &mut self.timer {
+            if self.conn.deadline_moves_later_only() && timer.poll_expired(cx).is_pending() {
+                return false;
+            }
+        }
         let Some(deadline) = self.deadline() else {
             return false;
         };

@@ -990,6 +990,26 @@ impl Connection {
         earliest(closing, self.keepalive_deadline())
     }
 
+    /// Whether the only deadline that runs is the keepalive's (the idle
+    /// timeout and the ping interval): the connection is open, no close
+    /// is under way, the transport is neither done nor at its end, and no
+    /// output is blocked. That deadline only moves later (bytes received
+    /// push it, a ping sent starts the wait for its answer no earlier), so
+    /// while this holds, [`poll_timeout`](Self::poll_timeout) is no
+    /// earlier than it was at any earlier call: a driving loop whose timer
+    /// is armed at an earlier answer of `poll_timeout` need not ask it again
+    /// at every wait, only once that timer fires (or this stops holding).
+    /// It assumes that the times handed in never go back, as a monotonic
+    /// clock's do.
+    #[inline]
+    pub fn deadline_moves_later_only(&self) -> bool {
+        self.state == State::Open
+            && self.close_deadline.is_none()
+            && self.write_blocked_since.is_none()
+            && !self.transport_done
+            && !self.eof_received
+    }
+
     /// The earlier of the idle and ping deadlines, asked at every wait: one
     /// addition while no ping of ours is newer than the last bytes
     /// received (both then count from those bytes), both otherwise.

@@ -1088,6 +1088,87 @@ mod timers {
         }
     }
 
+    /// While `deadline_moves_later_only` holds, the next deadline is no
+    /// earlier than any deadline asked before, whatever happened in
+    /// between (reads of data, pings and pongs, our own sends and pings,
+    /// keepalive pings at their deadline, output blocked and taken again);
+    /// and it stops holding as soon as another deadline runs (output
+    /// blocked, a close under way, the end of the stream).
+    #[test]
+    fn while_only_the_keepalive_runs_the_deadline_moves_later_only() {
+        let secs = |n| Some(Duration::from_secs(n));
+        let settings = [None, secs(10), secs(30)];
+        // `None` (no deadline) counts as the latest.
+        let key = |d: Option<Instant>| d.map_or((1, now()), |d| (0, d));
+        for ping_interval in settings {
+            for idle_timeout in settings {
+                for send_timeout in [None, secs(5)] {
+                    let mut config = Config::default();
+                    config.ping_interval = ping_interval;
+                    config.idle_timeout = idle_timeout;
+                    config.send_timeout = send_timeout;
+                    let label = format!("{ping_interval:?} {idle_timeout:?} {send_timeout:?}");
+                    let mut conn = server_with(config);
+                    let mut latest = conn.poll_timeout();
+                    let mut t = now();
+                    let check = |conn: &mut Connection, latest: &mut Option<Instant>, step: &str| {
+                        let deadline = conn.poll_timeout();
+                        if conn.deadline_moves_later_only() {
+                            assert!(key(deadline) >= key(*latest), "{label}: {step} moved it earlier");
+                        }
+                        if key(deadline) > key(*latest) {
+                            *latest = deadline;
+                        }
+                    };
+                    for round in 0..6u64 {
+                        t += Duration::from_secs(3 + round);
+                        conn.handle_read(&cf(0x2, true, b"data"), t);
+                        while conn.poll_event().is_some() {}
+                        check(&mut conn, &mut latest, "a message");
+                        conn.send_binary(&b"answer"[..]).unwrap();
+                        check(&mut conn, &mut latest, "a send");
+                        // The output blocks for a while: another deadline
+                        // runs, and the shortcut must not be taken.
+                        t += Duration::from_secs(1);
+                        conn.handle_write_blocked(t);
+                        assert!(!conn.deadline_moves_later_only(), "{label}: blocked output");
+                        check(&mut conn, &mut latest, "blocked output");
+                        let _ = transmitted(&mut conn);
+                        conn.advance_transmit(0);
+                        check(&mut conn, &mut latest, "output taken");
+                        conn.ping(b"app").unwrap();
+                        let _ = transmitted(&mut conn);
+                        check(&mut conn, &mut latest, "our own ping");
+                        t += Duration::from_secs(1);
+                        conn.handle_read(&cf(0x9, true, b"p"), t);
+                        while conn.poll_event().is_some() {}
+                        let _ = transmitted(&mut conn);
+                        check(&mut conn, &mut latest, "a ping answered");
+                        // Time passes to the deadline: a keepalive ping.
+                        if let Some(deadline) = conn.poll_timeout() {
+                            if round % 2 == 0 && conn.state() == State::Open {
+                                t = t.max(deadline);
+                                conn.handle_timeout(t);
+                                let _ = transmitted(&mut conn);
+                                check(&mut conn, &mut latest, "the deadline");
+                            }
+                        }
+                        if conn.state() != State::Open {
+                            break;
+                        }
+                    }
+                    if conn.state() == State::Open {
+                        conn.close(CloseCode::NORMAL, "", t).unwrap();
+                        assert!(!conn.deadline_moves_later_only(), "{label}: closing");
+                    }
+                }
+            }
+        }
+        let mut conn = server();
+        conn.handle_eof(now());
+        assert!(!conn.deadline_moves_later_only(), "the end of the stream");
+    }
+
     #[test]
     fn unanswered_keepalive_pings_once_per_interval() {
         let mut config = Config::default();
