@@ -505,60 +505,76 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
         // through another call's return value).
         match self.conn.poll_event() {
             Some(Event::Message(message)) => Poll::Ready(Some(Ok(message))),
-            event if self.shared.is_none() => self.poll_message_slow(cx, event),
-            event => self.poll_message_shared(cx, side, event),
+            // Nothing parsed (the common case at a wake-up and once the
+            // answers are queued): no event to hand down.
+            None if self.shared.is_none() => self.poll_message_slow(cx),
+            event => self.poll_message_event(cx, side, event),
         }
     }
 
-    /// Split halves: this task is registered for its side, and the
-    /// transport and the timer get the waker that wakes both sides.
-    #[cold]
+    /// An event that is not a whole message (a piece of a streamed one, a
+    /// ping, a pong, the end), or a connection polled from several tasks:
+    /// the events parsed are handled, then the driving loop runs with the
+    /// waker that wakes both sides.
     #[inline(never)]
-    fn poll_message_shared(
+    fn poll_message_event(
         &mut self,
         cx: &mut Context<'_>,
         side: Side,
-        event: Option<Event>,
+        mut event: Option<Event>,
     ) -> Poll<Option<Result<Message, Error>>> {
+        while let Some(parsed) = event {
+            if let Some(result) = self.absorb_event(parsed) {
+                return Poll::Ready(Some(result));
+            }
+            event = self.conn.poll_event();
+        }
         match self.register(side, cx.waker()) {
-            Some(waker) => self.poll_message_slow(&mut Context::from_waker(&waker), event),
-            None => self.poll_message_slow(cx, event),
+            Some(waker) => self.poll_message_slow(&mut Context::from_waker(&waker)),
+            None => self.poll_message_slow(cx),
         }
     }
 
-    /// Everything but a message already parsed, in one loop: events,
-    /// then the driving turn ([`drive`](Self::drive)) in place, not
-    /// through [`poll_incoming`](Self::poll_incoming) and its
-    /// [`Incoming`].
+    /// The driving loop for whole messages, once every parsed event is
+    /// taken: a turn ([`drive`](Self::drive), inlined), then the events it
+    /// brought, in one function, not through
+    /// [`poll_incoming`](Self::poll_incoming) and its [`Incoming`].
     #[inline(never)]
-    fn poll_message_slow(
-        &mut self,
-        cx: &mut Context<'_>,
-        mut event: Option<Event>,
-    ) -> Poll<Option<Result<Message, Error>>> {
+    fn poll_message_slow(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
         loop {
-            // Matched by value, not taken: `Option::take` of the 72-byte
-            // event would copy it out and write `None` back at every turn.
-            match event {
-                Some(Event::Message(message)) => return Poll::Ready(Some(Ok(message))),
-                Some(Event::Fragment(fragment)) => {
-                    if self.skip {
-                        self.skip = !fragment.last;
-                    } else if let Some(result) = self.absorb_fragment(fragment) {
-                        return Poll::Ready(Some(result));
-                    }
-                }
-                Some(other) => {
-                    // Pings and pongs (answered in the core), the end.
-                    self.on_event(other);
-                }
-                None => match self.drive(cx) {
-                    Drive::Progress => {}
-                    Drive::Finished => return Poll::Ready(self.take_end().map(Err)),
-                    Drive::Pending => return Poll::Pending,
-                },
+            match self.drive(cx) {
+                Drive::Progress => {}
+                Drive::Finished => return Poll::Ready(self.take_end().map(Err)),
+                Drive::Pending => return Poll::Pending,
             }
-            event = self.conn.poll_event();
+            while let Some(event) = self.conn.poll_event() {
+                if let Some(result) = self.absorb_event(event) {
+                    return Poll::Ready(Some(result));
+                }
+            }
+        }
+    }
+
+    /// A parsed event, for whole-message receive: a message goes out, a
+    /// piece of a streamed one is reassembled (or skipped), pings, pongs
+    /// and the end are noted.
+    #[inline(always)]
+    fn absorb_event(&mut self, event: Event) -> Option<Result<Message, Error>> {
+        match event {
+            Event::Message(message) => Some(Ok(message)),
+            Event::Fragment(fragment) => {
+                if self.skip {
+                    self.skip = !fragment.last;
+                    None
+                } else {
+                    self.absorb_fragment(fragment)
+                }
+            }
+            other => {
+                // Pings and pongs (answered in the core), the end.
+                self.on_event(other);
+                None
+            }
         }
     }
 
