@@ -343,12 +343,14 @@ impl<S, R: Runtime> Driver<S, R> {
     // ---- Commands -----------------------------------------------------
 
     /// Queues a message (after [`poll_send_ready`](Self::poll_send_ready)).
+    #[inline]
     pub fn start_send(&mut self, message: Message) -> Result<(), Error> {
         self.start_send_with(message, SendOptions::default())
     }
 
     /// Queues a message with per-message options (for example
     /// [`SendOptions::uncompressed`]).
+    #[inline]
     pub fn start_send_with(&mut self, message: Message, options: SendOptions) -> Result<(), Error> {
         if let Some(e) = self.write_failure() {
             return Err(e);
@@ -755,11 +757,18 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
     // ---- The send side ------------------------------------------------
 
     /// Ready when the write buffer has room for another message.
+    #[inline]
     pub fn poll_send_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        // Room already: no waker needed (the common case).
+        // Room already: no waker needed (the common case, inlined into
+        // the caller).
         if self.write_error.is_none() && self.conn.state() == State::Open && self.buffered() <= self.write_limit {
             return Poll::Ready(Ok(()));
         }
+        self.poll_send_ready_slow(cx)
+    }
+
+    #[inline(never)]
+    fn poll_send_ready_slow(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         if let Some(waker) = self.register(Side::Send, cx.waker()) {
             return self.poll_send_ready_with(&mut Context::from_waker(&waker));
         }

@@ -581,7 +581,7 @@ impl Connection {
     /// Sends a whole message with per-message options, for example
     /// [`SendOptions::uncompressed`] for a message that carries a secret next
     /// to data an attacker controls (CRIME, BREACH).
-    #[inline]
+    #[inline(always)]
     pub fn send_with(&mut self, message: impl Into<Message>, options: SendOptions) -> Result<(), SendError> {
         let message = message.into();
         let len = message.len();
