@@ -1133,8 +1133,13 @@ impl Connection {
     /// then costs no allocation of a read or write buffer. Shells whose
     /// threads each run one connection (blocking) use `shrink_buffers`, or
     /// each thread would keep what its connection let go of.
+    #[inline]
     pub fn recycle_buffers(&mut self) {
-        self.release_buffers(true);
+        // Asked at every wait, mostly with nothing to let go of (the
+        // buffers went when they emptied): that answer is inlined.
+        if self.holds_buffers_to_release() {
+            self.release_buffers(true);
+        }
     }
 
     /// Whether the buffers this connection lets go of on its own go to the
@@ -1170,6 +1175,17 @@ impl Connection {
         }
     }
 
+    /// Whether [`release_buffers`](Self::release_buffers) has anything to
+    /// let go of: its own conditions, together.
+    #[inline]
+    fn holds_buffers_to_release(&self) -> bool {
+        (self.recv.is_empty() && self.recv.capacity() != 0)
+            || (self.events.rest.is_some() && self.events.is_empty())
+            || (self.transmit.buf.is_empty() && self.transmit.buf.capacity() != 0)
+            || (self.transmit.queue.is_empty() && self.transmit.queue.capacity() != 0)
+    }
+
+    #[inline(never)]
     fn release_buffers(&mut self, keep: bool) {
         // Only buffers that hold room are taken out: replacing an empty one
         // would drop it, a call per wait.
