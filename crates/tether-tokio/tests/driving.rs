@@ -58,6 +58,43 @@ async fn keepalive_ping_after_two_minutes_by_default() {
     assert_eq!(client.close_info().unwrap().code, CloseCode::NORMAL);
 }
 
+/// Messages received push the keepalive ping later while the loop's timer
+/// stays armed at the first deadline (the loop does not ask the deadline
+/// again while only the keepalive runs): the timer fires early, is
+/// re-armed at the deadline the traffic made, and the ping goes out then,
+/// neither at the first deadline nor never.
+#[tokio::test(start_paused = true)]
+async fn traffic_pushes_the_keepalive_ping_later_and_the_armed_timer_follows() {
+    let mut config = quiet();
+    config.connection.ping_interval = Some(Duration::from_secs(10));
+    let (mut client, mut server) = pair(config, quiet()).await;
+    let started = tokio::time::Instant::now();
+    let client_task = tokio::spawn(async move {
+        let mut received = Vec::new();
+        while let Some(Ok(message)) = client.recv().await {
+            received.push((started.elapsed(), message));
+        }
+        received
+    });
+    for at in [4, 8] {
+        tokio::time::sleep_until(started + Duration::from_secs(at)).await;
+        server.send("traffic").await.unwrap();
+    }
+    match timeout(Duration::from_secs(60), server.recv_event()).await {
+        Ok(Some(Ok(Received::Ping(payload)))) => assert!(payload.is_empty()),
+        other => panic!("no keepalive ping: {other:?}"),
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(18) && waited < Duration::from_secs(19),
+        "the ping came {waited:?} after the start; 10 s after the last message (at 8 s) expected"
+    );
+    server.close(CloseCode::NORMAL, "").await.unwrap();
+    let received = client_task.await.unwrap();
+    let times: Vec<_> = received.iter().map(|(at, _)| at.as_secs()).collect();
+    assert_eq!(times, [4, 8]);
+}
+
 #[tokio::test(start_paused = true)]
 async fn idle_timeout_after_four_minutes_by_default() {
     // A server with the defaults and a client that never answers its ping
