@@ -86,14 +86,17 @@ pub struct Driver<S, R: Runtime> {
     conn: Connection,
     /// Bytes were written since the last flush of `io`.
     unflushed: bool,
-    write_limit: usize,
+    /// The write buffer limit and the read size, as `u32` (4 GiB at most):
+    /// every connection holds them, and with the flags they fill one word
+    /// instead of two.
+    write_limit: u32,
     /// How far the output went (bytes ever queued) after the application's
     /// last command: what is queued after that point the peer's frames
     /// caused (pongs, the close reply) or the keepalive timer did. Reading
     /// stops while too much of that is unwritten, not while the
     /// application's own output is.
     app_queued: u64,
-    read_buffer_size: usize,
+    read_buffer_size: u32,
     timer: Option<R::Timer>,
     /// EOF or a read error was seen: no more reads.
     read_done: bool,
@@ -129,9 +132,9 @@ impl<S, R: Runtime> Driver<S, R> {
             io,
             conn,
             unflushed: false,
-            write_limit: config.write_buffer_limit,
+            write_limit: u32::try_from(config.write_buffer_limit).unwrap_or(u32::MAX),
             app_queued,
-            read_buffer_size: config.read_buffer_size.max(MIN_READ_ROOM),
+            read_buffer_size: u32::try_from(config.read_buffer_size.max(MIN_READ_ROOM)).unwrap_or(u32::MAX),
             timer: None,
             read_done: false,
             write_error: None,
@@ -210,7 +213,8 @@ impl<S, R: Runtime> Driver<S, R> {
     /// the output without bound.
     #[inline]
     pub fn reads_paused(&self) -> bool {
-        self.conn.pending_transmit() > self.write_limit && self.answers_unwritten() > self.write_limit
+        let limit = self.write_limit as usize;
+        self.conn.pending_transmit() > limit && self.answers_unwritten() > limit
     }
 
     /// Bytes that a shell read from the transport itself, outside
@@ -716,7 +720,9 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
             // Into a buffer the thread kept, in place, when the connection
             // let go of its own: a read that would block takes none.
             self.conn
-                .read_into(MIN_READ_ROOM, self.read_buffer_size, |buf| R::poll_read(io, cx, buf))
+                .read_into(MIN_READ_ROOM, self.read_buffer_size as usize, |buf| {
+                    R::poll_read(io, cx, buf)
+                })
         } else {
             R::poll_read(io, cx, &mut self.conn.recv_buffer_mut())
         };
@@ -761,7 +767,10 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
     pub fn poll_send_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         // Room already: no waker needed (the common case, inlined into
         // the caller).
-        if self.write_error.is_none() && self.conn.state() == State::Open && self.buffered() <= self.write_limit {
+        if self.write_error.is_none()
+            && self.conn.state() == State::Open
+            && self.buffered() <= self.write_limit as usize
+        {
             return Poll::Ready(Ok(()));
         }
         self.poll_send_ready_slow(cx)
@@ -783,7 +792,7 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
             if self.conn.state() != State::Open {
                 return Poll::Ready(Err(self.closed_error()));
             }
-            if self.buffered() <= self.write_limit {
+            if self.buffered() <= self.write_limit as usize {
                 return Poll::Ready(Ok(()));
             }
             ready!(self.poll_write_out(cx)).map_err(Error::from_io)?;

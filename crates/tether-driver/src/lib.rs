@@ -153,8 +153,9 @@ pub struct WebSocketConfig {
     /// peer (pongs) are unwritten: a peer that pings and never reads
     /// cannot grow the queue. The application's own output does not stop
     /// a receiver, so two ends streaming to each other do not stall.
+    /// Values above 4 GiB (`u32::MAX` bytes) count as 4 GiB.
     pub write_buffer_limit: usize,
-    /// How much room each read asks for.
+    /// How much room each read asks for (at most 4 GiB, as above).
     pub read_buffer_size: usize,
 }
 

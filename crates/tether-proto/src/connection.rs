@@ -176,7 +176,10 @@ pub struct Connection {
     /// [`shared_config`]): 8 bytes per connection instead of 152.
     config: Arc<Config>,
     state: State,
-    random: Option<Box<dyn RandomSource>>,
+    /// The masking keys' source (clients only), boxed once more: a thin
+    /// pointer (8 bytes, not 16) in every connection, as most are servers'
+    /// and hold none.
+    random: Option<Box<Box<dyn RandomSource>>>,
     /// The subprotocol and extensions the handshake settled on, boxed: most
     /// connections have neither, and an idle connection's size counts.
     negotiated: Option<Box<Negotiated>>,
@@ -185,10 +188,9 @@ pub struct Connection {
 
     // Receiving.
     recv: BytesMut,
-    frame: Option<PartialFrame>,
-    /// An unfragmented message whose payload is still arriving, kept in the
-    /// receive buffer until it is whole.
-    whole: Option<WholeFrame>,
+    /// The data frame being received, past its header: one field for both
+    /// kinds (never both at once), as an idle connection's size counts.
+    frame: Option<FrameIn>,
     incoming: Option<Box<Incoming>>,
     events: Events,
 
@@ -230,6 +232,15 @@ pub struct Connection {
 /// by piece into a message buffer: once whole, it is split off as the
 /// message without a copy. Each byte is unmasked and (for text) validated as
 /// it arrives, so invalid UTF-8 still fails the connection at once.
+/// A data frame whose header is parsed and whose payload is arriving.
+enum FrameIn {
+    /// Taken piece by piece, as it arrives (fragments, streamed messages).
+    Partial(PartialFrame),
+    /// An unfragmented message, kept in the receive buffer until it is
+    /// whole.
+    Whole(WholeFrame),
+}
+
 struct WholeFrame {
     header: FrameHeader,
     len: usize,
@@ -363,12 +374,11 @@ impl Connection {
             role,
             config: shared_config(config),
             state: State::Open,
-            random,
+            random: random.map(Box::new),
             negotiated: None,
             extension_rsv: 0,
             recv: BytesMut::new(),
             frame: None,
-            whole: None,
             incoming: None,
             events: Events::default(),
             transmit: Transmit::default(),
@@ -444,7 +454,10 @@ impl Connection {
         // The bytes still to come of an unfragmented frame that accumulates
         // in the buffer (its header parsed, its length checked against the
         // limits): what a read may reserve room for at once.
-        let frame_rest = self.whole.as_ref().map_or(0, |w| w.len.saturating_sub(self.recv.len()));
+        let frame_rest = match &self.frame {
+            Some(FrameIn::Whole(w)) => w.len.saturating_sub(self.recv.len()),
+            _ => 0,
+        };
         RecvBuf {
             buf: &mut self.recv,
             frame_rest,
@@ -1286,12 +1299,7 @@ impl Connection {
     /// `process` then does from the same bytes.
     #[inline]
     fn take_small_message(&mut self) -> Option<Result<Message, ProtocolError>> {
-        if self.state != State::Open
-            || self.transport_done
-            || self.frame.is_some()
-            || self.whole.is_some()
-            || self.incoming.is_some()
-        {
+        if self.state != State::Open || self.transport_done || self.frame.is_some() || self.incoming.is_some() {
             return None;
         }
         let [b0, b1, ..] = *self.recv else {
@@ -1361,7 +1369,7 @@ impl Connection {
     /// byte of a data frame) in the receive buffer.
     fn process(&mut self, now: Instant) -> Result<(), ProtocolError> {
         while self.state != State::Closed && self.events.is_empty() {
-            if let Some(whole) = &mut self.whole {
+            if let Some(FrameIn::Whole(whole)) = &mut self.frame {
                 let available = self.recv.len().min(whole.len);
                 if available > whole.done {
                     let new = &mut self.recv[whole.done..available];
@@ -1381,7 +1389,7 @@ impl Connection {
                     whole.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
                 }
                 let payload = self.recv.split_to(whole.len).freeze();
-                self.whole = None;
+                self.frame = None;
                 self.count_received(payload.len(), true);
                 let message = if text {
                     Message::Text(Utf8Bytes::from_validated(payload))
@@ -1391,7 +1399,8 @@ impl Connection {
                 self.events.push_back(Event::Message(message));
                 continue;
             }
-            let Some(frame) = &mut self.frame else {
+            // (A whole frame was handled above: it goes on or returns.)
+            let Some(FrameIn::Partial(frame)) = &mut self.frame else {
                 let Some((header, header_len)) = FrameHeader::parse(&self.recv)? else {
                     return Ok(());
                 };
@@ -1414,12 +1423,12 @@ impl Connection {
                     continue;
                 }
                 if let Some(len) = self.accumulates(&header) {
-                    self.whole = Some(WholeFrame {
+                    self.frame = Some(FrameIn::Whole(WholeFrame {
                         header,
                         len,
                         done: 0,
                         utf8: Utf8Validator::new(),
-                    });
+                    }));
                     continue;
                 }
                 self.start_data_frame(header)?;
@@ -1538,11 +1547,11 @@ impl Connection {
         }
         let empty_final = header.payload_len == 0;
         let fin = header.fin;
-        self.frame = Some(PartialFrame {
+        self.frame = Some(FrameIn::Partial(PartialFrame {
             header,
             remaining: header.payload_len,
             offset: 0,
-        });
+        }));
         if empty_final {
             // No payload will come to drive `absorb`: end the frame here.
             self.frame = None;
@@ -1695,7 +1704,6 @@ impl Connection {
             self.write_close(code, reason.as_bytes());
         }
         self.frame = None;
-        self.whole = None;
         self.incoming = None;
         self.set_closed(code, reason, CloseCause::Protocol(error));
         if self.role == Role::Client {

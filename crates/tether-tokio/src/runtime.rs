@@ -27,30 +27,40 @@ pub struct Tokio;
 /// driving loop checks its timer at every turn; the `Sleep` is polled
 /// (tokio's timer entry: a lock and a waker clone) only when the waker
 /// changed or its entry fired; otherwise only the entry's state is read.
+/// The waker it holds lives in the same box: the driver, which every
+/// connection holds, keeps one pointer (8 bytes, not 24).
 #[derive(Debug)]
-pub struct TokioTimer {
-    sleep: Pin<Box<Sleep>>,
-    /// The waker the `Sleep` holds, if it was polled since the last reset.
-    waker: Option<Waker>,
+pub struct TokioTimer(Pin<Box<Armed>>);
+
+pin_project_lite::pin_project! {
+    #[derive(Debug)]
+    struct Armed {
+        #[pin]
+        sleep: Sleep,
+        // The waker the `Sleep` holds, if it was polled since the last reset.
+        waker: Option<Waker>,
+    }
 }
 
 impl Timer for TokioTimer {
     fn deadline(&self) -> Instant {
-        self.sleep.deadline().into_std()
+        self.0.sleep.deadline().into_std()
     }
 
     fn reset(&mut self, deadline: Instant) {
-        self.sleep.as_mut().reset(deadline.into());
-        self.waker = None;
+        let armed = self.0.as_mut().project();
+        armed.sleep.reset(deadline.into());
+        *armed.waker = None;
     }
 
     fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if let Some(waker) = &self.waker {
+        let armed = self.0.as_mut().project();
+        if let Some(waker) = armed.waker {
             // Armed for this task already: tokio wakes it once its timer
             // wheel fired the entry (at the deadline rounded up to its
             // millisecond tick), which `is_elapsed` reads without a clock
             // read: one fewer `clock_gettime` per turn of the loop.
-            if waker.will_wake(cx.waker()) && !self.sleep.is_elapsed() {
+            if waker.will_wake(cx.waker()) && !armed.sleep.is_elapsed() {
                 return Poll::Pending;
             }
         }
@@ -58,8 +68,8 @@ impl Timer for TokioTimer {
         // (a burst of writes), `Sleep` would return `Pending` without
         // registering the waker, and the shortcut above would then wait for
         // a wake-up that never comes. A timer check is no work to yield for.
-        let poll = Pin::new(&mut tokio::task::unconstrained(self.sleep.as_mut())).poll(cx);
-        self.waker = poll.is_pending().then(|| cx.waker().clone());
+        let poll = Pin::new(&mut tokio::task::unconstrained(armed.sleep)).poll(cx);
+        *armed.waker = poll.is_pending().then(|| cx.waker().clone());
         poll
     }
 }
@@ -72,10 +82,10 @@ impl Runtime for Tokio {
     }
 
     fn timer(deadline: Instant) -> TokioTimer {
-        TokioTimer {
-            sleep: Box::pin(tokio::time::sleep_until(deadline.into())),
+        TokioTimer(Box::pin(Armed {
+            sleep: tokio::time::sleep_until(deadline.into()),
             waker: None,
-        }
+        }))
     }
 }
 
