@@ -227,11 +227,6 @@ pub struct Connection {
     recycling: bool,
 }
 
-/// An unfragmented, untransformed data frame whose payload accumulates in
-/// the receive buffer (starting at its front) instead of being copied piece
-/// by piece into a message buffer: once whole, it is split off as the
-/// message without a copy. Each byte is unmasked and (for text) validated as
-/// it arrives, so invalid UTF-8 still fails the connection at once.
 /// A data frame whose header is parsed and whose payload is arriving.
 enum FrameIn {
     /// Taken piece by piece, as it arrives (fragments, streamed messages).
@@ -241,6 +236,11 @@ enum FrameIn {
     Whole(WholeFrame),
 }
 
+/// An unfragmented, untransformed data frame whose payload accumulates in
+/// the receive buffer (starting at its front) instead of being copied piece
+/// by piece into a message buffer: once whole, it is split off as the
+/// message without a copy. Each byte is unmasked and (for text) validated as
+/// it arrives, so invalid UTF-8 still fails the connection at once.
 struct WholeFrame {
     header: FrameHeader,
     len: usize,
