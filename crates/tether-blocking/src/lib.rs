@@ -161,15 +161,15 @@ pub use tether_driver::hub;
 pub use tether_driver::proxy;
 pub use tether_driver::{tether_proto, Accept, ClientRequest, HandshakeConfig, HandshakeError, Request};
 pub use tether_driver::{
-    Error, ErrorKind, HttpResponse, Received, WebSocketConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    Error, ErrorKind, HttpResponse, Received, Reply, WebSocketConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_REDIRECTS, DEFAULT_PING_INTERVAL, DEFAULT_READ_BUFFER_SIZE, DEFAULT_SEND_TIMEOUT,
     DEFAULT_WRITE_BUFFER_LIMIT,
 };
 #[cfg(feature = "deflate")]
 pub use tether_proto::deflate::{DeflateConfig, DeflateParams};
 pub use tether_proto::{
-    CloseCause, CloseCode, CloseReply, Closed, Config, DataKind, Message, PreparedMessage, ProtocolError, Role,
-    SendOptions, State, Utf8Bytes,
+    CloseCause, CloseCode, CloseReply, Closed, Config, DataKind, Message, MessageRef, PreparedMessage, ProtocolError,
+    Role, SendOptions, State, Utf8Bytes,
 };
 
 use std::net::TcpStream;

@@ -3,7 +3,7 @@
 use std::io;
 
 use bytes::Bytes;
-use tether_proto::{CloseCode, Closed, DataKind, Message, Role, SendOptions, State};
+use tether_proto::{CloseCode, Closed, DataKind, Message, MessageRef, Role, SendOptions, State};
 
 use crate::runtime::{block_on, block_on_poll, Blocking, Transport};
 use crate::transport::BlockingIo;
@@ -145,6 +145,25 @@ impl<S: BlockingIo> WebSocket<S> {
     /// pongs dropped on the way.
     pub fn recv(&mut self) -> Option<Result<Message, Error>> {
         block_on(self.inner.recv())
+    }
+
+    /// The next whole message, lent to `f` where it arrived, with the send
+    /// side ([`Reply`](tether_driver::Reply)) to answer with; returns what
+    /// `f` returns (see
+    /// [`tether_driver::WebSocketStream::recv_with`]: a common message is
+    /// lent from the receive buffer, with no copy or allocation; answers
+    /// go out as [`feed`](Self::feed)'s, written by the next receive).
+    ///
+    /// ```text
+    /// while let Some(result) = ws.recv_with(|message, reply| reply.send(message)) {
+    ///     result??;
+    /// }
+    /// ```
+    pub fn recv_with<F, T>(&mut self, f: F) -> Option<Result<T, Error>>
+    where
+        F: FnOnce(MessageRef<'_>, &mut crate::Reply<'_>) -> T,
+    {
+        block_on(self.inner.recv_with(f))
     }
 
     /// Like [`recv`](Self::recv), but also hands over pings and pongs.

@@ -12,8 +12,8 @@ use std::task::{ready, Context, Poll, Wake, Waker};
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use tether_proto::{
-    CloseCause, CloseCode, Closed, Connection, DataKind, Event, Fragment, Message, Reassembler, SendError, SendOptions,
-    State,
+    CloseCause, CloseCode, Closed, Connection, DataKind, Event, Fragment, Message, MessageRef, Outbox, Reassembler,
+    SendError, SendOptions, State,
 };
 
 use crate::runtime::{Runtime, RuntimeIo, Timer};
@@ -267,55 +267,21 @@ impl<S, R: Runtime> Driver<S, R> {
 
     /// Why nothing more can be sent.
     fn closed_error(&self) -> Error {
-        match self.conn.closed() {
-            Some(Closed {
-                cause: CloseCause::Remote,
-                code,
-                reason,
-            }) => Error::ClosedByPeer {
-                code: *code,
-                reason: reason.clone(),
-            },
-            Some(Closed {
-                cause: CloseCause::Protocol(e),
-                ..
-            }) => Error::Protocol(e.clone()),
-            Some(Closed {
-                cause: CloseCause::IdleTimeout,
-                ..
-            }) => Error::IdleTimeout,
-            Some(Closed {
-                cause: CloseCause::SendTimeout,
-                ..
-            }) => Error::SendTimeout,
-            Some(Closed {
-                cause: CloseCause::Abnormal,
-                ..
-            }) => Error::AbnormalClosure,
-            _ => Error::Closed,
-        }
+        closed_error(self.conn.closed())
     }
 
     fn map_send_error(&self, error: SendError) -> Error {
-        match error {
-            SendError::Closed => self.closed_error(),
-            other => Error::Send(other),
-        }
+        map_send_error(self.conn.closed(), error)
     }
 
     /// Why the send side cannot go on after a write failed or the output
-    /// was given up: a timeout that ended the connection (the send side
-    /// polls the timer too, so a sender may be the first to see it) is
-    /// reported as that timeout; otherwise the I/O error.
+    /// was given up (see [`write_failure`]).
     fn write_failure(&self) -> Option<Error> {
-        let (kind, msg) = self.write_error.as_deref()?;
-        match self.conn.closed().map(|c| &c.cause) {
-            Some(CloseCause::SendTimeout) => return Some(Error::SendTimeout),
-            Some(CloseCause::IdleTimeout) if self.conn.output_abandoned() => return Some(Error::IdleTimeout),
-            Some(CloseCause::CloseTimeout) if self.conn.output_abandoned() => return Some(Error::CloseTimeout),
-            _ => {}
-        }
-        Some(Error::Io(io::Error::new(*kind, msg.clone())))
+        write_failure(
+            self.write_error.as_deref(),
+            self.conn.closed(),
+            self.conn.output_abandoned(),
+        )
     }
 
     /// For a connection polled from several tasks (split halves): registers
@@ -516,6 +482,103 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
             None if self.shared.is_none() => self.poll_message_slow(cx),
             event => self.poll_message_event(cx, side, event),
         }
+    }
+
+    /// The next whole message lent to `f`
+    /// ([`WebSocketStream::recv_with`](crate::WebSocketStream::recv_with)):
+    /// in place, where the core can lend it
+    /// ([`Connection::lend_message`]), otherwise the owned message, lent.
+    /// `f` is taken when it is called; `None` once the connection closed
+    /// cleanly, as [`poll_message`](Self::poll_message). Output over the
+    /// write limit is written first: the answers queued through [`Reply`]
+    /// do not wait for room themselves.
+    ///
+    /// # Panics
+    ///
+    /// If `f` is `None` (polled again after it returned a message).
+    pub fn poll_message_with<F, T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        side: Side,
+        f: &mut Option<F>,
+    ) -> Poll<Option<Result<T, Error>>>
+    where
+        F: FnOnce(MessageRef<'_>, &mut Reply<'_>) -> T,
+    {
+        assert!(f.is_some(), "a message was lent already: polled after completion");
+        if self.buffered() > self.write_limit as usize {
+            // An error here ends the connection, which the receive side
+            // reports below.
+            if self.poll_send_ready(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+        let waker = self.register(side, cx.waker());
+        let cx = &mut match &waker {
+            Some(waker) => Context::from_waker(waker),
+            None => Context::from_waker(cx.waker()),
+        };
+        loop {
+            if let Some(out) = self.lend_in_place(f) {
+                return Poll::Ready(Some(Ok(out)));
+            }
+            if let Some(event) = self.conn.poll_event() {
+                match self.absorb_event(event) {
+                    Some(Ok(message)) => return Poll::Ready(Some(Ok(self.lend_owned(f, &message)))),
+                    Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                    None => continue,
+                }
+            }
+            match self.drive(cx) {
+                Drive::Progress => {}
+                Drive::Finished => return Poll::Ready(self.take_end().map(Err)),
+                Drive::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// The message at the front of the receive buffer, lent in place to
+    /// `f` if the core can.
+    #[inline]
+    fn lend_in_place<F, T>(&mut self, f: &mut Option<F>) -> Option<T>
+    where
+        F: FnOnce(MessageRef<'_>, &mut Reply<'_>) -> T,
+    {
+        let Self {
+            conn,
+            write_error,
+            app_queued,
+            ..
+        } = self;
+        let write_error = write_error.as_deref();
+        conn.lend_message(|message, outbox| {
+            let f = f.take()?;
+            Some(f(
+                message,
+                &mut Reply {
+                    outbox,
+                    write_error,
+                    app_queued,
+                },
+            ))
+        })
+        .flatten()
+    }
+
+    /// An owned message, lent to `f`.
+    fn lend_owned<F, T>(&mut self, f: &mut Option<F>, message: &Message) -> T
+    where
+        F: FnOnce(MessageRef<'_>, &mut Reply<'_>) -> T,
+    {
+        let Some(f) = f.take() else {
+            unreachable!("checked on entry to poll_message_with");
+        };
+        let mut reply = Reply {
+            outbox: self.conn.outbox(),
+            write_error: self.write_error.as_deref(),
+            app_queued: &mut self.app_queued,
+        };
+        f(MessageRef::from(message), &mut reply)
     }
 
     /// An event that is not a whole message (a piece of a streamed one, a
@@ -895,5 +958,127 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
             self.shutdown = true;
         }
         Poll::Ready(Ok(()))
+    }
+}
+
+/// Why nothing more can be sent, from how the connection closed.
+fn closed_error(closed: Option<&Closed>) -> Error {
+    match closed {
+        Some(Closed {
+            cause: CloseCause::Remote,
+            code,
+            reason,
+        }) => Error::ClosedByPeer {
+            code: *code,
+            reason: reason.clone(),
+        },
+        Some(Closed {
+            cause: CloseCause::Protocol(e),
+            ..
+        }) => Error::Protocol(e.clone()),
+        Some(Closed {
+            cause: CloseCause::IdleTimeout,
+            ..
+        }) => Error::IdleTimeout,
+        Some(Closed {
+            cause: CloseCause::SendTimeout,
+            ..
+        }) => Error::SendTimeout,
+        Some(Closed {
+            cause: CloseCause::Abnormal,
+            ..
+        }) => Error::AbnormalClosure,
+        _ => Error::Closed,
+    }
+}
+
+fn map_send_error(closed: Option<&Closed>, error: SendError) -> Error {
+    match error {
+        SendError::Closed => closed_error(closed),
+        other => Error::Send(other),
+    }
+}
+
+/// Why the send side cannot go on after a write failed (`write_error`) or
+/// the output was given up: a timeout that ended the connection (the send
+/// side polls the timer too, so a sender may be the first to see it) is
+/// reported as that timeout; otherwise the I/O error.
+fn write_failure(
+    write_error: Option<&(io::ErrorKind, String)>,
+    closed: Option<&Closed>,
+    output_abandoned: bool,
+) -> Option<Error> {
+    let (kind, msg) = write_error?;
+    match closed.map(|c| &c.cause) {
+        Some(CloseCause::SendTimeout) => return Some(Error::SendTimeout),
+        Some(CloseCause::IdleTimeout) if output_abandoned => return Some(Error::IdleTimeout),
+        Some(CloseCause::CloseTimeout) if output_abandoned => return Some(Error::CloseTimeout),
+        _ => {}
+    }
+    Some(Error::Io(io::Error::new(*kind, msg.clone())))
+}
+
+/// The send side of a connection while a received message is lent to the
+/// application ([`WebSocketStream::recv_with`](crate::WebSocketStream::recv_with)):
+/// queues answers, which go out as [`feed`](crate::WebSocketStream::feed)'s
+/// do (the next receive writes them before it waits; a send or a flush
+/// writes them too). It does not wait for room in the write buffer: a
+/// receive lends the next message only once the output is within the
+/// write limit again.
+#[derive(Debug)]
+pub struct Reply<'a> {
+    outbox: Outbox<'a>,
+    write_error: Option<&'a (io::ErrorKind, String)>,
+    app_queued: &'a mut u64,
+}
+
+impl Reply<'_> {
+    /// Queues a copy of `message`: text or bytes of yours (`&str`,
+    /// `&[u8]`), or the message lent (an echo).
+    #[inline]
+    pub fn send<'m>(&mut self, message: impl Into<MessageRef<'m>>) -> Result<(), Error> {
+        self.send_with(message, SendOptions::default())
+    }
+
+    /// [`send`](Self::send) with per-message options
+    /// ([`SendOptions::uncompressed`](tether_proto::SendOptions::uncompressed)).
+    #[inline]
+    pub fn send_with<'m>(&mut self, message: impl Into<MessageRef<'m>>, options: SendOptions) -> Result<(), Error> {
+        if self.write_error.is_some() {
+            return Err(self.failure());
+        }
+        let sent = self.outbox.send_with(message.into(), options);
+        self.after(sent)
+    }
+
+    /// Queues an owned message (a large payload is not copied).
+    pub fn send_message(&mut self, message: impl Into<Message>, options: SendOptions) -> Result<(), Error> {
+        if self.write_error.is_some() {
+            return Err(self.failure());
+        }
+        let sent = self.outbox.send_message(message, options);
+        self.after(sent)
+    }
+
+    /// Bytes queued for the transport and not yet written.
+    pub fn buffered_amount(&self) -> usize {
+        self.outbox.pending_transmit()
+    }
+
+    #[cold]
+    fn failure(&self) -> Error {
+        write_failure(self.write_error, self.outbox.closed(), self.outbox.output_abandoned()).unwrap_or(Error::Closed)
+    }
+
+    /// Marks what was queued as the application's, or maps the error.
+    #[inline]
+    fn after(&mut self, sent: Result<(), SendError>) -> Result<(), Error> {
+        match sent {
+            Ok(()) => {
+                *self.app_queued = self.outbox.stats().wire_bytes_sent + self.outbox.pending_transmit() as u64;
+                Ok(())
+            }
+            Err(e) => Err(map_send_error(self.outbox.closed(), e)),
+        }
     }
 }

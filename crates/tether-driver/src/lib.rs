@@ -69,7 +69,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use client::{connect_addrs, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_REDIRECTS};
-pub use driver::{Driver, Incoming, Side};
+pub use driver::{Driver, Incoming, Reply, Side};
 pub use error::{Error, ErrorKind};
 pub use random::OsRandom;
 pub use reader::MessageReader;
@@ -83,8 +83,8 @@ pub use tether_proto;
 pub use tether_proto::deflate::{DeflateConfig, DeflateParams};
 pub use tether_proto::handshake::{Accept, ClientRequest, HandshakeConfig, HandshakeError, Request};
 pub use tether_proto::{
-    CloseCause, CloseCode, CloseReply, Closed, Config, DataKind, Message, PreparedMessage, ProtocolError, Role,
-    SendOptions, State, Stats, Utf8Bytes,
+    CloseCause, CloseCode, CloseReply, Closed, Config, DataKind, Message, MessageRef, PreparedMessage, ProtocolError,
+    Role, SendOptions, State, Stats, Utf8Bytes,
 };
 
 /// The local and peer addresses of a runtime's transports, for

@@ -21,12 +21,12 @@ macro_rules! async_shell_api {
         #[cfg(feature = "deflate")]
         pub use $crate::tether_proto::deflate::{DeflateConfig, DeflateParams};
         pub use $crate::tether_proto::{
-            CloseCause, CloseCode, CloseReply, Closed, Config, DataKind, Message, PreparedMessage, ProtocolError, Role,
-            SendOptions, State, Stats, Utf8Bytes,
+            CloseCause, CloseCode, CloseReply, Closed, Config, DataKind, Message, MessageRef, PreparedMessage,
+            ProtocolError, Role, SendOptions, State, Stats, Utf8Bytes,
         };
         pub use $crate::{
-            Accept, ClientRequest, Error, ErrorKind, HandshakeConfig, HandshakeError, HttpResponse, Received, Request,
-            WebSocketConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_REDIRECTS,
+            Accept, ClientRequest, Error, ErrorKind, HandshakeConfig, HandshakeError, HttpResponse, Received, Reply,
+            Request, WebSocketConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_REDIRECTS,
             DEFAULT_PING_INTERVAL, DEFAULT_READ_BUFFER_SIZE, DEFAULT_SEND_TIMEOUT, DEFAULT_WRITE_BUFFER_LIMIT,
         };
 

@@ -7,9 +7,9 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures_core::Stream;
 use futures_sink::Sink;
-use tether_proto::{CloseCode, Closed, Connection, DataKind, Message, Role, SendOptions, State};
+use tether_proto::{CloseCode, Closed, Connection, DataKind, Message, MessageRef, Role, SendOptions, State};
 
-use crate::driver::{Driver, Incoming, Side};
+use crate::driver::{Driver, Incoming, Reply, Side};
 use crate::reader::MessageReader;
 use crate::runtime::{Runtime, RuntimeIo};
 use crate::split::{ReadHalf, WriteHalf};
@@ -162,6 +162,29 @@ impl<S, R: RuntimeIo<S>> Future for Recv<'_, S, R> {
     }
 }
 
+/// The future of [`WebSocketStream::recv_with`]: the closure until a
+/// message is lent to it.
+struct RecvWith<'a, S, R: Runtime, F> {
+    driver: &'a mut Driver<S, R>,
+    f: Option<F>,
+}
+
+// `F` is only called, never pinned.
+impl<S, R: Runtime, F> Unpin for RecvWith<'_, S, R, F> {}
+
+impl<S, R: RuntimeIo<S>, F, T> Future for RecvWith<'_, S, R, F>
+where
+    F: FnOnce(MessageRef<'_>, &mut Reply<'_>) -> T,
+{
+    type Output = Option<Result<T, Error>>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        this.driver.poll_message_with(cx, Side::Recv, &mut this.f)
+    }
+}
+
 /// The future of [`WebSocketStream::send`], [`feed`](WebSocketStream::feed)
 /// and their `_with` forms: the message until it is queued, then (for
 /// `send`) the flush. A future of its own rather than an `async fn`, which
@@ -235,6 +258,43 @@ impl<S, R: RuntimeIo<S>> WebSocketStream<S, R> {
     pub fn recv(&mut self) -> impl Future<Output = Option<Result<Message, Error>>> + '_ {
         Recv {
             driver: &mut self.driver,
+        }
+    }
+
+    /// The next whole message, lent to `f` where it arrived, with the send
+    /// side ([`Reply`]) to answer with; returns what `f` returns. `None`
+    /// once the connection closed cleanly, `Some(Err(..))` once if it ended
+    /// otherwise, as [`recv`](Self::recv).
+    ///
+    /// A message that arrived whole in one read, unfragmented and not
+    /// compressed, with up to 64 KiB of payload (the common message) is
+    /// lent from the receive buffer itself: no copy, no allocation, no
+    /// reference count, for a server's request/response loop (parse the
+    /// request from the bytes, answer) or an echo. Any other message is
+    /// received whole as [`recv`](Self::recv) would and lent from there.
+    /// Answers queued with [`Reply::send`] (a copy into the output: no
+    /// `Bytes` of its own for a short one) go out as [`feed`](Self::feed)'s
+    /// do: this call, or the next receive, writes them before it waits, so
+    /// the answers to everything one read delivered leave in one write.
+    /// They do not wait for room in the write buffer; instead the next
+    /// message is lent only once the output is within the write limit.
+    ///
+    /// ```text
+    /// while let Some(result) = ws.recv_with(|message, reply| reply.send(message)).await {
+    ///     result??; // the connection's error, then the answer's
+    /// }
+    /// ```
+    ///
+    /// Cancel-safe: nothing is taken from the connection until `f` is
+    /// called, and `f` runs within one poll.
+    pub fn recv_with<'a, F, T>(&'a mut self, f: F) -> impl Future<Output = Option<Result<T, Error>>> + 'a
+    where
+        F: FnOnce(MessageRef<'_>, &mut Reply<'_>) -> T + 'a,
+        T: 'a,
+    {
+        RecvWith {
+            driver: &mut self.driver,
+            f: Some(f),
         }
     }
 

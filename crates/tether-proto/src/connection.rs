@@ -15,7 +15,7 @@ use crate::error::{ProtocolError, SendError};
 use crate::extension::{DecodeError, Extension};
 use crate::frame::{FrameHeader, OpCode, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
 use crate::mask::apply_mask;
-use crate::message::{DataKind, Fragment, Message, Utf8Bytes};
+use crate::message::{DataKind, Fragment, Message, MessageRef, Utf8Bytes};
 use crate::random::RandomSource;
 use crate::utf8::{self, Utf8Validator};
 
@@ -324,6 +324,73 @@ struct Incoming {
     started: bool,
 }
 
+/// The send side of a connection: what
+/// [`lend_message`](Connection::lend_message) hands out with a message lent
+/// in place (the receive buffer is lent then, so the rest of the
+/// connection is not), and [`Connection::outbox`] at any time. Queues
+/// messages; the output goes out as always
+/// ([`transmit_slices`](Connection::transmit_slices), ...).
+#[derive(Debug)]
+pub struct Outbox<'a> {
+    conn: &'a mut Connection,
+}
+
+impl Outbox<'_> {
+    /// Sends a whole message, a copy of `message` (see
+    /// [`Connection::send_ref`]).
+    #[inline]
+    pub fn send(&mut self, message: MessageRef<'_>) -> Result<(), SendError> {
+        self.conn.send_ref(message, SendOptions::default())
+    }
+
+    /// [`send`](Self::send) with per-message options.
+    #[inline]
+    pub fn send_with(&mut self, message: MessageRef<'_>, options: SendOptions) -> Result<(), SendError> {
+        self.conn.send_ref(message, options)
+    }
+
+    /// Sends an owned message, as [`Connection::send_with`].
+    pub fn send_message(&mut self, message: impl Into<Message>, options: SendOptions) -> Result<(), SendError> {
+        self.conn.send_with(message, options)
+    }
+
+    /// Bytes queued for the transport and not yet written
+    /// ([`Connection::pending_transmit`]).
+    pub fn pending_transmit(&self) -> usize {
+        self.conn.pending_transmit()
+    }
+
+    /// The connection's counters ([`Connection::stats`]).
+    pub fn stats(&self) -> Stats {
+        self.conn.stats()
+    }
+
+    /// The connection's state ([`Connection::state`]).
+    pub fn state(&self) -> State {
+        self.conn.state()
+    }
+
+    /// How the connection closed, once it has ([`Connection::closed`]).
+    pub fn closed(&self) -> Option<&Closed> {
+        self.conn.closed()
+    }
+
+    /// Whether queued output was given up ([`Connection::output_abandoned`]).
+    pub fn output_abandoned(&self) -> bool {
+        self.conn.output_abandoned()
+    }
+}
+
+/// A whole small message at the front of the receive buffer: see
+/// [`Connection::small_message_at_front`].
+struct SmallFrame {
+    text: bool,
+    header_len: usize,
+    len: usize,
+    /// The masking key of a client's frame.
+    key: Option<[u8; 4]>,
+}
+
 /// Outgoing bytes: small frames are coalesced in `buf`; large unmasked
 /// payloads are queued as they are, without a copy.
 #[derive(Default)]
@@ -597,22 +664,69 @@ impl Connection {
     #[inline(always)]
     pub fn send_with(&mut self, message: impl Into<Message>, options: SendOptions) -> Result<(), SendError> {
         let message = message.into();
-        let len = message.len();
-        if len < 126
+        if self.sends_short_server_frame(message.len(), options) {
+            self.send_short_server_message(message.kind(), message.as_bytes());
+            return Ok(());
+        }
+        self.send_message(message, options)
+    }
+
+    /// [`send_with`](Self::send_with) for a message lent, not owned (a
+    /// [`MessageRef`]: text or bytes of the caller's, or a message
+    /// received in place, see [`lend_message`](Self::lend_message)): a
+    /// short message a server sends is copied straight into the output,
+    /// with no `Bytes` of its own; others are copied once into a
+    /// [`Message`] first.
+    #[inline(always)]
+    pub fn send_ref(&mut self, message: MessageRef<'_>, options: SendOptions) -> Result<(), SendError> {
+        if self.sends_short_server_frame(message.len(), options) {
+            self.send_short_server_message(message.kind(), message.as_bytes());
+            return Ok(());
+        }
+        self.send_slice(message, options)
+    }
+
+    /// [`send_ref`](Self::send_ref) for every message: copied straight
+    /// into the output (masked by a client) when it goes out as it is, one
+    /// frame, no extension to run; otherwise as an owned message.
+    #[inline(never)]
+    fn send_slice(&mut self, message: MessageRef<'_>, options: SendOptions) -> Result<(), SendError> {
+        let payload = message.as_bytes();
+        let transformed = options.compress && self.negotiated.is_some();
+        let split = matches!(self.config.max_send_frame_size, Some(max) if max > 0 && payload.len() > max);
+        if transformed || split {
+            return self.send_message(message.to_message(), options);
+        }
+        self.check_can_send()?;
+        if self.outgoing.is_some() {
+            return Err(SendError::FragmentOrder);
+        }
+        self.stats.payload_bytes_sent += payload.len() as u64;
+        self.stats.messages_sent += 1;
+        self.write_frame(data_opcode(message.kind()), true, 0, payload);
+        Ok(())
+    }
+
+    /// Whether a message of `len` bytes goes out by the inlined path: a
+    /// server's (unmasked), short, no extension to run, no frame limit to
+    /// split it, the connection open and between fragmented messages.
+    #[inline(always)]
+    fn sends_short_server_frame(&self, len: usize, options: SendOptions) -> bool {
+        len < 126
             && self.state == State::Open
             && self.outgoing.is_none()
             && self.role == Role::Server
             && (!options.compress || self.negotiated.is_none())
             && self.config.max_send_frame_size.is_none_or(|max| max == 0 || len <= max)
-        {
-            // The common message, inlined into the caller: short, sent by a
-            // server (unmasked), no extension to run.
-            self.stats.payload_bytes_sent += len as u64;
-            self.stats.messages_sent += 1;
-            self.write_short_server_frame(0x80 | data_opcode(message.kind()).as_u8(), message.as_bytes());
-            return Ok(());
-        }
-        self.send_message(message, options)
+    }
+
+    /// The common message, inlined into the caller (see
+    /// [`sends_short_server_frame`](Self::sends_short_server_frame)).
+    #[inline(always)]
+    fn send_short_server_message(&mut self, kind: DataKind, payload: &[u8]) {
+        self.stats.payload_bytes_sent += payload.len() as u64;
+        self.stats.messages_sent += 1;
+        self.write_short_server_frame(0x80 | data_opcode(kind).as_u8(), payload);
     }
 
     /// [`send_with`](Self::send_with) for every message.
@@ -716,14 +830,20 @@ impl Connection {
         Ok(())
     }
 
-    /// Sends a text message.
+    /// Sends a text message (a copy of `text`).
     pub fn send_text(&mut self, text: &str) -> Result<(), SendError> {
-        self.send(Message::Text(text.into()))
+        self.send_ref(MessageRef::Text(text), SendOptions::default())
     }
 
-    /// Sends a binary message.
+    /// Sends a binary message (a copy of `data`).
     pub fn send_binary(&mut self, data: &[u8]) -> Result<(), SendError> {
-        self.send(Message::Binary(Bytes::copy_from_slice(data)))
+        self.send_ref(MessageRef::Binary(data), SendOptions::default())
+    }
+
+    /// The send side alone ([`Outbox`]), as
+    /// [`lend_message`](Self::lend_message) hands it out with a message.
+    pub fn outbox(&mut self) -> Outbox<'_> {
+        Outbox { conn: self }
     }
 
     /// Sends one fragment of a message whose size is not known up front
@@ -1293,12 +1413,44 @@ impl Connection {
     /// event queue: an open connection between messages whose receive
     /// buffer starts with a whole unfragmented text or binary frame, not
     /// transformed, with a 7- or 16-bit length, masked as the role
-    /// requires, within the limits and not to be streamed. It is handed
-    /// out at once (`Ok`), or `Err` if a text payload is not UTF-8 (the
-    /// frame was taken); `None` when anything else is to be done, which
-    /// `process` then does from the same bytes.
+    /// requires, within the limits and not to be streamed
+    /// ([`small_message_at_front`](Self::small_message_at_front)). It is
+    /// handed out at once (`Ok`), or `Err` if a text payload is not UTF-8
+    /// (the frame was taken); `None` when anything else is to be done,
+    /// which `process` then does from the same bytes.
     #[inline]
     fn take_small_message(&mut self) -> Option<Result<Message, ProtocolError>> {
+        let SmallFrame {
+            text,
+            header_len,
+            len,
+            key,
+        } = self.small_message_at_front()?;
+        // The header goes out with the payload and is stepped over in the
+        // `Bytes` (a pointer bump): one split of the receive buffer.
+        let mut frame = self.recv.split_to(header_len + len);
+        if let Some(key) = key {
+            apply_mask(&mut frame[header_len..], key, 0);
+        }
+        let mut payload = frame.freeze();
+        payload.advance(header_len);
+        self.count_received(len, true);
+        self.let_go_of_emptied_recv();
+        Some(if text {
+            match utf8::validate(&payload) {
+                Ok(()) => Ok(Message::Text(Utf8Bytes::from_validated(payload))),
+                Err(_) => Err(ProtocolError::InvalidUtf8),
+            }
+        } else {
+            Ok(Message::Binary(payload))
+        })
+    }
+
+    /// The frame [`take_small_message`](Self::take_small_message) and
+    /// [`lend_message`](Self::lend_message) take, if the receive buffer
+    /// starts with one.
+    #[inline]
+    fn small_message_at_front(&self) -> Option<SmallFrame> {
         if self.state != State::Open || self.transport_done || self.frame.is_some() || self.incoming.is_some() {
             return None;
         }
@@ -1336,24 +1488,72 @@ impl Connection {
         {
             return None;
         }
-        // The header goes out with the payload and is stepped over in the
-        // `Bytes` (a pointer bump): one split of the receive buffer.
-        let mut frame = self.recv.split_to(header_len + len);
-        if let Some(key) = key {
-            apply_mask(&mut frame[header_len..], key, 0);
+        Some(SmallFrame {
+            text,
+            header_len,
+            len,
+            key,
+        })
+    }
+
+    /// The next message lent in place: when nothing parsed is waiting and
+    /// the receive buffer starts with a whole unfragmented text or binary
+    /// message that no extension transformed (with a 7- or 16-bit length:
+    /// up to 64 KiB, within the limits, not to be streamed), `f` gets its
+    /// payload where it arrived, unmasked and validated, with no copy and
+    /// no allocation, and the connection's send side ([`Outbox`]) to
+    /// answer with; the message is then consumed and `f`'s result
+    /// returned. `None`, without calling `f`, in every other case: take the
+    /// next event with [`poll_event`](Self::poll_event) then, as always (a
+    /// message it returns can be lent to the same code with
+    /// `MessageRef::from(&message)` and [`outbox`](Self::outbox)). A text
+    /// payload that is not UTF-8 fails the connection as `poll_event`
+    /// would: `None`, and the error is the next event.
+    ///
+    /// For a server's echo or request/response loop of small messages this
+    /// removes the per-message `Bytes` (its reference count, taken and
+    /// given back) and the `Message` moved to the application and back.
+    pub fn lend_message<T>(&mut self, f: impl FnOnce(MessageRef<'_>, Outbox<'_>) -> T) -> Option<T> {
+        if !self.events.is_empty() {
+            return None;
         }
-        let mut payload = frame.freeze();
-        payload.advance(header_len);
+        let SmallFrame {
+            text,
+            header_len,
+            len,
+            key,
+        } = self.small_message_at_front()?;
+        let end = header_len + len;
+        if let Some(key) = key {
+            apply_mask(&mut self.recv[header_len..end], key, 0);
+        }
         self.count_received(len, true);
-        self.let_go_of_emptied_recv();
-        Some(if text {
-            match utf8::validate(&payload) {
-                Ok(()) => Ok(Message::Text(Utf8Bytes::from_validated(payload))),
-                Err(_) => Err(ProtocolError::InvalidUtf8),
+        // While `f` runs the receive buffer is out of the connection, so
+        // that `f` may send (the send side never touches it).
+        let recv = std::mem::take(&mut self.recv);
+        let payload = &recv[header_len..end];
+        let message = if text {
+            match utf8::to_str(payload) {
+                Ok(text) => MessageRef::Text(text),
+                Err(_) => {
+                    self.recv = recv;
+                    self.recv.advance(end);
+                    self.let_go_of_emptied_recv();
+                    self.fail(ProtocolError::InvalidUtf8, self.last_received);
+                    self.after_parse();
+                    self.arm_linger(self.last_received);
+                    return None;
+                }
             }
         } else {
-            Ok(Message::Binary(payload))
-        })
+            MessageRef::Binary(payload)
+        };
+        let out = f(message, Outbox { conn: self });
+        debug_assert!(self.recv.capacity() == 0, "the receive buffer was used while lent");
+        self.recv = recv;
+        self.recv.advance(end);
+        self.let_go_of_emptied_recv();
+        Some(out)
     }
 
     /// The transport ended and every frame before the end was handled.

@@ -149,10 +149,10 @@ pub mod __internal {
 
 pub use close::{CloseCode, CloseFrame, CloseReply, InvalidClose, MAX_REASON_LEN};
 pub use config::Config;
-pub use connection::{CloseCause, Closed, Connection, Event, RecvBuf, Role, SendOptions, State, Stats};
+pub use connection::{CloseCause, Closed, Connection, Event, Outbox, RecvBuf, Role, SendOptions, State, Stats};
 pub use error::{ProtocolError, SendError};
 pub use extension::Extension;
-pub use message::{DataKind, Fragment, Message, Utf8Bytes};
+pub use message::{DataKind, Fragment, Message, MessageRef, Utf8Bytes};
 pub use prepared::PreparedMessage;
 pub use random::{RandomSource, SeededRandom};
 pub use reassemble::Reassembler;

@@ -171,6 +171,77 @@ impl From<Bytes> for Message {
     }
 }
 
+/// A whole data message lent in place: its payload where it arrived (the
+/// connection's receive buffer), for the time of a call, without a copy or
+/// an allocation of its own (see
+/// [`Connection::lend_message`](crate::Connection::lend_message)). Turn it
+/// into an owned [`Message`] with [`to_message`](Self::to_message) (a
+/// copy) to keep it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageRef<'a> {
+    /// A text message (valid UTF-8).
+    Text(&'a str),
+    /// A binary message.
+    Binary(&'a [u8]),
+}
+
+impl<'a> MessageRef<'a> {
+    /// The message's kind.
+    pub const fn kind(&self) -> DataKind {
+        match self {
+            Self::Text(_) => DataKind::Text,
+            Self::Binary(_) => DataKind::Binary,
+        }
+    }
+
+    /// The payload bytes.
+    pub const fn as_bytes(&self) -> &'a [u8] {
+        match self {
+            Self::Text(text) => text.as_bytes(),
+            Self::Binary(bytes) => bytes,
+        }
+    }
+
+    /// The payload length in bytes.
+    pub const fn len(&self) -> usize {
+        self.as_bytes().len()
+    }
+
+    /// Whether the payload is empty.
+    pub const fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// An owned copy.
+    pub fn to_message(&self) -> Message {
+        match self {
+            Self::Text(text) => Message::Text((*text).into()),
+            Self::Binary(bytes) => Message::Binary(Bytes::copy_from_slice(bytes)),
+        }
+    }
+}
+
+impl<'a> From<&'a Message> for MessageRef<'a> {
+    fn from(message: &'a Message) -> Self {
+        match message {
+            Message::Text(text) => Self::Text(text),
+            Message::Binary(bytes) => Self::Binary(bytes),
+        }
+    }
+}
+
+impl<'a> From<&'a str> for MessageRef<'a> {
+    fn from(text: &'a str) -> Self {
+        Self::Text(text)
+    }
+}
+
+impl<'a> From<&'a [u8]> for MessageRef<'a> {
+    fn from(bytes: &'a [u8]) -> Self {
+        Self::Binary(bytes)
+    }
+}
+
 /// A piece of a message delivered as it arrives (see
 /// [`Config::stream_threshold`](crate::Config::stream_threshold)).
 ///

@@ -123,7 +123,13 @@ fn incomplete_tail_start(bytes: &[u8]) -> usize {
 /// Validates a whole payload at once (the fast path).
 #[inline]
 pub fn validate(bytes: &[u8]) -> Result<(), InvalidUtf8> {
-    simdutf8::basic::from_utf8(bytes).map(|_| ()).map_err(|_| InvalidUtf8)
+    to_str(bytes).map(|_| ())
+}
+
+/// A whole payload as text, validated at once.
+#[inline]
+pub fn to_str(bytes: &[u8]) -> Result<&str, InvalidUtf8> {
+    simdutf8::basic::from_utf8(bytes).map_err(|_| InvalidUtf8)
 }
 
 #[cfg(test)]

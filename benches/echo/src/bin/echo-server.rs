@@ -8,7 +8,7 @@
 //! closes completed by the crate itself.
 //!
 //! ```sh
-//! echo-server <tether|tungstenite|fastwebsockets|tokio-websockets|tether-smol|tether-async-std|async-tungstenite-smol|tether-blocking|tether-h2> <addr>
+//! echo-server <tether|tether-lent|tungstenite|fastwebsockets|tokio-websockets|tether-smol|tether-async-std|async-tungstenite-smol|tether-blocking|tether-h2|tether-compio> <addr>
 //! ```
 //!
 //! Prints `listening on ADDR` on stdout once it accepts.
@@ -21,6 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 #[derive(Clone, Copy)]
 enum Crate {
     Tether,
+    TetherLent,
     Tungstenite,
     FastWebSockets,
     TokioWebSockets,
@@ -39,6 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let which = match name.as_str() {
         "tether" => Crate::Tether,
+        "tether-lent" => Crate::TetherLent,
         "tungstenite" | "tokio-tungstenite" => Crate::Tungstenite,
         "fastwebsockets" => Crate::FastWebSockets,
         "tokio-websockets" => Crate::TokioWebSockets,
@@ -81,6 +83,7 @@ async fn serve(which: Crate, addr: SocketAddr) -> Result<(), Box<dyn std::error:
         tcp.set_nodelay(true)?;
         match which {
             Crate::Tether => tokio::spawn(tether(tcp)),
+            Crate::TetherLent => tokio::spawn(tether_lent(tcp)),
             Crate::Tungstenite => tokio::spawn(tungstenite(tcp)),
             Crate::FastWebSockets => tokio::spawn(fastwebsockets::serve(tcp)),
             // As in tokio-websockets' examples/echo_server.rs.
@@ -104,6 +107,22 @@ async fn tether(tcp: TcpStream) {
     };
     if let Err(e) = result.await {
         eprintln!("tether: {e}");
+    }
+}
+
+/// tether-tokio, each message lent in place (`recv_with`, the loop of its
+/// docs) and answered with a copy queued (`Reply::send`): no `Bytes` per
+/// message, as uWebSockets' callback echo.
+async fn tether_lent(tcp: TcpStream) {
+    let result = async {
+        let mut ws = tether_tokio::accept(tcp).await?;
+        while let Some(result) = ws.recv_with(|message, reply| reply.send(message)).await {
+            result??;
+        }
+        Ok::<_, tether_tokio::Error>(())
+    };
+    if let Err(e) = result.await {
+        eprintln!("tether-lent: {e}");
     }
 }
 

@@ -64,8 +64,9 @@ use tokio::sync::Notify;
 
 type Error = Box<dyn std::error::Error>;
 
-const CRATES: [&str; 10] = [
+const CRATES: [&str; 11] = [
     "tether",
+    "tether-lent",
     "tungstenite",
     "fastwebsockets",
     "tokio-websockets",

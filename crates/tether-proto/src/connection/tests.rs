@@ -2434,19 +2434,46 @@ mod whole_frames {
     /// its output and its state.
     type Outcome = (Vec<(String, Vec<u8>)>, Vec<u8>, State);
 
-    fn run(role: Role, config: &Config, input: &[u8], whole: bool) -> Outcome {
+    /// How the input arrives, and how messages are taken.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Arrival {
+        /// All at once, taken with `poll_event`.
+        Whole,
+        /// All at once, taken with `lend_message` where it lends, else
+        /// `poll_event`.
+        Lent,
+        /// One byte per read.
+        ByteByByte,
+    }
+
+    fn run(role: Role, config: &Config, input: &[u8], arrival: Arrival) -> Outcome {
         let mut conn = match role {
             Role::Server => server_with(config.clone()),
             Role::Client => Connection::client(config.clone(), Box::new(SeededRandom::new(7)), now()),
         };
         let mut seen = Vec::new();
-        if whole {
-            conn.handle_read(input, now());
-            seen.extend(events(&mut conn));
-        } else {
-            for byte in input {
-                conn.handle_read(std::slice::from_ref(byte), now());
+        match arrival {
+            Arrival::Whole => {
+                conn.handle_read(input, now());
                 seen.extend(events(&mut conn));
+            }
+            Arrival::Lent => {
+                conn.handle_read(input, now());
+                loop {
+                    if let Some(event) = conn.lend_message(|message, _| Event::Message(message.to_message())) {
+                        seen.push(event);
+                    } else if let Some(event) = conn.poll_event() {
+                        seen.push(event);
+                    } else {
+                        break;
+                    }
+                }
+            }
+            Arrival::ByteByByte => {
+                for byte in input {
+                    conn.handle_read(std::slice::from_ref(byte), now());
+                    seen.extend(events(&mut conn));
+                }
             }
         }
         (merge_pieces(seen), transmitted(&mut conn), conn.state())
@@ -2505,14 +2532,134 @@ mod whole_frames {
             ];
             for (c, config) in configs.iter().enumerate() {
                 for (i, input) in inputs.iter().enumerate() {
+                    let whole = run(role, config, input, Arrival::Whole);
                     assert_eq!(
-                        run(role, config, input, true),
-                        run(role, config, input, false),
+                        whole,
+                        run(role, config, input, Arrival::ByteByByte),
                         "{role:?}, config {c}, input {i}"
+                    );
+                    assert_eq!(
+                        whole,
+                        run(role, config, input, Arrival::Lent),
+                        "lent: {role:?}, config {c}, input {i}"
                     );
                 }
             }
         }
+    }
+}
+
+/// `lend_message`: messages lent in place and answered through the
+/// outbox.
+mod lent {
+    use super::*;
+
+    /// A server echoes client frames of every size class, lent (answered
+    /// with `Outbox::send` while lent) and owned (`poll_event`, `send`):
+    /// the same output, the same counters, and every message was lent.
+    #[test]
+    fn a_lent_echo_writes_what_an_owned_echo_writes() {
+        let mut framed = Config::default();
+        framed.max_send_frame_size = Some(100);
+        for config in [Config::default(), framed] {
+            lent_and_owned_echoes_agree(config);
+        }
+    }
+
+    fn lent_and_owned_echoes_agree(config: Config) {
+        let sizes = [0, 1, 20, 125, 126, 300, 4096, 65535];
+        let mut input = Vec::new();
+        for (i, &n) in sizes.iter().enumerate() {
+            let payload: Vec<u8> = (0..n).map(|b| (b * 7 + i) as u8).collect();
+            input.extend(cf(2, true, &payload));
+            let text: String = (0..n).map(|b| char::from(b'a' + (b % 26) as u8)).collect();
+            input.extend(cf(1, true, text.as_bytes()));
+        }
+        let mut owned = server_with(config.clone());
+        owned.handle_read(&input, now());
+        let mut echoed = 0;
+        while let Some(event) = owned.poll_event() {
+            let Event::Message(message) = event else {
+                panic!("not a message: {event:?}");
+            };
+            owned.send(message).expect("open");
+            echoed += 1;
+        }
+        assert_eq!(echoed, 2 * sizes.len());
+
+        let mut lent = server_with(config);
+        lent.handle_read(&input, now());
+        let mut kinds = Vec::new();
+        while let Some(kind) = lent.lend_message(|message, mut outbox| {
+            outbox.send(message).expect("open");
+            message.kind()
+        }) {
+            kinds.push(kind);
+        }
+        assert_eq!(kinds.len(), 2 * sizes.len(), "every message lent");
+        assert!(lent.poll_event().is_none());
+        assert_eq!(transmitted(&mut lent), transmitted(&mut owned));
+        assert_eq!(lent.stats(), owned.stats());
+    }
+
+    /// Nothing is lent while parsed events wait (they come first), nor a
+    /// message that is not whole yet; it is lent once its last byte came.
+    #[test]
+    fn events_first_and_only_whole_messages() {
+        let mut conn = server();
+        let ping = cf(9, true, b"p");
+        let message = cf(2, true, b"hello");
+        conn.handle_read(&[ping, message[..4].to_vec()].concat(), now());
+        // A ping is not lent, and not parsed by `lend_message` either.
+        assert!(conn.lend_message(|_, _| ()).is_none());
+        assert!(matches!(conn.poll_event(), Some(Event::Ping(_))));
+        assert!(conn.lend_message(|_, _| ()).is_none(), "not whole yet");
+        assert!(conn.poll_event().is_none());
+        conn.handle_read(&message[4..], now());
+        let got = conn.lend_message(|m, _| m.to_message());
+        assert_eq!(got, Some(Message::Binary(Bytes::from_static(b"hello"))));
+        assert!(conn.lend_message(|_, _| ()).is_none());
+        assert!(conn.poll_event().is_none());
+        // The pong the ping asked for, then nothing else.
+        assert_eq!(transmitted(&mut conn), frame(10, true, 0, None, b"p"));
+    }
+
+    /// Text that is not UTF-8 fails the connection as `poll_event` would:
+    /// nothing lent, the error is the next event, close code 1007.
+    #[test]
+    fn invalid_text_fails_the_connection() {
+        let mut conn = server();
+        conn.handle_read(
+            &[cf(1, true, &[0xce, 0xba, 0xff]), cf(2, true, b"never")].concat(),
+            now(),
+        );
+        assert!(conn.lend_message(|_, _| ()).is_none());
+        let rest = events(&mut conn);
+        assert!(
+            rest.iter()
+                .any(|e| matches!(e, Event::Closed(c) if c.code == CloseCode::INVALID_PAYLOAD)),
+            "{rest:?}"
+        );
+        assert!(conn.lend_message(|_, _| ()).is_none());
+    }
+
+    /// A client's answer through the outbox is masked like any other.
+    #[test]
+    fn a_client_answers_masked() {
+        let mut conn = client();
+        conn.handle_read(&frame(1, true, 0, None, "κόσμε".as_bytes()), now());
+        let sent = conn.lend_message(|message, mut outbox| {
+            assert_eq!(message, MessageRef::Text("κόσμε"));
+            outbox.send(message).expect("open");
+            outbox.pending_transmit()
+        });
+        let out = transmitted(&mut conn);
+        assert_eq!(sent, Some(out.len()));
+        assert_eq!(out[0], 0x81);
+        assert_eq!(out[1], 0x80 | 10, "masked, 10 bytes");
+        let mut payload = out[6..].to_vec();
+        crate::mask::apply_mask_bytewise(&mut payload, [out[2], out[3], out[4], out[5]]);
+        assert_eq!(payload, "κόσμε".as_bytes());
     }
 }
 
