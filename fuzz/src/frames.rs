@@ -4,7 +4,7 @@
 //!
 //! | byte | meaning |
 //! |---|---|
-//! | 0 | flags: `0x01` small limits, `0x02` stream_threshold, `0x04` no auto pong, `0x08` feed through `recv_buffer_mut`, `0x10` timers, `0x20` permessage-deflate negotiated (windows and context takeover from byte 4) |
+//! | 0 | flags: `0x01` small limits, `0x02` stream_threshold, `0x04` no auto pong, `0x08` feed through `recv_buffer_mut`, `0x10` timers, `0x20` permessage-deflate negotiated (windows and context takeover from byte 4), `0x40` messages taken with `lend_message` where it lends (the chunked connection) |
 //! | 1 | small limits: `max_frame_size`; timers: `ping_interval` |
 //! | 2 | small limits: `max_message_size / 4`; timers: `idle_timeout` |
 //! | 3 | `stream_threshold`; timers: `close_timeout` |
@@ -12,7 +12,8 @@
 //!
 //! Without timers the same stream is also fed in one read to a second
 //! connection, and both must produce the same events and bytes (the events
-//! must not depend on how the input was split).
+//! must not depend on how the input was split, nor on whether messages
+//! were lent in place or handed out owned).
 
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,7 @@ const NO_AUTO_PONG: u8 = 0x04;
 const RECV_BUFFER: u8 = 0x08;
 const TIMERS: u8 = 0x10;
 pub const DEFLATE: u8 = 0x20;
+const LEND: u8 = 0x40;
 
 /// Runs one input against a connection of `role`.
 pub fn run(role: Role, data: &[u8]) {
@@ -58,6 +60,7 @@ pub fn run(role: Role, data: &[u8]) {
 
     let deflate = (flags & DEFLATE != 0).then_some(prefix[4]);
     let mut split = Driver::new(role, config.clone(), deflate, flags & RECV_BUFFER != 0, start);
+    split.lend = flags & LEND != 0;
     let mut rng = SplitMix(u64::from(prefix[4]) ^ (stream.len() as u64) << 8);
     let mut rest = stream;
     while !rest.is_empty() {
@@ -89,6 +92,8 @@ struct Driver {
     checker: EventChecker,
     transmitted: Vec<u8>,
     via_recv_buffer: bool,
+    /// Messages taken with `lend_message` where it lends.
+    lend: bool,
     now: Instant,
 }
 
@@ -106,6 +111,7 @@ impl Driver {
             checker,
             transmitted: Vec::new(),
             via_recv_buffer,
+            lend: false,
             now,
         }
     }
@@ -146,8 +152,21 @@ impl Driver {
     /// Drains every output and checks the connection's state against them.
     fn drain(&mut self) {
         let was_closed = self.checker.closed.is_some();
-        while let Some(event) = self.conn.poll_event() {
-            self.checker.event(event);
+        loop {
+            if self.lend {
+                let lent = self.conn.lend_message(|message, outbox| {
+                    assert_eq!(outbox.state(), State::Open, "a message lent after the close");
+                    tether_proto::Event::Message(message.to_message())
+                });
+                if let Some(event) = lent {
+                    self.checker.event(event);
+                    continue;
+                }
+            }
+            match self.conn.poll_event() {
+                Some(event) => self.checker.event(event),
+                None => break,
+            }
         }
         let pending = self.conn.pending_transmit();
         let mut polled = 0;
