@@ -559,6 +559,7 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
                     outbox,
                     write_error,
                     app_queued,
+                    owned: None,
                 },
             ))
         })
@@ -577,6 +578,7 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
             outbox: self.conn.outbox(),
             write_error: self.write_error.as_deref(),
             app_queued: &mut self.app_queued,
+            owned: Some(message),
         };
         f(MessageRef::from(message), &mut reply)
     }
@@ -1030,11 +1032,15 @@ pub struct Reply<'a> {
     outbox: Outbox<'a>,
     write_error: Option<&'a (io::ErrorKind, String)>,
     app_queued: &'a mut u64,
+    /// The message lent, when it is an owned one: sending it back shares
+    /// its payload instead of copying it.
+    owned: Option<&'a Message>,
 }
 
 impl Reply<'_> {
     /// Queues a copy of `message`: text or bytes of yours (`&str`,
-    /// `&[u8]`), or the message lent (an echo).
+    /// `&[u8]`), or the message lent (an echo; a large message, which is
+    /// lent from an owned one, is sent without a copy).
     #[inline]
     pub fn send<'m>(&mut self, message: impl Into<MessageRef<'m>>) -> Result<(), Error> {
         self.send_with(message, SendOptions::default())
@@ -1047,8 +1053,29 @@ impl Reply<'_> {
         if self.write_error.is_some() {
             return Err(self.failure());
         }
-        let sent = self.outbox.send_with(message.into(), options);
+        let message = message.into();
+        let sent = match self.owned {
+            None => self.outbox.send_with(message, options),
+            Some(owned) => self.send_lent_owned(owned, message, options),
+        };
         self.after(sent)
+    }
+
+    /// An answer while an owned message is lent: the very payload lent
+    /// (its address and length, the same kind) is shared, not copied.
+    #[cold]
+    #[inline(never)]
+    fn send_lent_owned(
+        &mut self,
+        owned: &Message,
+        message: MessageRef<'_>,
+        options: SendOptions,
+    ) -> Result<(), SendError> {
+        if owned.kind() == message.kind() && std::ptr::eq(owned.as_bytes(), message.as_bytes()) {
+            self.outbox.send_message(owned.clone(), options)
+        } else {
+            self.outbox.send_with(message, options)
+        }
     }
 
     /// Queues an owned message (a large payload is not copied).

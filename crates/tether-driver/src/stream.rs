@@ -267,13 +267,14 @@ impl<S, R: RuntimeIo<S>> WebSocketStream<S, R> {
     /// otherwise, as [`recv`](Self::recv).
     ///
     /// A message that arrived whole in one read, unfragmented and not
-    /// compressed, with up to 64 KiB of payload (the common message) is
-    /// lent from the receive buffer itself: no copy, no allocation, no
-    /// reference count, for a server's request/response loop (parse the
-    /// request from the bytes, answer) or an echo. Any other message is
-    /// received whole as [`recv`](Self::recv) would and lent from there.
-    /// Answers queued with [`Reply::send`] (a copy into the output: no
-    /// `Bytes` of its own for a short one) go out as [`feed`](Self::feed)'s
+    /// compressed, under 16 KiB (the common message) is lent from the
+    /// receive buffer itself: no copy, no allocation, no reference count,
+    /// for a server's request/response loop (parse the request from the
+    /// bytes, answer) or an echo. Any other message is received whole as
+    /// [`recv`](Self::recv) would and lent from there. Answers queued with
+    /// [`Reply::send`] (a copy into the output: no `Bytes` of its own; the
+    /// message lent sent back whole shares its payload when it was lent
+    /// from an owned one, as a large one is) go out as [`feed`](Self::feed)'s
     /// do: this call, or the next receive, writes them before it waits, so
     /// the answers to everything one read delivered leave in one write.
     /// They do not wait for room in the write buffer; instead the next

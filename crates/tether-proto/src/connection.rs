@@ -1498,8 +1498,10 @@ impl Connection {
 
     /// The next message lent in place: when nothing parsed is waiting and
     /// the receive buffer starts with a whole unfragmented text or binary
-    /// message that no extension transformed (with a 7- or 16-bit length:
-    /// up to 64 KiB, within the limits, not to be streamed), `f` gets its
+    /// message that no extension transformed, under 16 KiB (within the
+    /// limits, not to be streamed; larger ones are handed out owned, so
+    /// that an answer that forwards one can share its payload instead of
+    /// copying it), `f` gets its
     /// payload where it arrived, unmasked and validated, with no copy and
     /// no allocation, and the connection's send side ([`Outbox`]) to
     /// answer with; the message is then consumed and `f`'s result
@@ -1523,6 +1525,9 @@ impl Connection {
             len,
             key,
         } = self.small_message_at_front()?;
+        if len >= ZERO_COPY_MIN {
+            return None;
+        }
         let end = header_len + len;
         if let Some(key) = key {
             apply_mask(&mut self.recv[header_len..end], key, 0);
