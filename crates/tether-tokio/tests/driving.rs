@@ -21,15 +21,7 @@ async fn pair(
     client: WebSocketConfig,
     server: WebSocketConfig,
 ) -> (WebSocketStream<DuplexStream>, WebSocketStream<DuplexStream>) {
-    let (a, b) = tokio::io::duplex(64 * 1024);
-    let accept = tokio::spawn(async move { Server::new().config(server).accept(b).await.unwrap() });
-    let request = ClientRequest::new("ws://pipe.invalid/").unwrap();
-    let client = ClientBuilder::from_request(request)
-        .config(client)
-        .connect_over(a)
-        .await
-        .unwrap();
-    (client, accept.await.unwrap())
+    common::pair(client, server, 64 * 1024).await
 }
 
 #[tokio::test(start_paused = true)]

@@ -10,11 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{quiet, TEST_TIMEOUT};
-use tether_tokio::{
-    ClientBuilder, ClientRequest, CloseCode, DataKind, DeflateConfig, Error, Message, MessageRef, Server,
-    WebSocketConfig, WebSocketStream,
-};
-use tokio::io::DuplexStream;
+use tether_tokio::{ClientBuilder, CloseCode, DataKind, DeflateConfig, Error, Message, MessageRef, Server};
 use tokio::net::TcpListener;
 use tokio::time::timeout;
 
@@ -108,22 +104,6 @@ async fn compressed_messages_are_lent_from_the_owned_message() {
     .unwrap();
 }
 
-async fn pair(
-    client: WebSocketConfig,
-    server: WebSocketConfig,
-    pipe: usize,
-) -> (WebSocketStream<DuplexStream>, WebSocketStream<DuplexStream>) {
-    let (a, b) = tokio::io::duplex(pipe);
-    let accept = tokio::spawn(async move { Server::new().config(server).accept(b).await.unwrap() });
-    let request = ClientRequest::new("ws://pipe.invalid/").unwrap();
-    let client = ClientBuilder::from_request(request)
-        .config(client)
-        .connect_over(a)
-        .await
-        .unwrap();
-    (client, accept.await.unwrap())
-}
-
 /// A peer that sends and does not read: the answers queued through
 /// `Reply` do not wait for room, so the next message is lent only once the
 /// output is within the write limit again; the output never grows past
@@ -137,7 +117,7 @@ async fn answers_are_bounded_by_the_write_limit() {
         const SIZE: usize = 1000;
         let mut server_config = quiet();
         server_config.write_buffer_limit = LIMIT;
-        let (client, mut server) = pair(quiet(), server_config, 4096).await;
+        let (client, mut server) = common::pair(quiet(), server_config, 4096).await;
         let most = Arc::new(AtomicUsize::new(0));
         let answered = Arc::new(AtomicUsize::new(0));
         let (most_s, answered_s) = (Arc::clone(&most), Arc::clone(&answered));

@@ -87,3 +87,24 @@ impl tokio::io::AsyncWrite for CountingWrites {
         std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+/// A client and a server connected over an in-memory pipe of `pipe` bytes
+/// each way.
+pub async fn pair(
+    client: WebSocketConfig,
+    server: WebSocketConfig,
+    pipe: usize,
+) -> (
+    tether_tokio::WebSocketStream<tokio::io::DuplexStream>,
+    tether_tokio::WebSocketStream<tokio::io::DuplexStream>,
+) {
+    let (a, b) = tokio::io::duplex(pipe);
+    let accept = tokio::spawn(async move { Server::new().config(server).accept(b).await.unwrap() });
+    let request = tether_tokio::ClientRequest::new("ws://pipe.invalid/").unwrap();
+    let client = tether_tokio::ClientBuilder::from_request(request)
+        .config(client)
+        .connect_over(a)
+        .await
+        .unwrap();
+    (client, accept.await.unwrap())
+}
