@@ -4,7 +4,7 @@
 //!
 //! | byte | meaning |
 //! |---|---|
-//! | 0 | flags: `0x01` small limits, `0x02` stream_threshold, `0x04` no auto pong, `0x08` feed through `recv_buffer_mut`, `0x10` timers, `0x20` permessage-deflate negotiated (windows and context takeover from byte 4), `0x40` messages taken with `lend_message` where it lends (the chunked connection) |
+//! | 0 | flags: `0x01` small limits, `0x02` stream_threshold, `0x04` no auto pong, `0x08` feed through `recv_buffer_mut`, `0x10` timers, `0x20` permessage-deflate negotiated (windows and context takeover from byte 4), `0x40` messages taken with `lend_message` where it lends (the chunked connection), `0x80` with `lend_messages`, as many as it lends in a call (the chunked connection; breaks after every third) |
 //! | 1 | small limits: `max_frame_size`; timers: `ping_interval` |
 //! | 2 | small limits: `max_message_size / 4`; timers: `idle_timeout` |
 //! | 3 | `stream_threshold`; timers: `close_timeout` |
@@ -34,6 +34,7 @@ const RECV_BUFFER: u8 = 0x08;
 const TIMERS: u8 = 0x10;
 pub const DEFLATE: u8 = 0x20;
 const LEND: u8 = 0x40;
+const LEND_MANY: u8 = 0x80;
 
 /// Runs one input against a connection of `role`.
 pub fn run(role: Role, data: &[u8]) {
@@ -61,6 +62,7 @@ pub fn run(role: Role, data: &[u8]) {
     let deflate = (flags & DEFLATE != 0).then_some(prefix[4]);
     let mut split = Driver::new(role, config.clone(), deflate, flags & RECV_BUFFER != 0, start);
     split.lend = flags & LEND != 0;
+    split.lend_many = flags & LEND_MANY != 0;
     let mut rng = SplitMix(u64::from(prefix[4]) ^ (stream.len() as u64) << 8);
     let mut rest = stream;
     while !rest.is_empty() {
@@ -94,6 +96,8 @@ struct Driver {
     via_recv_buffer: bool,
     /// Messages taken with `lend_message` where it lends.
     lend: bool,
+    /// Messages taken with `lend_messages` where it lends.
+    lend_many: bool,
     now: Instant,
 }
 
@@ -112,6 +116,7 @@ impl Driver {
             transmitted: Vec::new(),
             via_recv_buffer,
             lend: false,
+            lend_many: false,
             now,
         }
     }
@@ -153,6 +158,25 @@ impl Driver {
     fn drain(&mut self) {
         let was_closed = self.checker.closed.is_some();
         loop {
+            if self.lend_many {
+                let mut lent = Vec::new();
+                let n = self.conn.lend_messages(|message, outbox| {
+                    assert_eq!(outbox.state(), State::Open, "a message lent after the close");
+                    lent.push(tether_proto::Event::Message(message.to_message()));
+                    if lent.len() % 3 == 0 {
+                        std::ops::ControlFlow::Break(())
+                    } else {
+                        std::ops::ControlFlow::Continue(())
+                    }
+                });
+                assert_eq!(n, lent.len());
+                if n > 0 {
+                    for event in lent {
+                        self.checker.event(event);
+                    }
+                    continue;
+                }
+            }
             if self.lend {
                 let lent = self.conn.lend_message(|message, outbox| {
                     assert_eq!(outbox.state(), State::Open, "a message lent after the close");
@@ -180,7 +204,11 @@ impl Driver {
         assert_eq!(self.conn.pending_transmit(), 0);
         assert!(!self.conn.output_abandoned(), "output abandoned though always written");
         if let Some(closed) = &self.checker.closed {
-            assert_eq!(self.conn.closed(), Some(closed), "Connection::closed differs from Event::Closed");
+            assert_eq!(
+                self.conn.closed(),
+                Some(closed),
+                "Connection::closed differs from Event::Closed"
+            );
         }
         if was_closed {
             assert_eq!(polled, 0, "bytes transmitted after Closed");
@@ -219,11 +247,16 @@ fn negotiated(role: Role, config: Config, bits: u8, now: Instant) -> Connection 
     deflate.server_no_context_takeover = bits & 0x40 != 0;
     deflate.client_no_context_takeover = bits & 0x80 != 0;
     deflate.threshold = 0;
-    let request = ClientRequest::new("ws://fuzz/").expect("valid uri").permessage_deflate(deflate.clone());
+    let request = ClientRequest::new("ws://fuzz/")
+        .expect("valid uri")
+        .permessage_deflate(deflate.clone());
     let (mut client, request) =
         ClientHandshake::new(request, &mut SeededRandom::new(3), now, None).expect("valid request");
     let mut server = ServerHandshake::new(HandshakeConfig::default(), now);
-    let request = server.handle_read(&request).expect("our request parses").expect("complete request");
+    let request = server
+        .handle_read(&request)
+        .expect("our request parses")
+        .expect("complete request");
     let accept = Accept::new().permessage_deflate(deflate);
     let (response, server_conn) = server.accept(&request, accept, config.clone(), now).expect("accepted");
     match role {

@@ -166,6 +166,25 @@ impl<S: BlockingIo> WebSocket<S> {
         block_on(self.inner.recv_with(f))
     }
 
+    /// Every message there is now, each lent to `f` as
+    /// [`recv_with`](Self::recv_with) lends one, in one call, waiting only
+    /// while there is none; how many were lent, or the first error (the
+    /// connection's, or `f`'s, which stops the call). See
+    /// [`tether_driver::WebSocketStream::recv_many_with`].
+    ///
+    /// ```text
+    /// while let Some(lent) = ws.recv_many_with(|message, reply| reply.send(message)) {
+    ///     lent?;
+    /// }
+    /// ```
+    pub fn recv_many_with<F, E>(&mut self, f: F) -> Option<Result<usize, E>>
+    where
+        F: FnMut(MessageRef<'_>, &mut crate::Reply<'_>) -> Result<(), E>,
+        E: From<Error>,
+    {
+        block_on(self.inner.recv_many_with(f))
+    }
+
     /// Like [`recv`](Self::recv), but also hands over pings and pongs.
     pub fn recv_event(&mut self) -> Option<Result<Received, Error>> {
         block_on(self.inner.recv_event())

@@ -6,6 +6,7 @@
 
 use std::io::{self, IoSlice};
 use std::marker::PhantomData;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll, Wake, Waker};
 
@@ -551,19 +552,111 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
             ..
         } = self;
         let write_error = write_error.as_deref();
-        conn.lend_message(|message, outbox| {
-            let f = f.take()?;
-            Some(f(
-                message,
-                &mut Reply {
+        let mut out = None;
+        conn.lend_messages(|message, outbox| {
+            if let Some(f) = f.take() {
+                let mut reply = Reply {
                     outbox,
                     write_error,
-                    app_queued,
+                    app_queued: &mut *app_queued,
                     owned: None,
-                },
-            ))
+                };
+                out = Some(f(message, &mut reply));
+            }
+            ControlFlow::Break(())
+        });
+        out
+    }
+
+    /// Every message that can be lent now, lent to `f` one after the
+    /// other ([`WebSocketStream::recv_many_with`](crate::WebSocketStream::recv_many_with)):
+    /// the messages the core lends in place ([`Connection::lend_messages`]),
+    /// or else one owned message. Ready with how many were lent once at
+    /// least one was (waiting for the transport only when none is there);
+    /// stops early at `f`'s first error, which it returns, and once the
+    /// answers put the output over the write limit (the rest is lent at
+    /// the next call, after the output is written down to the limit).
+    pub fn poll_messages_with<F, E>(
+        &mut self,
+        cx: &mut Context<'_>,
+        side: Side,
+        f: &mut F,
+    ) -> Poll<Option<Result<usize, E>>>
+    where
+        F: FnMut(MessageRef<'_>, &mut Reply<'_>) -> Result<(), E>,
+        E: From<Error>,
+    {
+        if self.buffered() > self.write_limit as usize {
+            // An error here ends the connection, which the receive side
+            // reports below.
+            if self.poll_send_ready(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+        let waker = self.register(side, cx.waker());
+        let cx = &mut match &waker {
+            Some(waker) => Context::from_waker(waker),
+            None => Context::from_waker(cx.waker()),
+        };
+        loop {
+            let mut failed = None;
+            let lent = self.lend_all_in_place(f, &mut failed);
+            if let Some(e) = failed {
+                return Poll::Ready(Some(Err(e)));
+            }
+            if lent > 0 {
+                return Poll::Ready(Some(Ok(lent)));
+            }
+            if let Some(event) = self.conn.poll_event() {
+                match self.absorb_event(event) {
+                    Some(Ok(message)) => {
+                        let answered = f(MessageRef::from(&message), &mut self.owned_reply(&message));
+                        return Poll::Ready(Some(answered.map(|()| 1)));
+                    }
+                    Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+                    None => continue,
+                }
+            }
+            match self.drive(cx) {
+                Drive::Progress => {}
+                Drive::Finished => return Poll::Ready(self.take_end().map(|e| Err(e.into()))),
+                Drive::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// The messages at the front of the receive buffer, lent in place to
+    /// `f` while it succeeds and the output is within the write limit.
+    #[inline]
+    fn lend_all_in_place<F, E>(&mut self, f: &mut F, failed: &mut Option<E>) -> usize
+    where
+        F: FnMut(MessageRef<'_>, &mut Reply<'_>) -> Result<(), E>,
+    {
+        let Self {
+            conn,
+            write_error,
+            app_queued,
+            write_limit,
+            ..
+        } = self;
+        let write_error = write_error.as_deref();
+        let write_limit = *write_limit as usize;
+        conn.lend_messages(|message, outbox| {
+            let mut reply = Reply {
+                outbox,
+                write_error,
+                app_queued: &mut *app_queued,
+                owned: None,
+            };
+            match f(message, &mut reply) {
+                Ok(()) if reply.outbox.pending_transmit() <= write_limit => ControlFlow::Continue(()),
+                Ok(()) => ControlFlow::Break(()),
+                Err(e) => {
+                    *failed = Some(e);
+                    ControlFlow::Break(())
+                }
+            }
         })
-        .flatten()
     }
 
     /// An owned message, lent to `f`.
@@ -574,13 +667,17 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
         let Some(f) = f.take() else {
             unreachable!("checked on entry to poll_message_with");
         };
-        let mut reply = Reply {
+        f(MessageRef::from(message), &mut self.owned_reply(message))
+    }
+
+    /// The send side while `message`, an owned one, is lent.
+    fn owned_reply<'a>(&'a mut self, message: &'a Message) -> Reply<'a> {
+        Reply {
             outbox: self.conn.outbox(),
             write_error: self.write_error.as_deref(),
             app_queued: &mut self.app_queued,
             owned: Some(message),
-        };
-        f(MessageRef::from(message), &mut reply)
+        }
     }
 
     /// An event that is not a whole message (a piece of a streamed one, a
@@ -1041,14 +1138,14 @@ impl Reply<'_> {
     /// Queues a copy of `message`: text or bytes of yours (`&str`,
     /// `&[u8]`), or the message lent (an echo; a large message, which is
     /// lent from an owned one, is sent without a copy).
-    #[inline]
+    #[inline(always)]
     pub fn send<'m>(&mut self, message: impl Into<MessageRef<'m>>) -> Result<(), Error> {
         self.send_with(message, SendOptions::default())
     }
 
     /// [`send`](Self::send) with per-message options
     /// ([`SendOptions::uncompressed`](tether_proto::SendOptions::uncompressed)).
-    #[inline]
+    #[inline(always)]
     pub fn send_with<'m>(&mut self, message: impl Into<MessageRef<'m>>, options: SendOptions) -> Result<(), Error> {
         if self.write_error.is_some() {
             return Err(self.failure());

@@ -185,6 +185,29 @@ where
     }
 }
 
+/// The future of [`WebSocketStream::recv_many_with`].
+struct RecvManyWith<'a, S, R: Runtime, F> {
+    driver: &'a mut Driver<S, R>,
+    f: F,
+}
+
+// `F` is only called, never pinned.
+impl<S, R: Runtime, F> Unpin for RecvManyWith<'_, S, R, F> {}
+
+impl<S, R: RuntimeIo<S>, F, E> Future for RecvManyWith<'_, S, R, F>
+where
+    F: FnMut(MessageRef<'_>, &mut Reply<'_>) -> Result<(), E>,
+    E: From<Error>,
+{
+    type Output = Option<Result<usize, E>>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        this.driver.poll_messages_with(cx, Side::Recv, &mut this.f)
+    }
+}
+
 /// The future of [`WebSocketStream::send`], [`feed`](WebSocketStream::feed)
 /// and their `_with` forms: the message until it is queued, then (for
 /// `send`) the flush. A future of its own rather than an `async fn`, which
@@ -296,6 +319,37 @@ impl<S, R: RuntimeIo<S>> WebSocketStream<S, R> {
         RecvWith {
             driver: &mut self.driver,
             f: Some(f),
+        }
+    }
+
+    /// Every message there is now, each lent to `f` as
+    /// [`recv_with`](Self::recv_with) lends one: the messages one read
+    /// delivered, in one call (uWebSockets' message callback; `recv_many`
+    /// of tokio's channels), with no future and no poll per message.
+    /// Waits only while there is none. Returns how many were lent; `None`
+    /// once the connection closed cleanly, `Some(Err(..))` once if it ended
+    /// otherwise (the connection's error, converted with `From`), or with
+    /// `f`'s first error, which stops the call (the messages after it are
+    /// lent at the next). Stops early, too, once the answers put the output
+    /// over the write limit: the next call writes it down to the limit
+    /// first.
+    ///
+    /// ```text
+    /// while let Some(lent) = ws.recv_many_with(|message, reply| reply.send(message)).await {
+    ///     lent?;
+    /// }
+    /// ```
+    ///
+    /// Cancel-safe, as [`recv_with`](Self::recv_with): messages are taken
+    /// only as `f` is called, within one poll.
+    pub fn recv_many_with<'a, F, E>(&'a mut self, f: F) -> impl Future<Output = Option<Result<usize, E>>> + 'a
+    where
+        F: FnMut(MessageRef<'_>, &mut Reply<'_>) -> Result<(), E> + 'a,
+        E: From<Error> + 'a,
+    {
+        RecvManyWith {
+            driver: &mut self.driver,
+            f,
         }
     }
 

@@ -3,6 +3,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::IoSlice;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -389,6 +390,46 @@ struct SmallFrame {
     len: usize,
     /// The masking key of a client's frame.
     key: Option<[u8; 4]>,
+}
+
+/// The whole unfragmented text or binary frame of at most `max` payload
+/// bytes (and under 64 KiB: a 7- or 16-bit length) that `buf` starts
+/// with, masked if `masked` (a client's), without an RSV bit.
+#[inline(always)]
+fn small_frame(buf: &[u8], masked: bool, max: usize) -> Option<SmallFrame> {
+    let [b0, b1, ..] = *buf else {
+        return None;
+    };
+    // FIN, no RSV bit, text or binary; masked if and only if the peer is
+    // a client.
+    let text = match b0 {
+        0x81 => true,
+        0x82 => false,
+        _ => return None,
+    };
+    if (b1 & 0x80 != 0) != masked {
+        return None;
+    }
+    let (len, mut header_len) = match b1 & 0x7f {
+        126 => (usize::from(u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?])), 4),
+        127 => return None,
+        len => (usize::from(len), 2),
+    };
+    let mut key = None;
+    if masked {
+        let k = buf.get(header_len..header_len + 4)?;
+        key = Some([k[0], k[1], k[2], k[3]]);
+        header_len += 4;
+    }
+    if len > max || buf.len() < header_len + len {
+        return None;
+    }
+    Some(SmallFrame {
+        text,
+        header_len,
+        len,
+        key,
+    })
 }
 
 /// Outgoing bytes: small frames are coalesced in `buf`; large unmasked
@@ -1451,49 +1492,36 @@ impl Connection {
     /// starts with one.
     #[inline]
     fn small_message_at_front(&self) -> Option<SmallFrame> {
-        if self.state != State::Open || self.transport_done || self.frame.is_some() || self.incoming.is_some() {
+        self.small_message_in(&self.recv)
+    }
+
+    /// The whole small message `buf` (the receive buffer) starts with, if
+    /// the connection may take it there.
+    #[inline(always)]
+    fn small_message_in(&self, buf: &[u8]) -> Option<SmallFrame> {
+        if !self.takes_small_messages() {
             return None;
         }
-        let [b0, b1, ..] = *self.recv else {
-            return None;
-        };
-        // FIN, no RSV bit, text or binary; masked if and only if the peer
-        // is a client.
-        let text = match b0 {
-            0x81 => true,
-            0x82 => false,
-            _ => return None,
-        };
-        if (b1 & 0x80 != 0) != (self.role == Role::Server) {
-            return None;
+        small_frame(buf, self.role == Role::Server, self.small_message_max()?)
+    }
+
+    /// Whether the receive side is where a whole small message may be taken
+    /// from the front of the buffer: open, between frames.
+    #[inline(always)]
+    fn takes_small_messages(&self) -> bool {
+        self.state == State::Open && !self.transport_done && self.frame.is_none() && self.incoming.is_none()
+    }
+
+    /// The largest payload taken as a small message: within the frame and
+    /// message limits, below the streaming threshold; `None` when every
+    /// message is streamed.
+    #[inline(always)]
+    fn small_message_max(&self) -> Option<usize> {
+        let mut max = self.config.max_frame_size.min(self.config.max_message_size);
+        if let Some(threshold) = self.config.stream_threshold {
+            max = max.min((threshold as u64).checked_sub(1)?);
         }
-        let (len, mut header_len) = match b1 & 0x7f {
-            126 => (
-                usize::from(u16::from_be_bytes([*self.recv.get(2)?, *self.recv.get(3)?])),
-                4,
-            ),
-            127 => return None,
-            len => (usize::from(len), 2),
-        };
-        let mut key = None;
-        if self.role == Role::Server {
-            let k = self.recv.get(header_len..header_len + 4)?;
-            key = Some([k[0], k[1], k[2], k[3]]);
-            header_len += 4;
-        }
-        if self.recv.len() < header_len + len
-            || len as u64 > self.config.max_frame_size
-            || len as u64 > self.config.max_message_size
-            || self.config.stream_threshold.is_some_and(|t| len >= t)
-        {
-            return None;
-        }
-        Some(SmallFrame {
-            text,
-            header_len,
-            len,
-            key,
-        })
+        Some(usize::try_from(max).unwrap_or(usize::MAX))
     }
 
     /// The next message lent in place: when nothing parsed is waiting and
@@ -1516,49 +1544,110 @@ impl Connection {
     /// removes the per-message `Bytes` (its reference count, taken and
     /// given back) and the `Message` moved to the application and back.
     pub fn lend_message<T>(&mut self, f: impl FnOnce(MessageRef<'_>, Outbox<'_>) -> T) -> Option<T> {
-        if !self.events.is_empty() {
-            return None;
+        let mut f = Some(f);
+        let mut out = None;
+        self.lend_messages(|message, outbox| {
+            out = f.take().map(|f| f(message, outbox));
+            ControlFlow::Break(())
+        });
+        out
+    }
+
+    /// Lends the message `frame` of `recv` at `at` to `f`: unmasks it,
+    /// counts it, checks a text's UTF-8. Where it ends, and `f`'s result;
+    /// `Err` with where it ends when its text is not UTF-8.
+    #[inline(always)]
+    fn lend_at<T>(
+        &mut self,
+        recv: &mut BytesMut,
+        at: usize,
+        frame: SmallFrame,
+        f: impl FnOnce(MessageRef<'_>, Outbox<'_>) -> T,
+    ) -> Result<(usize, T), usize> {
+        let start = at + frame.header_len;
+        let end = start + frame.len;
+        if let Some(key) = frame.key {
+            apply_mask(&mut recv[start..end], key, 0);
         }
-        let SmallFrame {
-            text,
-            header_len,
-            len,
-            key,
-        } = self.small_message_at_front()?;
-        if len >= ZERO_COPY_MIN {
-            return None;
-        }
-        let end = header_len + len;
-        if let Some(key) = key {
-            apply_mask(&mut self.recv[header_len..end], key, 0);
-        }
-        self.count_received(len, true);
-        // While `f` runs the receive buffer is out of the connection, so
-        // that `f` may send (the send side never touches it).
-        let recv = std::mem::take(&mut self.recv);
-        let payload = &recv[header_len..end];
-        let message = if text {
-            match utf8::to_str(payload) {
-                Ok(text) => MessageRef::Text(text),
-                Err(_) => {
-                    self.recv = recv;
-                    self.recv.advance(end);
-                    self.let_go_of_emptied_recv();
-                    self.fail(ProtocolError::InvalidUtf8, self.last_received);
-                    self.after_parse();
-                    self.arm_linger(self.last_received);
-                    return None;
-                }
-            }
+        self.count_received(frame.len, true);
+        let payload = &recv[start..end];
+        let message = if frame.text {
+            MessageRef::Text(utf8::to_str(payload).map_err(|_| end)?)
         } else {
             MessageRef::Binary(payload)
         };
-        let out = f(message, Outbox { conn: self });
+        Ok((end, f(message, Outbox { conn: self })))
+    }
+
+    /// Puts the receive buffer lent back, stepped over the `end` bytes
+    /// lent; fails the connection if the last message's text was not UTF-8.
+    #[inline(always)]
+    fn end_lending(&mut self, recv: BytesMut, end: usize, invalid: bool) {
         debug_assert!(self.recv.capacity() == 0, "the receive buffer was used while lent");
         self.recv = recv;
         self.recv.advance(end);
         self.let_go_of_emptied_recv();
-        Some(out)
+        if invalid {
+            self.fail_lent_text();
+        }
+    }
+
+    /// A text lent in place was not UTF-8: the connection fails as
+    /// `poll_event` would have it.
+    #[cold]
+    #[inline(never)]
+    fn fail_lent_text(&mut self) {
+        self.fail(ProtocolError::InvalidUtf8, self.last_received);
+        self.after_parse();
+        self.arm_linger(self.last_received);
+    }
+
+    /// Every message [`lend_message`](Self::lend_message) would lend, one
+    /// after the other, while `f` returns [`ControlFlow::Continue`]: the
+    /// messages of one read in one call (uWebSockets' message callback),
+    /// the receive buffer stepped over all of them at once at the end.
+    /// Returns how many were lent. Stops at the first message that cannot
+    /// be lent in place (a large, fragmented or compressed one, a control
+    /// frame, an incomplete frame): [`poll_event`](Self::poll_event) takes
+    /// it, as always. A text payload that is not UTF-8 fails the connection
+    /// as `poll_event` would, and the error is the next event.
+    #[inline(always)]
+    pub fn lend_messages(&mut self, mut f: impl FnMut(MessageRef<'_>, Outbox<'_>) -> ControlFlow<()>) -> usize {
+        if !self.events.is_empty() || !self.takes_small_messages() {
+            return 0;
+        }
+        let Some(max) = self.small_message_max() else {
+            return 0;
+        };
+        let max = max.min(ZERO_COPY_MIN - 1);
+        let masked = self.role == Role::Server;
+        let mut next = small_frame(&self.recv, masked, max);
+        if next.is_none() {
+            return 0;
+        }
+        // While `f` runs the receive buffer is out of the connection, so
+        // that `f` may send (the send side never touches it).
+        let mut recv = std::mem::take(&mut self.recv);
+        let mut at = 0;
+        let mut lent = 0;
+        while let Some(frame) = next {
+            match self.lend_at(&mut recv, at, frame, &mut f) {
+                Ok((end, flow)) => {
+                    at = end;
+                    lent += 1;
+                    if flow.is_break() || self.state != State::Open {
+                        break;
+                    }
+                }
+                Err(end) => {
+                    self.end_lending(recv, end, true);
+                    return lent;
+                }
+            }
+            next = small_frame(&recv[at..], masked, max);
+        }
+        self.end_lending(recv, at, false);
+        lent
     }
 
     /// The transport ended and every frame before the end was handled.

@@ -1,5 +1,6 @@
-//! `recv_with`: messages lent to a closure in place (or from the owned
-//! message where the core cannot lend), answered through `Reply`.
+//! `recv_with` and `recv_many_with`: messages lent to a closure in place
+//! (or from the owned message where the core cannot lend), answered
+//! through `Reply`.
 #![allow(clippy::unwrap_used, clippy::result_large_err)]
 
 mod common;
@@ -14,23 +15,38 @@ use tether_tokio::{ClientBuilder, CloseCode, DataKind, DeflateConfig, Error, Mes
 use tokio::net::TcpListener;
 use tokio::time::timeout;
 
-/// A server that echoes with `recv_with` and reports, per message, its
-/// kind and length as the closure saw them.
-async fn lent_echo_server(server: Server) -> (std::net::SocketAddr, tokio::task::JoinHandle<Vec<(DataKind, usize)>>) {
+/// A server that echoes with `recv_with` (or `recv_many_with`, `many`)
+/// and reports, per message, its kind and length as the closure saw them.
+async fn lent_echo_server(
+    server: Server,
+    many: bool,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<Vec<(DataKind, usize)>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
         let mut ws = server.accept(tcp).await.unwrap();
         let mut seen = Vec::new();
-        while let Some(result) = ws
-            .recv_with(|message, reply| {
-                reply.send(message).unwrap();
-                (message.kind(), message.len())
-            })
-            .await
-        {
-            seen.push(result.unwrap());
+        if many {
+            while let Some(lent) = ws
+                .recv_many_with(|message, reply| {
+                    seen.push((message.kind(), message.len()));
+                    reply.send(message)
+                })
+                .await
+            {
+                assert!(lent.unwrap() > 0);
+            }
+        } else {
+            while let Some(result) = ws
+                .recv_with(|message, reply| {
+                    reply.send(message).unwrap();
+                    (message.kind(), message.len())
+                })
+                .await
+            {
+                seen.push(result.unwrap());
+            }
         }
         seen
     });
@@ -42,8 +58,18 @@ async fn lent_echo_server(server: Server) -> (std::net::SocketAddr, tokio::task:
 /// fragmented): the closure sees each once, with its kind and length.
 #[tokio::test]
 async fn a_lent_echo_answers_every_kind_of_message() {
+    every_kind_of_message(false).await;
+}
+
+/// The same with `recv_many_with`.
+#[tokio::test]
+async fn a_lent_many_echo_answers_every_kind_of_message() {
+    every_kind_of_message(true).await;
+}
+
+async fn every_kind_of_message(many: bool) {
     timeout(TEST_TIMEOUT, async {
-        let (addr, server) = lent_echo_server(Server::new().config(quiet())).await;
+        let (addr, server) = lent_echo_server(Server::new().config(quiet()), many).await;
         let mut ws = tether_tokio::connect(&format!("ws://{addr}/")).await.unwrap();
         let big: Bytes = (0..200_000u32).map(|i| i as u8).collect::<Vec<u8>>().into();
         let sent = vec![
@@ -78,27 +104,29 @@ async fn a_lent_echo_answers_every_kind_of_message() {
 #[tokio::test]
 async fn compressed_messages_are_lent_from_the_owned_message() {
     timeout(TEST_TIMEOUT, async {
-        let server = Server::new()
-            .config(quiet())
-            .permessage_deflate(DeflateConfig::default());
-        let (addr, server) = lent_echo_server(server).await;
-        let mut ws = ClientBuilder::new(&format!("ws://{addr}/"))
-            .config(quiet())
-            .permessage_deflate(DeflateConfig::default())
-            .connect()
-            .await
-            .unwrap();
-        assert!(ws.deflate_params().is_some(), "permessage-deflate negotiated");
-        let text = "compress me ".repeat(1000);
-        ws.send(text.as_str()).await.unwrap();
-        ws.send("short").await.unwrap();
-        assert_eq!(ws.recv().await.unwrap().unwrap(), Message::Text(text.as_str().into()));
-        assert_eq!(ws.recv().await.unwrap().unwrap(), Message::Text("short".into()));
-        ws.close(CloseCode::NORMAL, "").await.unwrap();
-        assert_eq!(
-            server.await.unwrap(),
-            vec![(DataKind::Text, text.len()), (DataKind::Text, 5)]
-        );
+        for many in [false, true] {
+            let server = Server::new()
+                .config(quiet())
+                .permessage_deflate(DeflateConfig::default());
+            let (addr, server) = lent_echo_server(server, many).await;
+            let mut ws = ClientBuilder::new(&format!("ws://{addr}/"))
+                .config(quiet())
+                .permessage_deflate(DeflateConfig::default())
+                .connect()
+                .await
+                .unwrap();
+            assert!(ws.deflate_params().is_some(), "permessage-deflate negotiated");
+            let text = "compress me ".repeat(1000);
+            ws.send(text.as_str()).await.unwrap();
+            ws.send("short").await.unwrap();
+            assert_eq!(ws.recv().await.unwrap().unwrap(), Message::Text(text.as_str().into()));
+            assert_eq!(ws.recv().await.unwrap().unwrap(), Message::Text("short".into()));
+            ws.close(CloseCode::NORMAL, "").await.unwrap();
+            assert_eq!(
+                server.await.unwrap(),
+                vec![(DataKind::Text, text.len()), (DataKind::Text, 5)]
+            );
+        }
     })
     .await
     .unwrap();
@@ -111,6 +139,17 @@ async fn compressed_messages_are_lent_from_the_owned_message() {
 /// answer arrives, in order.
 #[tokio::test]
 async fn answers_are_bounded_by_the_write_limit() {
+    answers_bounded(false).await;
+}
+
+/// The same with `recv_many_with`: a call stops lending once the answers
+/// put the output over the limit.
+#[tokio::test]
+async fn many_answers_are_bounded_by_the_write_limit() {
+    answers_bounded(true).await;
+}
+
+async fn answers_bounded(many: bool) {
     timeout(TEST_TIMEOUT, async {
         const LIMIT: usize = 8 * 1024;
         const COUNT: usize = 200;
@@ -122,16 +161,21 @@ async fn answers_are_bounded_by_the_write_limit() {
         let answered = Arc::new(AtomicUsize::new(0));
         let (most_s, answered_s) = (Arc::clone(&most), Arc::clone(&answered));
         let server = tokio::spawn(async move {
-            while let Some(result) = server
-                .recv_with(|message, reply| {
-                    reply.send(message)?;
-                    most_s.fetch_max(reply.buffered_amount(), Ordering::Relaxed);
-                    answered_s.fetch_add(1, Ordering::Relaxed);
-                    Ok::<_, Error>(())
-                })
-                .await
-            {
-                result.unwrap().unwrap();
+            // Answers, noting the most output seen and counting.
+            let answer = |message: MessageRef<'_>, reply: &mut tether_tokio::Reply<'_>| {
+                reply.send(message)?;
+                most_s.fetch_max(reply.buffered_amount(), Ordering::Relaxed);
+                answered_s.fetch_add(1, Ordering::Relaxed);
+                Ok::<_, Error>(())
+            };
+            if many {
+                while let Some(lent) = server.recv_many_with(|m, r| answer(m, r)).await {
+                    lent.unwrap();
+                }
+            } else {
+                while let Some(result) = server.recv_with(|m, r| answer(m, r)).await {
+                    result.unwrap().unwrap();
+                }
             }
         });
         let (mut read, mut write) = client.split();
@@ -165,6 +209,93 @@ async fn answers_are_bounded_by_the_write_limit() {
         server.await.unwrap();
         assert_eq!(answered.load(Ordering::Relaxed), COUNT);
         assert!(most.load(Ordering::Relaxed) <= LIMIT + SIZE + 4);
+    })
+    .await
+    .unwrap();
+}
+
+/// Messages that arrive together are lent in one call: a client feeds
+/// many small ones and writes them at once; the server's calls lend more
+/// than one at a time, and every message is answered, in order.
+#[tokio::test]
+async fn many_messages_of_one_read_are_lent_in_one_call() {
+    timeout(TEST_TIMEOUT, async {
+        const COUNT: usize = 64;
+        let (mut client, mut server) = common::pair(quiet(), quiet(), 64 * 1024).await;
+        let server = tokio::spawn(async move {
+            let mut calls = Vec::new();
+            while let Some(lent) = server.recv_many_with(|message, reply| reply.send(message)).await {
+                calls.push(lent.unwrap());
+            }
+            calls
+        });
+        for i in 0..COUNT {
+            client.feed(format!("message {i}")).await.unwrap();
+        }
+        client.flush().await.unwrap();
+        for i in 0..COUNT {
+            assert_eq!(
+                client.recv().await.unwrap().unwrap(),
+                Message::Text(format!("message {i}").into())
+            );
+        }
+        client.close(CloseCode::NORMAL, "").await.unwrap();
+        let calls = server.await.unwrap();
+        assert_eq!(calls.iter().sum::<usize>(), COUNT);
+        assert!(calls.iter().any(|&n| n > 1), "every call lent one message: {calls:?}");
+    })
+    .await
+    .unwrap();
+}
+
+/// The closure's error, of the application's own type, stops the call
+/// and is returned; the messages after it are lent by the next call.
+#[tokio::test]
+async fn the_closures_error_stops_the_call() {
+    #[derive(Debug, PartialEq)]
+    enum AppError {
+        Refused(String),
+        Socket(String),
+    }
+    impl From<Error> for AppError {
+        fn from(e: Error) -> Self {
+            Self::Socket(e.to_string())
+        }
+    }
+    timeout(TEST_TIMEOUT, async {
+        let (mut client, mut server) = common::pair(quiet(), quiet(), 64 * 1024).await;
+        for text in ["a", "stop", "b", "c"] {
+            client.feed(text).await.unwrap();
+        }
+        client.flush().await.unwrap();
+        let mut seen = Vec::new();
+        let mut outcomes = Vec::new();
+        while seen.len() < 4 {
+            let outcome = server
+                .recv_many_with(|message, _| {
+                    let MessageRef::Text(text) = message else {
+                        panic!("not text: {message:?}");
+                    };
+                    seen.push(text.to_owned());
+                    if text == "stop" {
+                        return Err(AppError::Refused(text.to_owned()));
+                    }
+                    Ok(())
+                })
+                .await
+                .unwrap();
+            outcomes.push(outcome);
+        }
+        assert_eq!(seen, ["a", "stop", "b", "c"]);
+        assert!(
+            outcomes.contains(&Err(AppError::Refused("stop".into()))),
+            "{outcomes:?}"
+        );
+        let lent: usize = outcomes.iter().filter_map(|o| o.as_ref().ok()).sum();
+        assert_eq!(lent, 2, "\"b\" and \"c\" after the error: {outcomes:?}");
+        let closing = tokio::spawn(async move { client.close(CloseCode::NORMAL, "").await });
+        assert!(server.recv_many_with(|_, _| Ok::<_, AppError>(())).await.is_none());
+        closing.await.unwrap().unwrap();
     })
     .await
     .unwrap();

@@ -1,6 +1,6 @@
-//! `recv_with` on every adapter: a server that echoes each message lent to
-//! it (in place where the core can, else from the owned message), against
-//! tether-tokio's client over loopback.
+//! `recv_with` and `recv_many_with` on every adapter: a server that echoes
+//! each message lent to it (in place where the core can, else from the
+//! owned message), against tether-tokio's client over loopback.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::result_large_err)]
 
 use std::net::{SocketAddr, TcpListener};
@@ -14,8 +14,20 @@ use tether_driver::{CloseCode, DataKind, Message};
 /// Lengths of the messages the closure saw, in order.
 type Seen = Vec<(DataKind, usize)>;
 
-async fn lent_echo<S, R: RuntimeIo<S>>(mut ws: tether_driver::WebSocketStream<S, R>) -> Seen {
+async fn lent_echo<S, R: RuntimeIo<S>>(mut ws: tether_driver::WebSocketStream<S, R>, many: bool) -> Seen {
     let mut seen = Vec::new();
+    if many {
+        while let Some(lent) = ws
+            .recv_many_with(|message, reply| {
+                seen.push((message.kind(), message.len()));
+                reply.send(message)
+            })
+            .await
+        {
+            assert!(lent.unwrap() > 0);
+        }
+        return seen;
+    }
     while let Some(result) = ws
         .recv_with(|message, reply| {
             reply.send(message).unwrap();
@@ -89,7 +101,16 @@ fn check(name: &str, addr: SocketAddr, seen: &mpsc::Receiver<Seen>) {
 
 #[test]
 fn tokio() {
-    let (addr, seen) = start(|listener| {
+    tokio_with(false);
+}
+
+#[test]
+fn tokio_many() {
+    tokio_with(true);
+}
+
+fn tokio_with(many: bool) {
+    let (addr, seen) = start(move |listener| {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -97,7 +118,7 @@ fn tokio() {
         runtime.block_on(async {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             let (tcp, _) = listener.accept().await.unwrap();
-            lent_echo(tether_tokio::accept(tcp).await.unwrap()).await
+            lent_echo(tether_tokio::accept(tcp).await.unwrap(), many).await
         })
     });
     check("tokio", addr, &seen);
@@ -105,11 +126,20 @@ fn tokio() {
 
 #[test]
 fn smol() {
-    let (addr, seen) = start(|listener| {
+    smol_with(false);
+}
+
+#[test]
+fn smol_many() {
+    smol_with(true);
+}
+
+fn smol_with(many: bool) {
+    let (addr, seen) = start(move |listener| {
         smol::block_on(async {
             let listener = async_net::TcpListener::try_from(listener).unwrap();
             let (tcp, _) = listener.accept().await.unwrap();
-            lent_echo(tether_futures::accept(tcp).await.unwrap()).await
+            lent_echo(tether_futures::accept(tcp).await.unwrap(), many).await
         })
     });
     check("smol", addr, &seen);
@@ -117,11 +147,20 @@ fn smol() {
 
 #[test]
 fn async_std() {
-    let (addr, seen) = start(|listener| {
+    async_std_with(false);
+}
+
+#[test]
+fn async_std_many() {
+    async_std_with(true);
+}
+
+fn async_std_with(many: bool) {
+    let (addr, seen) = start(move |listener| {
         async_std::task::block_on(async {
             let listener = async_std::net::TcpListener::from(listener);
             let (tcp, _) = listener.accept().await.unwrap();
-            lent_echo(tether_futures::accept(tcp).await.unwrap()).await
+            lent_echo(tether_futures::accept(tcp).await.unwrap(), many).await
         })
     });
     check("async-std", addr, &seen);
@@ -129,12 +168,21 @@ fn async_std() {
 
 #[test]
 fn compio() {
-    let (addr, seen) = start(|listener| {
+    compio_with(false);
+}
+
+#[test]
+fn compio_many() {
+    compio_with(true);
+}
+
+fn compio_with(many: bool) {
+    let (addr, seen) = start(move |listener| {
         tether_compio::runtime().unwrap().block_on(async {
             let listener = compio::net::TcpListener::from_std(listener).unwrap();
             let (tcp, _) = listener.accept().await.unwrap();
             let stream = tether_compio::CompioStream::from(tcp);
-            lent_echo(tether_compio::accept(stream).await.unwrap()).await
+            lent_echo(tether_compio::accept(stream).await.unwrap(), many).await
         })
     });
     check("compio", addr, &seen);
@@ -142,11 +190,29 @@ fn compio() {
 
 #[test]
 fn blocking() {
-    let (addr, seen) = start(|listener| {
+    blocking_with(false);
+}
+
+#[test]
+fn blocking_many() {
+    blocking_with(true);
+}
+
+fn blocking_with(many: bool) {
+    let (addr, seen) = start(move |listener| {
         listener.set_nonblocking(false).unwrap();
         let (tcp, _) = listener.accept().unwrap();
         let mut ws = tether_blocking::accept(tcp).unwrap();
         let mut seen = Vec::new();
+        if many {
+            while let Some(lent) = ws.recv_many_with(|message, reply| {
+                seen.push((message.kind(), message.len()));
+                reply.send(message)
+            }) {
+                assert!(lent.unwrap() > 0);
+            }
+            return seen;
+        }
         while let Some(result) = ws.recv_with(|message, reply| {
             reply.send(message).unwrap();
             (message.kind(), message.len())
@@ -155,5 +221,5 @@ fn blocking() {
         }
         seen
     });
-    check("blocking", addr, &seen);
+    check(if many { "blocking, many" } else { "blocking" }, addr, &seen);
 }

@@ -8,7 +8,7 @@
 //! closes completed by the crate itself.
 //!
 //! ```sh
-//! echo-server <tether|tether-lent|tungstenite|fastwebsockets|tokio-websockets|tether-smol|tether-async-std|async-tungstenite-smol|tether-blocking|tether-h2|tether-compio> <addr>
+//! echo-server <tether|tether-lent|tether-many|tungstenite|fastwebsockets|tokio-websockets|tether-smol|tether-async-std|async-tungstenite-smol|tether-blocking|tether-h2|tether-compio> <addr>
 //! ```
 //!
 //! Prints `listening on ADDR` on stdout once it accepts.
@@ -22,6 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 enum Crate {
     Tether,
     TetherLent,
+    TetherMany,
     Tungstenite,
     FastWebSockets,
     TokioWebSockets,
@@ -41,6 +42,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let which = match name.as_str() {
         "tether" => Crate::Tether,
         "tether-lent" => Crate::TetherLent,
+        "tether-many" => Crate::TetherMany,
         "tungstenite" | "tokio-tungstenite" => Crate::Tungstenite,
         "fastwebsockets" => Crate::FastWebSockets,
         "tokio-websockets" => Crate::TokioWebSockets,
@@ -84,6 +86,7 @@ async fn serve(which: Crate, addr: SocketAddr) -> Result<(), Box<dyn std::error:
         match which {
             Crate::Tether => tokio::spawn(tether(tcp)),
             Crate::TetherLent => tokio::spawn(tether_lent(tcp)),
+            Crate::TetherMany => tokio::spawn(tether_many(tcp)),
             Crate::Tungstenite => tokio::spawn(tungstenite(tcp)),
             Crate::FastWebSockets => tokio::spawn(fastwebsockets::serve(tcp)),
             // As in tokio-websockets' examples/echo_server.rs.
@@ -123,6 +126,22 @@ async fn tether_lent(tcp: TcpStream) {
     };
     if let Err(e) = result.await {
         eprintln!("tether-lent: {e}");
+    }
+}
+
+/// tether-tokio, every message a read delivered lent in one call
+/// (`recv_many_with`, the loop of its docs), each answered with a copy
+/// queued: uWebSockets' message callback.
+async fn tether_many(tcp: TcpStream) {
+    let result = async {
+        let mut ws = tether_tokio::accept(tcp).await?;
+        while let Some(lent) = ws.recv_many_with(|message, reply| reply.send(message)).await {
+            lent?;
+        }
+        Ok::<_, tether_tokio::Error>(())
+    };
+    if let Err(e) = result.await {
+        eprintln!("tether-many: {e}");
     }
 }
 

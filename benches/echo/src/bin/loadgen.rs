@@ -64,9 +64,10 @@ use tokio::sync::Notify;
 
 type Error = Box<dyn std::error::Error>;
 
-const CRATES: [&str; 11] = [
+const CRATES: [&str; 12] = [
     "tether",
     "tether-lent",
+    "tether-many",
     "tungstenite",
     "fastwebsockets",
     "tokio-websockets",

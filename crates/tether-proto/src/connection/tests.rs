@@ -2442,6 +2442,9 @@ mod whole_frames {
         /// All at once, taken with `lend_message` where it lends, else
         /// `poll_event`.
         Lent,
+        /// All at once, taken with `lend_messages` (as many as it lends
+        /// in one call) where it lends, else `poll_event`.
+        LentMany,
         /// One byte per read.
         ByteByByte,
     }
@@ -2467,6 +2470,22 @@ mod whole_frames {
                     } else {
                         break;
                     }
+                }
+            }
+            Arrival::LentMany => {
+                conn.handle_read(input, now());
+                loop {
+                    let lent = conn.lend_messages(|message, _| {
+                        seen.push(Event::Message(message.to_message()));
+                        ControlFlow::Continue(())
+                    });
+                    if lent > 0 {
+                        continue;
+                    }
+                    let Some(event) = conn.poll_event() else {
+                        break;
+                    };
+                    seen.push(event);
                 }
             }
             Arrival::ByteByByte => {
@@ -2543,6 +2562,11 @@ mod whole_frames {
                         run(role, config, input, Arrival::Lent),
                         "lent: {role:?}, config {c}, input {i}"
                     );
+                    assert_eq!(
+                        whole,
+                        run(role, config, input, Arrival::LentMany),
+                        "lent many: {role:?}, config {c}, input {i}"
+                    );
                 }
             }
         }
@@ -2562,11 +2586,13 @@ mod lent {
         let mut framed = Config::default();
         framed.max_send_frame_size = Some(100);
         for config in [Config::default(), framed] {
-            lent_and_owned_echoes_agree(config);
+            lent_and_owned_echoes_agree(config.clone(), false);
+            lent_and_owned_echoes_agree(config, true);
         }
     }
 
-    fn lent_and_owned_echoes_agree(config: Config) {
+    /// `many`: lent with `lend_messages`, as many as it lends in a call.
+    fn lent_and_owned_echoes_agree(config: Config, many: bool) {
         // Lent in place under 16 KiB; the larger ones are handed out owned.
         let sizes = [0, 1, 20, 125, 126, 300, 4096, 16383, 16384, 65535];
         let lendable = 2 * sizes.iter().filter(|&&n| n < 16 * 1024).count();
@@ -2593,7 +2619,16 @@ mod lent {
         lent.handle_read(&input, now());
         let (mut in_place, mut owned_ones) = (0, 0);
         loop {
-            if let Some(()) = lent.lend_message(|message, mut outbox| outbox.send(message).expect("open")) {
+            if many {
+                let n = lent.lend_messages(|message, mut outbox| {
+                    outbox.send(message).expect("open");
+                    ControlFlow::Continue(())
+                });
+                in_place += n;
+                if n > 0 {
+                    continue;
+                }
+            } else if let Some(()) = lent.lend_message(|message, mut outbox| outbox.send(message).expect("open")) {
                 in_place += 1;
                 continue;
             }
@@ -2671,6 +2706,108 @@ mod lent {
         let mut payload = out[6..].to_vec();
         crate::mask::apply_mask_bytewise(&mut payload, [out[2], out[3], out[4], out[5]]);
         assert_eq!(payload, "κόσμε".as_bytes());
+    }
+
+    /// `lend_messages` lends every whole small message at the front, in
+    /// order, in one call; stops at what it cannot lend (a ping, a message
+    /// of 16 KiB), which `poll_event` takes; lends again after it.
+    #[test]
+    fn many_are_lent_in_one_call_up_to_what_cannot_be() {
+        let mut conn = server();
+        let big = vec![7u8; 16 * 1024];
+        conn.handle_read(
+            &[
+                cf(2, true, b"one"),
+                cf(1, true, "two".as_bytes()),
+                cf(2, true, b""),
+                cf(9, true, b"ping"),
+                cf(2, true, b"four"),
+                cf(2, true, &big),
+                cf(1, true, b"six"),
+            ]
+            .concat(),
+            now(),
+        );
+        let mut got = Vec::new();
+        let lend = |conn: &mut Connection, got: &mut Vec<Message>| {
+            conn.lend_messages(|message, _| {
+                got.push(message.to_message());
+                ControlFlow::Continue(())
+            })
+        };
+        assert_eq!(lend(&mut conn, &mut got), 3);
+        assert_eq!(lend(&mut conn, &mut got), 0, "the ping is next");
+        assert!(matches!(conn.poll_event(), Some(Event::Ping(_))));
+        assert_eq!(lend(&mut conn, &mut got), 1);
+        assert_eq!(lend(&mut conn, &mut got), 0, "16 KiB is handed out owned");
+        assert_eq!(conn.poll_event(), Some(Event::Message(Message::Binary(big.into()))));
+        assert_eq!(lend(&mut conn, &mut got), 1);
+        assert_eq!(lend(&mut conn, &mut got), 0);
+        assert!(conn.poll_event().is_none());
+        let want: Vec<Message> = vec![
+            Message::Binary(Bytes::from_static(b"one")),
+            Message::Text("two".into()),
+            Message::Binary(Bytes::new()),
+            Message::Binary(Bytes::from_static(b"four")),
+            Message::Text("six".into()),
+        ];
+        assert_eq!(got, want);
+        assert_eq!(conn.stats().messages_received, 6, "the data messages");
+        assert!(conn.recv.is_empty());
+    }
+
+    /// `ControlFlow::Break` stops after the message it was returned for;
+    /// the next call goes on from the one after.
+    #[test]
+    fn break_stops_after_the_message() {
+        let mut conn = server();
+        conn.handle_read(
+            &[cf(2, true, b"a"), cf(2, true, b"b"), cf(2, true, b"c")].concat(),
+            now(),
+        );
+        let mut got = Vec::new();
+        let n = conn.lend_messages(|message, _| {
+            got.push(message.as_bytes().to_vec());
+            ControlFlow::Break(())
+        });
+        assert_eq!((n, &got[..]), (1, &[b"a".to_vec()][..]));
+        let n = conn.lend_messages(|message, _| {
+            got.push(message.as_bytes().to_vec());
+            ControlFlow::Continue(())
+        });
+        assert_eq!(n, 2);
+        assert_eq!(got, [b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+    }
+
+    /// Invalid UTF-8 in the middle of a batch: the messages before it are
+    /// lent, it is not, and the connection fails with 1007 as `poll_event`
+    /// would have it; nothing after it is lent.
+    #[test]
+    fn invalid_text_in_a_batch_fails_after_the_valid_ones() {
+        let mut conn = server();
+        conn.handle_read(
+            &[
+                cf(2, true, b"ok"),
+                cf(1, true, &[0xce, 0xba, 0xff]),
+                cf(2, true, b"never"),
+            ]
+            .concat(),
+            now(),
+        );
+        let mut got = Vec::new();
+        let n = conn.lend_messages(|message, _| {
+            got.push(message.to_message());
+            ControlFlow::Continue(())
+        });
+        assert_eq!(n, 1);
+        assert_eq!(got, [Message::Binary(Bytes::from_static(b"ok"))]);
+        let rest = events(&mut conn);
+        assert!(
+            rest.iter()
+                .any(|e| matches!(e, Event::Closed(c) if c.code == CloseCode::INVALID_PAYLOAD)),
+            "{rest:?}"
+        );
+        assert_eq!(conn.lend_messages(|_, _| ControlFlow::Continue(())), 0);
     }
 }
 
