@@ -2128,8 +2128,20 @@ impl Connection {
             t.take_buffer(n);
         }
         t.buf.reserve(n);
-        t.buf.extend_from_slice(&[b0, payload.len() as u8]);
-        t.buf.extend_from_slice(payload);
+        let len = t.buf.len();
+        let to = t.buf.spare_capacity_mut();
+        assert!(to.len() >= n);
+        let to = to.as_mut_ptr().cast::<u8>();
+        // SAFETY: `to` has room for `n` bytes (reserved and checked above),
+        // which are written (the two header bytes, then the payload, which
+        // cannot overlap our buffer's spare room) before the length covers
+        // them.
+        unsafe {
+            to.write(b0);
+            to.add(1).write(payload.len() as u8);
+            std::ptr::copy_nonoverlapping(payload.as_ptr(), to.add(2), payload.len());
+            t.buf.set_len(len + n);
+        }
         t.len += n;
     }
 
