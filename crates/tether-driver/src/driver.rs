@@ -507,14 +507,9 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
         F: FnOnce(MessageRef<'_>, &mut Reply<'_>) -> T,
     {
         assert!(f.is_some(), "a message was lent already: polled after completion");
-        if self.buffered() > self.write_limit as usize {
-            // An error here ends the connection, which the receive side
-            // reports below.
-            if self.poll_send_ready(cx).is_pending() {
-                return Poll::Pending;
-            }
-        }
-        let waker = self.register(side, cx.waker());
+        let Poll::Ready(waker) = self.poll_ready_to_lend(cx, side) else {
+            return Poll::Pending;
+        };
         let cx = &mut match &waker {
             Some(waker) => Context::from_waker(waker),
             None => Context::from_waker(cx.waker()),
@@ -536,6 +531,20 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
                 Drive::Pending => return Poll::Pending,
             }
         }
+    }
+
+    /// Before a message is lent: output over the write limit is written
+    /// down to it first (the answers queued while a message is lent do not
+    /// wait for room); then the waker to drive the loop with (see
+    /// [`register`](Self::register)).
+    #[inline(always)]
+    fn poll_ready_to_lend(&mut self, cx: &mut Context<'_>, side: Side) -> Poll<Option<Waker>> {
+        if self.buffered() > self.write_limit as usize {
+            // An error here ends the connection, which the receive side
+            // reports after.
+            ready!(self.poll_send_ready(cx)).ok();
+        }
+        Poll::Ready(self.register(side, cx.waker()))
     }
 
     /// The message at the front of the receive buffer, lent in place to
@@ -586,14 +595,9 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
         F: FnMut(MessageRef<'_>, &mut Reply<'_>) -> Result<(), E>,
         E: From<Error>,
     {
-        if self.buffered() > self.write_limit as usize {
-            // An error here ends the connection, which the receive side
-            // reports below.
-            if self.poll_send_ready(cx).is_pending() {
-                return Poll::Pending;
-            }
-        }
-        let waker = self.register(side, cx.waker());
+        let Poll::Ready(waker) = self.poll_ready_to_lend(cx, side) else {
+            return Poll::Pending;
+        };
         let cx = &mut match &waker {
             Some(waker) => Context::from_waker(waker),
             None => Context::from_waker(cx.waker()),
