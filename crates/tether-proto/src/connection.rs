@@ -1499,7 +1499,9 @@ impl Connection {
     /// the connection may take it there.
     #[inline(always)]
     fn small_message_in(&self, buf: &[u8]) -> Option<SmallFrame> {
-        if !self.takes_small_messages() {
+        // An empty buffer (the common case when asked before a read) first:
+        // one compare, not the state and the limits.
+        if buf.len() < 2 || !self.takes_small_messages() {
             return None;
         }
         small_frame(buf, self.role == Role::Server, self.small_message_max()?)
@@ -1613,7 +1615,9 @@ impl Connection {
     /// as `poll_event` would, and the error is the next event.
     #[inline(always)]
     pub fn lend_messages(&mut self, mut f: impl FnMut(MessageRef<'_>, Outbox<'_>) -> ControlFlow<()>) -> usize {
-        if !self.events.is_empty() || !self.takes_small_messages() {
+        // Asked before every read too, mostly with nothing in the buffer:
+        // that answer is one compare, not the state and the limits.
+        if self.recv.len() < 2 || !self.events.is_empty() || !self.takes_small_messages() {
             return 0;
         }
         let Some(max) = self.small_message_max() else {
