@@ -226,6 +226,12 @@ pub struct Connection {
     /// Buffers let go of on the way go to the thread's cache (see
     /// [`Connection::set_buffer_recycling`]).
     recycling: bool,
+    /// Payloads shorter than this go out by the inlined short-frame path
+    /// when nothing else stands in the way: 126 for a server whose frame
+    /// limit (if any) allows 125 bytes, the limit + 1 below that, 0 for a
+    /// client (its frames are masked). Fixed with the role and the config,
+    /// so that each send compares one byte instead of both.
+    short_send_limit: u8,
 }
 
 /// A data frame whose header is parsed and whose payload is arriving.
@@ -432,6 +438,17 @@ fn small_frame(buf: &[u8], masked: bool, max: usize) -> Option<SmallFrame> {
     })
 }
 
+/// `Connection::short_send_limit`: frames of a server's short path are
+/// 125 bytes at most, and no larger than its frame limit (`Some(0)` is no
+/// limit); a client has none.
+fn short_send_limit(role: Role, max_send_frame_size: Option<usize>) -> u8 {
+    match (role, max_send_frame_size) {
+        (Role::Client, _) => 0,
+        (Role::Server, Some(max)) if max > 0 && max < 125 => max as u8 + 1,
+        (Role::Server, _) => 126,
+    }
+}
+
 /// Outgoing bytes: small frames are coalesced in `buf`; large unmasked
 /// payloads are queued as they are, without a copy.
 #[derive(Default)]
@@ -478,6 +495,7 @@ impl Connection {
     }
 
     fn new(role: Role, config: Config, random: Option<Box<dyn RandomSource>>, now: Instant) -> Self {
+        let short_send_limit = short_send_limit(role, config.max_send_frame_size);
         Self {
             role,
             config: shared_config(config),
@@ -503,6 +521,7 @@ impl Connection {
             stats: Stats::default(),
             recv_mark: 0,
             recycling: false,
+            short_send_limit,
         }
     }
 
@@ -753,12 +772,10 @@ impl Connection {
     /// split it, the connection open and between fragmented messages.
     #[inline(always)]
     fn sends_short_server_frame(&self, len: usize, options: SendOptions) -> bool {
-        len < 126
+        len < usize::from(self.short_send_limit)
             && self.state == State::Open
             && self.outgoing.is_none()
-            && self.role == Role::Server
             && (!options.compress || self.negotiated.is_none())
-            && self.config.max_send_frame_size.is_none_or(|max| max == 0 || len <= max)
     }
 
     /// The common message, inlined into the caller (see

@@ -327,6 +327,41 @@ mod rfc6455_5_4_fragmentation {
             [0x02, 2, b'a', b'b', 0x00, 2, b'c', b'd', 0x80, 1, b'e']
         );
     }
+
+    /// A server's short messages sent by reference (`send_ref`, the lent
+    /// echo's path) are split at the frame limit too, whatever the limit
+    /// and the length around the short path's 125 bytes.
+    #[test]
+    fn short_messages_by_reference_respect_the_frame_limit() {
+        for max in [None, Some(0), Some(1), Some(2), Some(20), Some(124), Some(125), Some(126), Some(200)] {
+            let mut config = Config::default();
+            config.max_send_frame_size = max;
+            for len in 0..=130usize {
+                let mut conn = server_with(config.clone());
+                let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
+                conn.send_ref(MessageRef::Binary(&payload), SendOptions::default()).unwrap();
+                let piece = match max {
+                    Some(max) if max > 0 && len > max => max,
+                    _ => len.max(1),
+                };
+                let mut expected = Vec::new();
+                let pieces: Vec<&[u8]> = if len == 0 { vec![&[][..]] } else { payload.chunks(piece).collect() };
+                for (i, chunk) in pieces.iter().enumerate() {
+                    let fin = if i + 1 == pieces.len() { 0x80 } else { 0 };
+                    let opcode = if i == 0 { 0x02 } else { 0x00 };
+                    expected.push(fin | opcode);
+                    if chunk.len() < 126 {
+                        expected.push(chunk.len() as u8);
+                    } else {
+                        expected.push(126);
+                        expected.extend_from_slice(&(chunk.len() as u16).to_be_bytes());
+                    }
+                    expected.extend_from_slice(chunk);
+                }
+                assert_eq!(transmitted(&mut conn), expected, "max {max:?}, len {len}");
+            }
+        }
+    }
 }
 
 mod rfc6455_5_5_control_frames {
