@@ -333,19 +333,34 @@ mod rfc6455_5_4_fragmentation {
     /// and the length around the short path's 125 bytes.
     #[test]
     fn short_messages_by_reference_respect_the_frame_limit() {
-        for max in [None, Some(0), Some(1), Some(2), Some(20), Some(124), Some(125), Some(126), Some(200)] {
+        for max in [
+            None,
+            Some(0),
+            Some(1),
+            Some(2),
+            Some(20),
+            Some(124),
+            Some(125),
+            Some(126),
+            Some(200),
+        ] {
             let mut config = Config::default();
             config.max_send_frame_size = max;
             for len in 0..=130usize {
                 let mut conn = server_with(config.clone());
                 let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
-                conn.send_ref(MessageRef::Binary(&payload), SendOptions::default()).unwrap();
+                conn.send_ref(MessageRef::Binary(&payload), SendOptions::default())
+                    .unwrap();
                 let piece = match max {
                     Some(max) if max > 0 && len > max => max,
                     _ => len.max(1),
                 };
                 let mut expected = Vec::new();
-                let pieces: Vec<&[u8]> = if len == 0 { vec![&[][..]] } else { payload.chunks(piece).collect() };
+                let pieces: Vec<&[u8]> = if len == 0 {
+                    vec![&[][..]]
+                } else {
+                    payload.chunks(piece).collect()
+                };
                 for (i, chunk) in pieces.iter().enumerate() {
                     let fin = if i + 1 == pieces.len() { 0x80 } else { 0 };
                     let opcode = if i == 0 { 0x02 } else { 0x00 };
