@@ -23,11 +23,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .permessage_deflate(DeflateConfig::default());
     match executor.as_str() {
         "smol" => smol::block_on(async {
-            let listener = smol::net::TcpListener::bind(&addr).await?;
-            eprintln!("autobahn echo server on ws://{} (smol)", listener.local_addr()?);
+            let addr: std::net::SocketAddr = addr.parse()?;
+            let listener = smol::Async::<std::net::TcpListener>::bind(addr)?;
+            eprintln!(
+                "autobahn echo server on ws://{} (smol)",
+                listener.get_ref().local_addr()?
+            );
             loop {
                 let (tcp, _) = listener.accept().await?;
-                tcp.set_nodelay(true)?;
+                tcp.get_ref().set_nodelay(true)?;
                 smol::spawn(serve(server.clone(), tcp)).detach();
             }
         }),

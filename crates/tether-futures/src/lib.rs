@@ -12,7 +12,7 @@
 //! # Which executor
 //!
 //! The library needs none: its I/O is futures-io's, its timers and TCP
-//! sockets are async-io's (`async_io::Timer`, async-net), the reactor that
+//! sockets are async-io's (`async_io::Timer`, `Async<TcpStream>`), the reactor that
 //! smol and async-std both run on. Use it on **smol** (recommended), or on
 //! async-std 1.13, which is discontinued upstream (RUSTSEC-2025-0052) and
 //! itself points to smol; the `async-std` feature adds only the addresses
@@ -49,8 +49,10 @@
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! smol::block_on(async {
-//!     let listener = smol::net::TcpListener::bind("127.0.0.1:0").await?;
-//!     let url = format!("ws://{}/", listener.local_addr()?);
+//!     // smol's `Async<TcpListener>`: its streams cost about 0.6 KiB less
+//!     // per idle connection than `smol::net`'s (async-net), which work too.
+//!     let listener = smol::Async::<std::net::TcpListener>::bind(([127, 0, 0, 1], 0))?;
+//!     let url = format!("ws://{}/", listener.get_ref().local_addr()?);
 //!     let server = smol::spawn(async move {
 //!         let (tcp, _) = listener.accept().await?;
 //!         let mut ws = tether_futures::accept(tcp).await?;
@@ -112,11 +114,12 @@ mod runtime;
 pub mod tls;
 mod transport;
 
-use async_net::TcpStream;
+use async_io::Async;
+use std::net::TcpStream;
 
 pub use runtime::{AsyncIoTimer, FuturesIo};
 pub use transport::MaybeTlsStream;
 
 pub use tether_driver::TransportAddrs;
 
-tether_driver::async_shell_api!(runtime: FuturesIo, client_stream: MaybeTlsStream<TcpStream>);
+tether_driver::async_shell_api!(runtime: FuturesIo, client_stream: MaybeTlsStream<Async<TcpStream>>);

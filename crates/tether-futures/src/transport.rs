@@ -58,6 +58,18 @@ macro_rules! wrapper_addrs {
 
 // async-net's stream is also smol's (`smol::net::TcpStream`).
 tcp_addrs!(async_net::TcpStream);
+
+/// async-io's stream (`smol::Async<TcpStream>`): what the clients of this
+/// crate connect with, and the lighter one for a server's listener.
+impl TransportAddrs<async_io::Async<std::net::TcpStream>> for FuturesIo {
+    fn local_addr(io: &async_io::Async<std::net::TcpStream>) -> io::Result<SocketAddr> {
+        io.get_ref().local_addr()
+    }
+
+    fn peer_addr(io: &async_io::Async<std::net::TcpStream>) -> io::Result<SocketAddr> {
+        io.get_ref().peer_addr()
+    }
+}
 tcp_addrs!(
     #[cfg(feature = "async-std")]
     async_std::net::TcpStream

@@ -53,7 +53,7 @@ async fn echo_text_and_binary(exec: Exec) {
     let (url, server) = echo_server(exec, Server::new()).await;
     let mut ws = tether_futures::connect(&url).await.unwrap();
     assert!(ws.peer_addr().unwrap().ip().is_loopback());
-    assert!(ws.get_ref().tcp().nodelay().unwrap());
+    assert!(ws.get_ref().tcp().get_ref().nodelay().unwrap());
     ws.send("hello").await.unwrap();
     ws.send(Message::Binary(Bytes::from_static(&[0, 1, 2, 255])))
         .await
@@ -263,7 +263,7 @@ async fn every_resolved_address_is_tried(exec: Exec) {
     let tcp = tether_driver::connect_addrs::<FuturesIo>("test", &[closed, open], true, deadline)
         .await
         .unwrap();
-    assert_eq!(tcp.peer_addr().unwrap(), open);
+    assert_eq!(tcp.get_ref().peer_addr().unwrap(), open);
     drop(tcp);
     // The server saw a connection that never handshook.
     drop(server);
@@ -306,4 +306,38 @@ fn the_connect_and_accept_futures_are_send() {
     is_send(&tether_futures::connect("ws://127.0.0.1:1/"));
     is_send(&tether_futures::ClientBuilder::new("ws://127.0.0.1:1/").connect());
     is_send(&tether_futures::accept(futures_lite::io::Cursor::new(Vec::new())));
+}
+
+/// A server on smol's own listener type (`smol::Async<TcpListener>`, the
+/// lighter stream; see `FuturesIo`'s `Connect`): it accepts, knows both
+/// addresses, echoes, and closes; the client's stream is the same type.
+#[test]
+fn server_on_async_io_streams() {
+    smol::block_on(async {
+        let listener = smol::Async::<std::net::TcpListener>::bind(([127, 0, 0, 1], 0)).unwrap();
+        let addr = listener.get_ref().local_addr().unwrap();
+        let server = smol::spawn(async move {
+            let (tcp, client_addr) = listener.accept().await.unwrap();
+            let mut ws = tether_futures::accept(tcp).await.unwrap();
+            assert_eq!(ws.peer_addr().unwrap(), client_addr);
+            assert_eq!(ws.local_addr().unwrap(), addr);
+            while let Some(Ok(message)) = ws.recv().await {
+                ws.feed(message).await.unwrap();
+            }
+            ws.close_info().cloned()
+        });
+        let mut ws = tether_futures::connect(&format!("ws://{addr}/")).await.unwrap();
+        assert_eq!(ws.peer_addr().unwrap(), addr);
+        let _: &smol::Async<std::net::TcpStream> = ws.get_ref().tcp();
+        for message in [
+            Message::Text("hello".into()),
+            Message::Binary(Bytes::from(vec![7u8; 70_000])),
+        ] {
+            ws.send(message.clone()).await.unwrap();
+            assert_eq!(ws.recv().await.unwrap().unwrap(), message);
+        }
+        ws.close(CloseCode::NORMAL, "done").await.unwrap();
+        let closed = server.await.unwrap();
+        assert_eq!(closed.code, CloseCode::NORMAL);
+    });
 }

@@ -264,8 +264,11 @@ mod futures_io_servers {
     pub(super) fn smol(which: Crate, addr: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
         let executor = Rc::new(smol::LocalExecutor::new());
         smol::block_on(executor.run(async {
-            let listener = async_net::TcpListener::bind(addr).await?;
-            println!("listening on {}", listener.local_addr()?);
+            // smol's own listener type (its examples' `Async<TcpListener>`):
+            // its streams are async-io's `Async<TcpStream>`, 16 bytes, where
+            // async-net's `TcpStream` (what `smol::net` re-exports) is 120.
+            let listener = smol::Async::<std::net::TcpListener>::bind(addr)?;
+            println!("listening on {}", listener.get_ref().local_addr()?);
             loop {
                 let (tcp, _) = match listener.accept().await {
                     Ok(accepted) => accepted,
@@ -275,7 +278,7 @@ mod futures_io_servers {
                         continue;
                     }
                 };
-                tcp.set_nodelay(true)?;
+                tcp.get_ref().set_nodelay(true)?;
                 match which {
                     Crate::AsyncTungsteniteSmol => executor.spawn(async_tungstenite(tcp)).detach(),
                     _ => executor.spawn(tether(tcp)).detach(),
@@ -325,7 +328,7 @@ mod futures_io_servers {
 
     /// async-tungstenite: its examples/echo-server.rs (split, keep text and
     /// binary, forward the reader into the writer).
-    async fn async_tungstenite(tcp: async_net::TcpStream) {
+    async fn async_tungstenite(tcp: smol::Async<std::net::TcpStream>) {
         let result = async {
             let ws = async_tungstenite::accept_async(tcp).await?;
             let (write, read) = ws.split();
