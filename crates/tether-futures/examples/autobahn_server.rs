@@ -32,7 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             loop {
                 let (tcp, _) = listener.accept().await?;
                 tcp.get_ref().set_nodelay(true)?;
-                smol::spawn(serve(server.clone(), tcp)).detach();
+                smol::spawn(serve(server.clone(), tether_futures::TcpStream::from(tcp))).detach();
             }
         }),
         "async-std" => async_std::task::block_on(async {

@@ -12,16 +12,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use async_io::Async;
 use bytes::BufMut;
 use futures_io::{AsyncRead, AsyncWrite};
-use std::net::TcpStream;
+
 use tether_driver::runtime::{Connect, Runtime, RuntimeIo, Timer, TimerWaker};
 use tether_driver::tether_proto::RecvBuf;
 
 #[cfg(feature = "tls")]
 use crate::Error;
-use crate::MaybeTlsStream;
+use crate::{MaybeTlsStream, TcpStream};
 
 /// Any futures-io runtime that runs the async-io reactor (smol,
 /// async-std), as the driving loop sees it. The clock is
@@ -183,11 +182,11 @@ fn read_into<S: AsyncRead + Unpin>(
 }
 
 /// DNS through async-net (the blocking resolver on async-io's thread
-/// pool), TCP through async-io's `Async<TcpStream>`, TLS through
+/// pool), TCP through async-io ([`TcpStream`]), TLS through
 /// futures-rustls.
 impl Connect for FuturesIo {
-    type Tcp = Async<TcpStream>;
-    type Stream = MaybeTlsStream<Async<TcpStream>>;
+    type Tcp = TcpStream;
+    type Stream = MaybeTlsStream<TcpStream>;
 
     fn resolve(host: &str, port: u16) -> impl Future<Output = io::Result<Vec<SocketAddr>>> {
         async_net::resolve((host, port))
@@ -197,14 +196,11 @@ impl Connect for FuturesIo {
         addr: SocketAddr,
         nodelay: bool,
         _limit: Option<Duration>,
-    ) -> impl Future<Output = io::Result<Async<TcpStream>>> {
+    ) -> impl Future<Output = io::Result<TcpStream>> {
         // The driving crate races the attempt against the async-io timer.
-        // async-io's `Async<TcpStream>`, not async-net's `TcpStream` (which
-        // wraps it): reads and writes wait through the source's one waker
-        // per direction, where async-net's stream keeps owned readiness
-        // futures that register in a list the source allocates: about
-        // 0.6 KiB more per idle connection (benches/README).
-        let connected = Async::<TcpStream>::connect(addr);
+        // This crate's `TcpStream` (async-io's `Async`), not async-net's:
+        // see its docs.
+        let connected = TcpStream::connect(addr);
         async move {
             connected
                 .await
@@ -212,7 +208,7 @@ impl Connect for FuturesIo {
         }
     }
 
-    fn plain(tcp: Async<TcpStream>) -> Self::Stream {
+    fn plain(tcp: TcpStream) -> Self::Stream {
         MaybeTlsStream::Plain(tcp)
     }
 

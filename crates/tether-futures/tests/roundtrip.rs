@@ -308,8 +308,8 @@ fn the_connect_and_accept_futures_are_send() {
     is_send(&tether_futures::accept(futures_lite::io::Cursor::new(Vec::new())));
 }
 
-/// A server on smol's own listener type (`smol::Async<TcpListener>`, the
-/// lighter stream; see `FuturesIo`'s `Connect`): it accepts, knows both
+/// A server on smol's own listener type (`smol::Async<TcpListener>`), its
+/// streams wrapped in this crate's `TcpStream`: it accepts, knows both
 /// addresses, echoes, and closes; the client's stream is the same type.
 #[test]
 fn server_on_async_io_streams() {
@@ -318,7 +318,9 @@ fn server_on_async_io_streams() {
         let addr = listener.get_ref().local_addr().unwrap();
         let server = smol::spawn(async move {
             let (tcp, client_addr) = listener.accept().await.unwrap();
-            let mut ws = tether_futures::accept(tcp).await.unwrap();
+            let mut ws = tether_futures::accept(tether_futures::TcpStream::from(tcp))
+                .await
+                .unwrap();
             assert_eq!(ws.peer_addr().unwrap(), client_addr);
             assert_eq!(ws.local_addr().unwrap(), addr);
             while let Some(Ok(message)) = ws.recv().await {
@@ -328,7 +330,7 @@ fn server_on_async_io_streams() {
         });
         let mut ws = tether_futures::connect(&format!("ws://{addr}/")).await.unwrap();
         assert_eq!(ws.peer_addr().unwrap(), addr);
-        let _: &smol::Async<std::net::TcpStream> = ws.get_ref().tcp();
+        let _: &tether_futures::TcpStream = ws.get_ref().tcp();
         for message in [
             Message::Text("hello".into()),
             Message::Binary(Bytes::from(vec![7u8; 70_000])),
@@ -339,5 +341,56 @@ fn server_on_async_io_streams() {
         ws.close(CloseCode::NORMAL, "done").await.unwrap();
         let closed = server.await.unwrap();
         assert_eq!(closed.code, CloseCode::NORMAL);
+    });
+}
+
+/// Closing on this crate's `TcpStream` shuts the write side down (a FIN)
+/// while the connection is still held: a bare `Async<TcpStream>` only
+/// flushes on close, and the peer would wait for the drop.
+#[test]
+fn a_server_close_sends_fin_before_the_stream_is_dropped() {
+    use std::io::{Read, Write};
+    smol::block_on(async {
+        let listener = smol::Async::<std::net::TcpListener>::bind(([127, 0, 0, 1], 0)).unwrap();
+        let addr = listener.get_ref().local_addr().unwrap();
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let server = smol::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = tether_futures::accept(tether_futures::TcpStream::from(tcp))
+                .await
+                .unwrap();
+            ws.close(CloseCode::NORMAL, "bye").await.unwrap();
+            // Held until the client saw the end of the stream.
+            smol::unblock(move || held.recv_timeout(Duration::from_secs(10)))
+                .await
+                .unwrap();
+            drop(ws);
+        });
+        let client = smol::unblock(move || {
+            let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+            tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            tcp.write_all(
+                b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                  Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            )
+            .unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 1024];
+            // The response, then the close frame; the server waits for our
+            // close reply.
+            while !got.windows(2).any(|w| w == [0x88, 5]) {
+                let n = tcp.read(&mut buf).unwrap();
+                assert!(n > 0, "closed before the close frame");
+                got.extend_from_slice(&buf[..n]);
+            }
+            // A masked close reply (zero mask), code 1000.
+            tcp.write_all(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8]).unwrap();
+            let n = tcp.read(&mut buf).unwrap();
+            release.send(()).unwrap();
+            n
+        })
+        .await;
+        assert_eq!(client, 0, "the end of the stream, while the server still held it");
+        server.await;
     });
 }
