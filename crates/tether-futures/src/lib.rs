@@ -12,8 +12,9 @@
 //! # Which executor
 //!
 //! The library needs none: its I/O is futures-io's, its timers and TCP
-//! sockets are async-io's (`async_io::Timer`, `Async<TcpStream>`), the reactor that
-//! smol and async-std both run on. Use it on **smol** (recommended), or on
+//! sockets are async-io's (`async_io::Timer`, [`TcpStream`] over
+//! `Async<std::net::TcpStream>`), the reactor that smol and async-std both
+//! run on. Use it on **smol** (recommended), or on
 //! async-std 1.13, which is discontinued upstream (RUSTSEC-2025-0052) and
 //! itself points to smol; the `async-std` feature adds only the addresses
 //! ([`TransportAddrs`]) of `async_std::net::TcpStream`, for
@@ -76,7 +77,8 @@
 //! ```
 //!
 //! On async-std the same code runs with `async_std::task::block_on`,
-//! `async_std::net::TcpListener` and `async_std::task::spawn`.
+//! `async_std::net::TcpListener` (its streams go to `accept` as they are)
+//! and `async_std::task::spawn`.
 //!
 //! A message can also be read piece by piece as it arrives, as a
 //! [`futures_io::AsyncRead`] ([`MessageReader`]):

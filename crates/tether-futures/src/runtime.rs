@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use bytes::BufMut;
 use futures_io::{AsyncRead, AsyncWrite};
-
 use tether_driver::runtime::{Connect, Runtime, RuntimeIo, Timer, TimerWaker};
 use tether_driver::tether_proto::RecvBuf;
 
