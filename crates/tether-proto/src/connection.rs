@@ -386,6 +386,27 @@ impl Outbox<'_> {
     pub fn output_abandoned(&self) -> bool {
         self.conn.output_abandoned()
     }
+
+    /// Sends a ping ([`Connection::ping`]).
+    pub fn ping(&mut self, payload: &[u8]) -> Result<(), SendError> {
+        self.conn.ping(payload)
+    }
+
+    /// Starts the close handshake ([`Connection::close`]). Lending stops
+    /// after the message being lent: the connection is no longer open.
+    pub fn close(&mut self, code: CloseCode, reason: &str, now: Instant) -> Result<(), SendError> {
+        self.conn.close(code, reason, now)
+    }
+
+    /// The negotiated subprotocol ([`Connection::subprotocol`]).
+    pub fn subprotocol(&self) -> Option<&str> {
+        self.conn.subprotocol()
+    }
+
+    /// The negotiated extensions' names ([`Connection::extensions`]).
+    pub fn extensions(&self) -> impl Iterator<Item = &str> + '_ {
+        self.conn.extensions()
+    }
 }
 
 /// A whole small message at the front of the receive buffer: see

@@ -8,7 +8,7 @@
 //! closes completed by the crate itself.
 //!
 //! ```sh
-//! echo-server <tether|tether-lent|tether-many|tungstenite|fastwebsockets|tokio-websockets|tether-smol|tether-async-std|async-tungstenite-smol|tether-blocking|tether-h2|tether-compio> <addr>
+//! echo-server <tether|tether-lent|tether-many|tungstenite|fastwebsockets|tokio-websockets|tether-smol|tether-async-std|async-tungstenite-smol|tether-blocking|tether-h2|tether-compio|tether-mio> <addr>
 //! ```
 //!
 //! Prints `listening on ADDR` on stdout once it accepts.
@@ -32,6 +32,7 @@ enum Crate {
     TetherBlocking,
     TetherHttp2,
     TetherCompio,
+    TetherMio,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -52,6 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "tether-blocking" => Crate::TetherBlocking,
         "tether-h2" => Crate::TetherHttp2,
         "tether-compio" => Crate::TetherCompio,
+        "tether-mio" => Crate::TetherMio,
         other => return Err(format!("unknown crate {other:?}").into()),
     };
     tether_echo_bench::raise_fd_limit();
@@ -61,6 +63,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Crate::TetherAsyncStd => return futures_io_servers::async_std(addr),
         Crate::TetherBlocking => return blocking_server(addr),
         Crate::TetherCompio => return compio_server(addr),
+        Crate::TetherMio => return mio_server(addr),
         _ => {}
     }
     tokio::runtime::Builder::new_current_thread()
@@ -376,6 +379,24 @@ fn compio_server(addr: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
             .detach();
         }
     })
+}
+
+/// tether-mio: the event loop on this thread, the echo callback of its
+/// crate docs (each message of a read lent in place, answered with a copy
+/// queued; one write per socket and wake-up): uWebSockets' design.
+fn mio_server(addr: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
+    struct Echo;
+    impl tether_mio::Handler for Echo {
+        fn message(&mut self, socket: &mut tether_mio::Socket<'_>, message: tether_mio::MessageRef<'_>) {
+            if let Err(e) = socket.send(message) {
+                eprintln!("tether-mio: {e}");
+            }
+        }
+    }
+    let server = tether_mio::Server::bind(addr)?;
+    println!("listening on {}", server.local_addr()?);
+    server.run(Echo)?;
+    Ok(())
 }
 
 /// tether-blocking: a thread per connection (small stacks), recv + feed

@@ -64,7 +64,7 @@ use tokio::sync::Notify;
 
 type Error = Box<dyn std::error::Error>;
 
-const CRATES: [&str; 12] = [
+const CRATES: [&str; 13] = [
     "tether",
     "tether-lent",
     "tether-many",
@@ -77,6 +77,7 @@ const CRATES: [&str; 12] = [
     "tether-blocking",
     "tether-h2",
     "tether-compio",
+    "tether-mio",
 ];
 /// The runtime each server runs on: the issue-10 ratios compare a tether
 /// adapter with the other crates on the same one.
@@ -86,6 +87,7 @@ fn runtime_of(krate: &str) -> &'static str {
         "tether-async-std" => "async-std",
         "tether-blocking" => "threads",
         "tether-compio" => "compio",
+        "tether-mio" => "mio",
         _ => "tokio",
     }
 }
