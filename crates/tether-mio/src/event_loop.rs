@@ -7,6 +7,7 @@ use std::fmt;
 use std::io::{self, IoSlice, Read, Write};
 use std::mem::MaybeUninit;
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -62,6 +63,8 @@ pub struct Handle {
 struct Shared {
     waker: Waker,
     commands: Mutex<Vec<Command>>,
+    /// `run` returned: nothing takes commands any more.
+    ended: AtomicBool,
 }
 
 impl fmt::Debug for Handle {
@@ -73,6 +76,9 @@ impl fmt::Debug for Handle {
 impl Handle {
     fn push(&self, command: Command) -> io::Result<()> {
         let mut commands = self.shared.commands.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.shared.ended.load(Ordering::Acquire) {
+            return Err(io::Error::new(io::ErrorKind::NotConnected, "the server has stopped"));
+        }
         let first = commands.is_empty();
         commands.push(command);
         drop(commands);
@@ -85,7 +91,8 @@ impl Handle {
 
     /// Sends `message` on connection `id`, as [`Loop::send_to`]. A
     /// connection that has closed drops it (its [`Handler::close`] tells).
-    /// Fails only if the loop cannot be woken.
+    /// Fails once [`Server::run`] has returned (`NotConnected`), or if the
+    /// loop cannot be woken.
     pub fn send(&self, id: SocketId, message: impl Into<tether_proto::Message>) -> io::Result<()> {
         self.push(Command::Send(id, message.into(), tether_proto::SendOptions::default()))
     }
@@ -148,6 +155,7 @@ impl Server {
             shared: Arc::new(Shared {
                 waker,
                 commands: Mutex::new(Vec::new()),
+                ended: AtomicBool::new(false),
             }),
             config: WebSocketConfig::default(),
             handshake: HandshakeConfig::default(),
@@ -223,7 +231,15 @@ impl Server {
             accept_retry: None,
             stopping: false,
         };
-        event_loop.run()?;
+        let result = event_loop.run();
+        // Commands sent from now on fail instead of piling up; those that
+        // came too late are dropped.
+        let shared = &event_loop.shared;
+        let mut commands = shared.commands.lock().unwrap_or_else(PoisonError::into_inner);
+        shared.ended.store(true, Ordering::Release);
+        commands.clear();
+        drop(commands);
+        result?;
         Ok(event_loop.handler)
     }
 }

@@ -457,6 +457,8 @@ fn stop_closes_every_connection_with_going_away() -> Result {
         clients.push(tether_blocking::connect(&server.url("/ws"))?);
     }
     server.wait_for("five opens", |seen| seen.opened.len() == 5)?;
+    let server_handle = server.handle.clone();
+    let seen_first = server.seen().opened[0];
     clients[2].send(Message::Text("stop".into()))?;
     for client in &mut clients {
         // The server's close is answered by the client's recv.
@@ -470,6 +472,12 @@ fn stop_closes_every_connection_with_going_away() -> Result {
         server.thread.take().ok_or("no thread")?
     };
     let handler = thread.join().map_err(|_| "the server thread panicked")??;
+    assert_eq!(
+        server_handle
+            .send(seen_first, Message::Text("after the end".into()))
+            .map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::NotConnected)
+    );
     let seen = handler.seen();
     assert_eq!(seen.closed.len(), 5);
     assert!(
