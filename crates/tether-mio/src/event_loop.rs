@@ -597,6 +597,7 @@ impl<H: Handler> EventLoop<H> {
                 now,
                 event_loop: &mut self.lp,
                 partial,
+                owned: None,
             };
             self.handler.open(&mut socket);
         }
@@ -843,6 +844,7 @@ fn deliver<H: Handler>(
                 now,
                 event_loop: &mut *lp,
                 partial: &mut *partial,
+                owned: None,
             };
             handler.message(&mut socket, message);
             if socket.out.pending_transmit() > limit {
@@ -857,6 +859,32 @@ fn deliver<H: Handler>(
         let Some(event) = conn.poll_event() else {
             return false;
         };
+        let message = match event {
+            Event::Message(message) => message,
+            other => {
+                let mut socket = Socket {
+                    out: conn.outbox(),
+                    id,
+                    peer,
+                    now,
+                    event_loop: &mut *lp,
+                    partial: &mut *partial,
+                    owned: None,
+                };
+                match other {
+                    Event::Fragment(fragment) => handler.fragment(&mut socket, fragment),
+                    Event::Ping(payload) => handler.ping(&mut socket, &payload),
+                    Event::Pong(payload) => handler.pong(&mut socket, &payload),
+                    Event::Closed(closed) => {
+                        tracing::debug!(code = closed.code.as_u16(), cause = ?closed.cause, "connection closed");
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+        };
+        // An owned message (large, fragmented or compressed): sent back,
+        // its payload is shared, not copied.
         let mut socket = Socket {
             out: conn.outbox(),
             id,
@@ -864,17 +892,9 @@ fn deliver<H: Handler>(
             now,
             event_loop: &mut *lp,
             partial: &mut *partial,
+            owned: Some(&message),
         };
-        match event {
-            Event::Message(message) => handler.message(&mut socket, MessageRef::from(&message)),
-            Event::Fragment(fragment) => handler.fragment(&mut socket, fragment),
-            Event::Ping(payload) => handler.ping(&mut socket, &payload),
-            Event::Pong(payload) => handler.pong(&mut socket, &payload),
-            Event::Closed(closed) => {
-                tracing::debug!(code = closed.code.as_u16(), cause = ?closed.cause, "connection closed");
-            }
-            _ => {}
-        }
+        handler.message(&mut socket, MessageRef::from(&message));
     }
 }
 

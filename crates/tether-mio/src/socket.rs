@@ -124,6 +124,9 @@ pub struct Socket<'a> {
     pub(crate) now: Instant,
     pub(crate) event_loop: &'a mut Loop,
     pub(crate) partial: &'a mut Reassembler,
+    /// The owned message being handed over (a large or compressed one):
+    /// sending it back shares its payload instead of copying it.
+    pub(crate) owned: Option<&'a Message>,
 }
 
 impl Socket<'_> {
@@ -151,15 +154,40 @@ impl Socket<'_> {
     /// Sends a copy of `message` (text or binary), compressed if
     /// permessage-deflate was negotiated. Fails once the close handshake
     /// started.
+    /// The message being handed over, sent back (an echo), is not copied
+    /// when it is a large one (it is lent from an owned payload then).
     #[inline]
     pub fn send<'m>(&mut self, message: impl Into<MessageRef<'m>>) -> Result<(), SendError> {
-        self.out.send(message.into())
+        self.send_with(message, SendOptions::default())
     }
 
-    /// [`send`](Self::send) with per-message options: `compress: false`
-    /// for a secret next to attacker-chosen text (CRIME/BREACH).
+    /// [`send`](Self::send) with per-message options
+    /// ([`SendOptions::uncompressed`] for a secret next to attacker-chosen
+    /// text: CRIME/BREACH).
+    #[inline]
     pub fn send_with<'m>(&mut self, message: impl Into<MessageRef<'m>>, options: SendOptions) -> Result<(), SendError> {
-        self.out.send_with(message.into(), options)
+        let message = message.into();
+        match self.owned {
+            None => self.out.send_with(message, options),
+            Some(owned) => self.send_lent_owned(owned, message, options),
+        }
+    }
+
+    /// A send while an owned message is handed over: the very payload
+    /// handed over (its address and length, the same kind) is shared.
+    #[cold]
+    #[inline(never)]
+    fn send_lent_owned(
+        &mut self,
+        owned: &Message,
+        message: MessageRef<'_>,
+        options: SendOptions,
+    ) -> Result<(), SendError> {
+        if owned.kind() == message.kind() && std::ptr::eq(owned.as_bytes(), message.as_bytes()) {
+            self.out.send_message(owned.clone(), options)
+        } else {
+            self.out.send_with(message, options)
+        }
     }
 
     /// Sends an owned message without a copy of its payload.
