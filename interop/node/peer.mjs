@@ -11,7 +11,9 @@
 // Each connection is described by the query string of its URL, as for the
 // Python peer (interop/python/peer.py): id, scenario, deflate=SPEC
 // (snct,cnct,smwb=N,cmwb=N; absent: no compression), protocols (client),
-// pick (server). The tether side of each scenario is interop/src/scenario.rs.
+// pick (server); tether_frames is not checked here (ws reassembles
+// fragments before its 'message' event). The tether side of each scenario
+// is interop/src/scenario.rs (and interop/src/mio_server.rs for tether-mio).
 
 import http from 'node:http';
 import process from 'node:process';

@@ -17,6 +17,14 @@
 //!        +--- tether's verdict + the peer's "RESULT id=3&ok=1&..." line on stdout <+
 //! ```
 //!
+//! tether-mio, a server with callbacks and no stream, runs the same
+//! scenarios as tether server (module `mio` of `tests/python.rs` and
+//! `tests/node.rs`): each connection follows its scenario as a script of
+//! callbacks (`src/mio_server.rs`). It sends no fragments, so tether's
+//! fragmented messages go whole there (the peer is told, `tether_frames=1`,
+//! and checks it), and in the `deflate` scenario a relay counts the peer's
+//! bytes on the wire.
+//!
 //! Every case is bounded in time ([`run::CASE_TIMEOUT`]), every peer picks
 //! its port itself (port 0) and traffic stays on 127.0.0.1; every process
 //! is killed by process-group id when its test ends.
@@ -25,6 +33,7 @@
 pub mod cli;
 pub mod data;
 pub mod deflate;
+mod mio_server;
 pub mod peer;
 pub mod process;
 pub mod query;
@@ -40,11 +49,55 @@ pub use scenario::Scenario;
 /// `tokio`, `smol`, `async_std`, `blocking`, `compio`): each scenario with tether as
 /// client and as server, without and with permessage-deflate (modules named
 /// after the scenarios), and the permessage-deflate matrices (module
-/// `deflate`).
+/// `deflate`). For tether-mio, a server only (module `mio`), the same with
+/// tether as server.
 #[macro_export]
 macro_rules! peer_tests {
     ($kind:ident) => {
         $crate::peer_tests!(@shell $kind; tokio => Tokio, smol => Smol, async_std => AsyncStd, blocking => Blocking, compio => Compio);
+        $crate::peer_tests!(@server_shell $kind; mio => Mio);
+    };
+    (@server_shell $kind:ident; $($shell_mod:ident => $shell:ident),*) => {
+        $(
+            mod $shell_mod {
+                $crate::peer_tests!(@server_scenarios $kind $shell;
+                    text => Text, binary => Binary, fragmented => Fragmented, large => Large, ping => Ping,
+                    close_tether => CloseTether, close_peer => ClosePeer, subprotocol => Subprotocol);
+
+                mod deflate {
+                    use $crate::{Case, PeerKind, Shell};
+
+                    /// The peer's settings over the matrix, tether at its defaults.
+                    #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn tether_server_peer_matrix() {
+                        $crate::run::tether_server(Shell::$shell, PeerKind::$kind, &Case::peer_matrix()).await;
+                    }
+
+                    /// tether's settings over the matrix, the peer at its defaults.
+                    #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn tether_server_tether_matrix() {
+                        $crate::run::tether_server(Shell::$shell, PeerKind::$kind, &Case::tether_matrix()).await;
+                    }
+                }
+            }
+        )*
+    };
+    (@server_scenarios $kind:ident $shell:ident; $($module:ident => $scenario:ident),*) => {
+        $(
+            mod $module {
+                use $crate::{Case, PeerKind, Scenario, Shell};
+
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn tether_server() {
+                    $crate::run::tether_server(Shell::$shell, PeerKind::$kind, &[Case::plain(Scenario::$scenario)]).await;
+                }
+
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn tether_server_deflate() {
+                    $crate::run::tether_server(Shell::$shell, PeerKind::$kind, &[Case::deflate(Scenario::$scenario)]).await;
+                }
+            }
+        )*
     };
     (@shell $kind:ident; $($shell_mod:ident => $shell:ident),*) => {
         $(

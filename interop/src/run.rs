@@ -10,6 +10,7 @@ use tether_driver::{Accept, ClientBuilder, RuntimeIo, Server, WebSocketConfig, W
 use tokio::net::TcpListener;
 
 use crate::deflate::{check_wire, Agreed, Params};
+use crate::mio_server::MioServer;
 use crate::peer::PeerKind;
 use crate::process::Process;
 use crate::query;
@@ -76,13 +77,20 @@ impl Case {
             .collect()
     }
 
-    fn query(&self, id: usize, tether_is_client: bool) -> String {
+    /// The query of case `id`'s URL. `tether_frames`: the frames tether
+    /// sends each of its fragmented messages in ([`Shell::tether_frames`]),
+    /// told to the peer when it is not [`FRAGMENTS`].
+    fn query(&self, id: usize, tether_is_client: bool, tether_frames: usize) -> String {
         let id = id.to_string();
         let offered = OFFERED.join(",");
         let spec = self.peer.map(|p| p.spec());
+        let frames = tether_frames.to_string();
         let mut pairs = vec![("id", id.as_str()), ("scenario", self.scenario.name())];
         if let Some(spec) = &spec {
             pairs.push(("deflate", spec));
+        }
+        if tether_frames != FRAGMENTS && matches!(self.scenario, Scenario::Fragmented | Scenario::Deflate) {
+            pairs.push(("tether_frames", &frames));
         }
         if self.scenario == Scenario::Subprotocol {
             pairs.push(if tether_is_client {
@@ -94,7 +102,7 @@ impl Case {
         query::encode_pairs(pairs)
     }
 
-    fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         let spec = |p: Option<Params>| p.map_or("off".to_owned(), |p| format!("[{}]", p.spec()));
         format!(
             "{} (deflate: tether {}, peer {})",
@@ -104,6 +112,11 @@ impl Case {
         )
     }
 }
+
+/// The frames tether sends each of its fragmented messages in (the
+/// `fragmented` and `deflate` scenarios), on the shells that can send
+/// fragments.
+pub const FRAGMENTS: usize = 4;
 
 /// tether's connection settings: the defaults without keepalive pings (they
 /// would change what the ping scenario sees and what is on the wire).
@@ -148,16 +161,35 @@ pub async fn tether_server(shell: Shell, kind: PeerKind, cases: &[Case]) {
         .local_addr()
         .map(|a| a.port())
         .unwrap_or_else(|e| panic!("{e}"));
+    // tether-mio serves every case from one event loop on a thread of its
+    // own, started before the peer connects.
+    let mut event_loop = match shell {
+        Shell::Mio => Some(MioServer::start(&listener, cases).unwrap_or_else(|e| panic!("{e}"))),
+        _ => None,
+    };
     let urls: Vec<String> = cases
         .iter()
         .enumerate()
-        .map(|(id, case)| format!("ws://127.0.0.1:{port}/interop?{}", case.query(id, false)))
+        .map(|(id, case)| {
+            let port = event_loop.as_ref().map_or(port, |l| l.port(case));
+            let query = case.query(id, false, shell.tether_frames());
+            format!("ws://127.0.0.1:{port}/interop?{query}")
+        })
         .collect();
     let mut peer = kind.client(&urls);
     let mut failures = Vec::new();
     for (id, case) in cases.iter().enumerate() {
         let start = Instant::now();
-        let result = tokio::time::timeout(CASE_TIMEOUT, server_case(shell, kind, &listener, &mut peer, id, case)).await;
+        let case_run = async {
+            match &mut event_loop {
+                Some(event_loop) => {
+                    let (side, report) = event_loop.side(&mut peer, id).await;
+                    conclude(kind, case, shell, &mut peer, id, side, report).await
+                }
+                None => server_case(shell, kind, &listener, &mut peer, id, case).await,
+            }
+        };
+        let result = tokio::time::timeout(CASE_TIMEOUT, case_run).await;
         if !report(case, start, result, &mut failures) {
             skip_rest(&cases[id + 1..], &mut failures);
             break;
@@ -167,6 +199,11 @@ pub async fn tether_server(shell: Shell, kind: PeerKind, cases: &[Case]) {
         Ok(status) if status.success() || !failures.is_empty() => {}
         Ok(status) => failures.push(format!("the peer client exited with {status}")),
         Err(e) => failures.push(e),
+    }
+    if let Some(event_loop) = event_loop {
+        if let Err(e) = event_loop.stop().await {
+            failures.push(e);
+        }
     }
     finish(
         &peer,
@@ -216,7 +253,7 @@ fn finish(peer: &Process, what: &str, total: usize, failures: Vec<String>) {
 
 /// What tether's side of a case gives: its verdict and measurements, and
 /// the extensions it negotiated.
-type Side = (Result<Outcome, String>, Vec<String>);
+pub(crate) type Side = (Result<Outcome, String>, Vec<String>);
 
 async fn client_case(
     shell: Shell,
@@ -226,7 +263,10 @@ async fn client_case(
     id: usize,
     case: &Case,
 ) -> Result<(), String> {
-    let url = format!("ws://127.0.0.1:{port}/interop?{}", case.query(id, true));
+    let url = format!(
+        "ws://127.0.0.1:{port}/interop?{}",
+        case.query(id, true, shell.tether_frames())
+    );
     let case_ = *case;
     let (outcome, extensions) = match shell {
         Shell::Tokio => {
@@ -269,9 +309,10 @@ async fn client_case(
             })
             .await?
         }
+        Shell::Mio => return Err("tether-mio has no client".to_owned()),
     };
     let report = peer_report(peer, id).await?;
-    check(kind, case, true, outcome, &extensions, &report)
+    check(kind, case, true, shell.tether_frames(), outcome, &extensions, &report)
 }
 
 /// tether's side of a client case, on any shell.
@@ -350,16 +391,32 @@ async fn server_case(
             })
             .await?
         }
+        Shell::Mio => return Err("tether-mio's cases run through its event loop".to_owned()),
+    };
+    conclude(kind, case, shell, peer, id, side, None).await
+}
+
+/// The end of a server case: tether's side (or why it did not run), and
+/// the peer's report of the case, unless read already; then [`check`].
+async fn conclude(
+    kind: PeerKind,
+    case: &Case,
+    shell: Shell,
+    peer: &mut Process,
+    id: usize,
+    side: Result<Side, String>,
+    report: Option<Result<Report, String>>,
+) -> Result<(), String> {
+    let report = match report {
+        Some(report) => report,
+        None => peer_report(peer, id).await,
     };
     let (outcome, extensions) = match side {
         Ok(side) => side,
-        Err(e) => {
-            let report = peer_report(peer, id).await;
-            return Err(format!("{e}; the peer: {report:?}"));
-        }
+        Err(e) => return Err(format!("{e}; the peer: {report:?}")),
     };
-    let report = peer_report(peer, id).await?;
-    check(kind, case, false, outcome, &extensions, &report)
+    let report = report?;
+    check(kind, case, false, shell.tether_frames(), outcome, &extensions, &report)
 }
 
 /// tether's side of a server case, on any shell.
@@ -406,6 +463,10 @@ pub enum Shell {
     /// (`tether_compio::runtime`: io_uring, or compio's poll driver where
     /// io_uring is not available).
     Compio,
+    /// tether-mio, a server only: one event loop on a thread of its own
+    /// serves every case of a test, each connection a state machine of
+    /// callbacks (`interop/src/mio_server.rs`).
+    Mio,
 }
 
 impl Shell {
@@ -417,6 +478,16 @@ impl Shell {
             Self::AsyncStd => "tether-futures on async-std",
             Self::Blocking => "tether-blocking",
             Self::Compio => "tether-compio",
+            Self::Mio => "tether-mio",
+        }
+    }
+
+    /// The frames tether sends each of its fragmented messages in: tether-mio
+    /// sends whole messages only (its `Socket` has no fragment send), so one.
+    pub fn tether_frames(self) -> usize {
+        match self {
+            Self::Mio => 1,
+            _ => FRAGMENTS,
         }
     }
 }
@@ -435,6 +506,7 @@ async fn on_thread<T: Send + 'static>(
             Shell::Blocking => tether_blocking::block_on(future),
             Shell::Tokio | Shell::Smol => smol::block_on(future),
             Shell::Compio => unreachable!("tether-compio's side runs through on_compio_thread"),
+            Shell::Mio => unreachable!("tether-mio's side runs in its event loop"),
         };
         let _ = tx.send(result);
     });
@@ -472,7 +544,7 @@ impl Report {
 }
 
 /// The peer's report of case `id` (older reports are skipped).
-async fn peer_report(peer: &mut Process, id: usize) -> Result<Report, String> {
+pub(crate) async fn peer_report(peer: &mut Process, id: usize) -> Result<Report, String> {
     loop {
         let line = peer.stdout_line("RESULT ", REPORT_TIMEOUT).await?;
         let report = Report(query::decode_pairs(line.trim()));
@@ -487,6 +559,7 @@ fn check(
     kind: PeerKind,
     case: &Case,
     tether_is_client: bool,
+    tether_frames: usize,
     outcome: Result<Outcome, String>,
     extensions: &[String],
     report: &Report,
@@ -513,8 +586,18 @@ fn check(
         Scenario::ClosePeer => expect("tether's answer to its close", report.get("close_code"), "4002"),
         Scenario::Ping => expect("the pings", report.get("pings"), "tether-ping"),
         Scenario::Subprotocol => expect("the subprotocol", report.get("subprotocol"), PICKED),
-        Scenario::Fragmented if kind == PeerKind::Python => expect("frames", report.get("frames"), "4,4"),
-        Scenario::Deflate if kind == PeerKind::Python => expect("frames", report.get("frames"), "4"),
+        // Each of tether's fragmented messages in `tether_frames` frames
+        // (ws does not tell frames apart).
+        Scenario::Fragmented if kind == PeerKind::Python => {
+            expect(
+                "frames",
+                report.get("frames"),
+                &format!("{tether_frames},{tether_frames}"),
+            );
+        }
+        Scenario::Deflate if kind == PeerKind::Python => {
+            expect("frames", report.get("frames"), &tether_frames.to_string());
+        }
         _ => {}
     }
     if !matches!(case.scenario, Scenario::CloseTether | Scenario::ClosePeer) {

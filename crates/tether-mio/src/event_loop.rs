@@ -38,6 +38,9 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 const ACCEPT_RETRY: Duration = Duration::from_millis(10);
 /// Readiness events taken per wake-up.
 const EVENTS: usize = 1024;
+/// Reads of one connection in a row (of up to the read size each) before
+/// the others' turn.
+const MAX_READS_PER_TURN: usize = 16;
 
 /// A connection of a [`Server`]: its slot and the generation that tells it
 /// from the connections that had the slot before and will have it after.
@@ -230,6 +233,7 @@ impl Server {
             scratch: vec![0; HANDSHAKE_READ].into_boxed_slice(),
             accept_retry: None,
             stopping: false,
+            ready: Vec::new(),
         };
         let result = event_loop.run();
         // Commands sent from now on fail instead of piling up; those that
@@ -264,6 +268,9 @@ struct EventLoop<H> {
     scratch: Box<[u8]>,
     accept_retry: Option<Instant>,
     stopping: bool,
+    /// Connections left readable after their share of reads: driven again
+    /// before the loop waits.
+    ready: Vec<(usize, u32)>,
 }
 
 struct Entry {
@@ -333,7 +340,12 @@ impl<H: Handler> EventLoop<H> {
             if self.stopping && self.conns.is_empty() {
                 return Ok(());
             }
-            let timeout = self.next_deadline().map(|deadline| {
+            let timeout = if self.ready.is_empty() {
+                self.next_deadline()
+            } else {
+                Some(Instant::now())
+            };
+            let timeout = timeout.map(|deadline| {
                 // Rounded up to the millisecond: a wake-up just before the
                 // deadline would find nothing due and wait again.
                 deadline
@@ -376,6 +388,12 @@ impl<H: Handler> EventLoop<H> {
             }
             self.fire_timers(now);
             self.run_commands(now);
+            for (key, generation) in std::mem::take(&mut self.ready) {
+                if self.conns.get(key).is_some_and(|entry| entry.generation == generation) {
+                    self.drive(key, now);
+                    self.run_commands(now);
+                }
+            }
         }
     }
 
@@ -616,6 +634,7 @@ impl<H: Handler> EventLoop<H> {
             timers,
             write_limit,
             read_size,
+            ready,
             ..
         } = self;
         let Some(entry) = conns.get_mut(key) else {
@@ -628,6 +647,7 @@ impl<H: Handler> EventLoop<H> {
         let Phase::Open(open) = &mut entry.phase else {
             return;
         };
+        let mut reads = 0;
         loop {
             // 1. Every message and event the connection holds, handed over
             // until its output passes the limit.
@@ -659,6 +679,14 @@ impl<H: Handler> EventLoop<H> {
             if !entry.readable || open.read_done {
                 break;
             }
+            if reads == MAX_READS_PER_TURN {
+                // A peer that keeps the socket full does not hold the loop:
+                // the others are served, then this one again (edge-triggered,
+                // no new event would come for what is already there).
+                ready.push((key, entry.generation));
+                break;
+            }
+            reads += 1;
             let stream = &entry.stream;
             let read = open
                 .conn
