@@ -478,8 +478,8 @@ impl<H: Handler> EventLoop<H> {
             let n = match (&entry.stream).read(&mut self.scratch) {
                 Ok(0) => {
                     // Gone before its request was whole: nothing to answer.
-                    tracing::debug!("opening handshake failed: {}", handshake.handle_eof());
-                    self.remove(key);
+                    let error = handshake.handle_eof();
+                    self.fail_handshake(key, error, now);
                     return;
                 }
                 Ok(n) => n,
@@ -490,7 +490,8 @@ impl<H: Handler> EventLoop<H> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     tracing::debug!("read failed during the opening handshake: {e}");
-                    self.remove(key);
+                    let error = handshake.handle_eof();
+                    self.fail_handshake(key, error, now);
                     return;
                 }
             };
@@ -537,6 +538,9 @@ impl<H: Handler> EventLoop<H> {
 
     fn fail_handshake(&mut self, key: usize, error: HandshakeError, now: Instant) {
         tracing::debug!("opening handshake failed: {error}");
+        if let Some(entry) = self.conns.get(key) {
+            self.handler.rejected(entry.peer, &error);
+        }
         match error.response() {
             Some(out) => self.answer(key, out, now),
             None => self.remove(key),

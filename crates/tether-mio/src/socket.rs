@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use tether_proto::handshake::{Accept, Request};
+use tether_proto::handshake::{Accept, HandshakeError, Request};
 use tether_proto::{CloseCode, Closed, Fragment, Message, MessageRef, Outbox, Reassembler, SendError, SendOptions};
 
 use crate::{HttpResponse, SocketId};
@@ -23,6 +23,17 @@ pub trait Handler {
     fn accept(&mut self, request: &Request, peer: SocketAddr) -> Result<Accept, HttpResponse> {
         let _ = (request, peer);
         Ok(Accept::new())
+    }
+
+    /// An opening handshake failed before the handler could accept it
+    /// (a malformed or oversized request, not a WebSocket upgrade, a
+    /// version other than 13, an origin not allowed, the handshake
+    /// timeout, the peer gone): the answer the error calls for, if any
+    /// ([`HandshakeError::response`](crate::HandshakeError::response)), is
+    /// sent, then the transport is closed. Not called for requests
+    /// the handler itself answered with an [`HttpResponse`].
+    fn rejected(&mut self, peer: SocketAddr, error: &HandshakeError) {
+        let _ = (peer, error);
     }
 
     /// A connection is open (the 101 answer is queued); it may send.

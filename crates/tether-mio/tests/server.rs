@@ -8,8 +8,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tether_mio::{
-    Accept, CloseCause, CloseCode, Closed, DeflateConfig, Fragment, Handle, Handler, HandshakeConfig, HttpResponse,
-    Loop, Message, MessageRef, Request, SendOptions, Server, Socket, SocketId, StatusCode, WebSocketConfig,
+    Accept, CloseCause, CloseCode, Closed, DeflateConfig, Fragment, Handle, Handler, HandshakeConfig, HandshakeError,
+    HttpResponse, Loop, Message, MessageRef, Request, SendOptions, Server, Socket, SocketId, StatusCode,
+    WebSocketConfig,
 };
 
 type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -24,6 +25,7 @@ struct Seen {
     max_buffered: usize,
     pieces: usize,
     pongs: usize,
+    rejected: Vec<HandshakeError>,
 }
 
 /// Echoes; "close:CODE:REASON" closes; "to:N:TEXT" sends TEXT to the N-th
@@ -57,6 +59,10 @@ impl Handler for Test {
             accept = accept.permessage_deflate(DeflateConfig::default());
         }
         Ok(accept)
+    }
+
+    fn rejected(&mut self, _peer: SocketAddr, error: &HandshakeError) {
+        self.seen().rejected.push(error.clone());
     }
 
     fn open(&mut self, socket: &mut Socket<'_>) {
@@ -289,6 +295,14 @@ fn other_paths_get_400_and_origins_are_checked() -> Result {
         "{answer}"
     );
     server.wait_for("one connection opened", |seen| seen.opened.len() == 1)?;
+    // The handler learns of the failed handshakes (not of its own 400).
+    server.wait_for("two rejections", |seen| seen.rejected.len() == 2)?;
+    let rejected = server.seen().rejected.clone();
+    assert!(
+        matches!(rejected[0], HandshakeError::OriginNotAllowed(_)),
+        "{rejected:?}"
+    );
+    assert_eq!(rejected[1].status().map(|s| s.as_u16()), Some(400), "{rejected:?}");
     server.stop()?;
     Ok(())
 }
