@@ -556,3 +556,42 @@ fn invalid_frames_close_with_the_right_code() -> Result {
     server.stop()?;
     Ok(())
 }
+
+#[test]
+fn loops_on_clones_of_one_listener_share_its_connections() -> Result {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let mut handles = Vec::new();
+    let mut threads = Vec::new();
+    let mut seens = Vec::new();
+    for _ in 0..2 {
+        let server = Server::new(listener.try_clone()?)?;
+        handles.push(server.handle());
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        seens.push(Arc::clone(&seen));
+        let handler = Test {
+            seen,
+            deflate: false,
+            count_pieces: false,
+        };
+        threads.push(std::thread::spawn(move || server.run(handler)));
+    }
+    drop(listener);
+    for i in 0..20 {
+        let mut ws = tether_blocking::connect(&format!("ws://{addr}/ws"))?;
+        ws.send(Message::Text(format!("hello {i}").into()))?;
+        assert_eq!(ws.recv().transpose()?, Some(Message::Text(format!("hello {i}").into())));
+    }
+    for handle in &handles {
+        handle.stop()?;
+    }
+    for thread in threads {
+        thread.join().map_err(|_| "a server thread panicked")??;
+    }
+    let opened: usize = seens
+        .iter()
+        .map(|seen| seen.lock().map_or(0, |seen| seen.opened.len()))
+        .sum();
+    assert_eq!(opened, 20);
+    Ok(())
+}
