@@ -556,6 +556,8 @@ impl<H: Handler> EventLoop<H> {
             out,
             deadline: now + ANSWER_TIMEOUT,
         };
+        // The handshake's deadline, if armed, is not this phase's.
+        entry.timer = None;
         self.drive_answer(key, now);
     }
 
@@ -624,6 +626,9 @@ impl<H: Handler> EventLoop<H> {
             self.handler.open(&mut socket);
         }
         entry.phase = Phase::Open(open);
+        // The handshake's deadline, if armed, is not the connection's:
+        // `drive_open` arms the connection's (its heap entry is skipped).
+        entry.timer = None;
         self.drive_open(key, now);
     }
 

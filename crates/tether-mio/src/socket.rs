@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use tether_proto::handshake::{Accept, HandshakeError, Request};
-use tether_proto::{CloseCode, Closed, Fragment, Message, MessageRef, Outbox, Reassembler, SendError, SendOptions};
+use tether_proto::{
+    CloseCode, Closed, DataKind, Fragment, Message, MessageRef, Outbox, Reassembler, SendError, SendOptions,
+};
 
 use crate::{HttpResponse, SocketId};
 
@@ -204,6 +206,16 @@ impl Socket<'_> {
     /// Sends an owned message without a copy of its payload.
     pub fn send_message(&mut self, message: impl Into<Message>, options: SendOptions) -> Result<(), SendError> {
         self.out.send_message(message, options)
+    }
+
+    /// Sends one piece of a message whose size is not known up front
+    /// (a photo or a video streamed out): the first call starts a message
+    /// of `kind`, later calls continue it, `fin` ends it. Text may be cut
+    /// anywhere, even inside a character, but the whole must be UTF-8.
+    /// Pieces are not compressed. Other messages may not be sent until
+    /// the last piece ([`SendError::FragmentOrder`]); pings may.
+    pub fn send_fragment(&mut self, kind: DataKind, data: &[u8], fin: bool) -> Result<(), SendError> {
+        self.out.send_fragment(kind, data, fin)
     }
 
     /// Sends a ping (at most 125 bytes).

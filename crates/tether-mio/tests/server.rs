@@ -8,9 +8,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tether_mio::{
-    Accept, CloseCause, CloseCode, Closed, DeflateConfig, Fragment, Handle, Handler, HandshakeConfig, HandshakeError,
-    HttpResponse, Loop, Message, MessageRef, Request, SendOptions, Server, Socket, SocketId, StatusCode,
-    WebSocketConfig,
+    Accept, CloseCause, CloseCode, Closed, DataKind, DeflateConfig, Fragment, Handle, Handler, HandshakeConfig,
+    HandshakeError, HttpResponse, Loop, Message, MessageRef, Request, SendOptions, Server, Socket, SocketId,
+    StatusCode, WebSocketConfig,
 };
 
 type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -84,6 +84,19 @@ impl Handler for Test {
                 let (n, text) = rest.split_once(':').unwrap_or((rest, ""));
                 let target = self.seen().opened[n.parse::<usize>().unwrap_or(0)];
                 socket.event_loop().send_to(target, Message::Text(text.into()));
+                return;
+            }
+            if let Some(rest) = text.strip_prefix("pieces:") {
+                // The text back in three pieces, cut inside its characters.
+                let bytes = rest.as_bytes();
+                let (a, b) = (bytes.len() / 3, 2 * bytes.len() / 3);
+                for (piece, fin) in [(&bytes[..a], false), (&bytes[a..b], false), (&bytes[b..], true)] {
+                    assert!(socket.send_fragment(DataKind::Text, piece, fin).is_ok());
+                }
+                // Another message while one is open is refused.
+                assert!(socket.send_fragment(DataKind::Binary, b"x", false).is_ok());
+                assert!(matches!(socket.send("nope"), Err(tether_mio::SendError::FragmentOrder)));
+                assert!(socket.send_fragment(DataKind::Binary, b"y", true).is_ok());
                 return;
             }
             if text == "stop" {
@@ -196,11 +209,16 @@ fn serve_default() -> Result<Running> {
 fn raw_handshake(addr: SocketAddr, path: &str, extra: &str) -> Result<(TcpStream, String)> {
     let mut tcp = TcpStream::connect(addr)?;
     tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        tcp,
+    tcp.set_nodelay(true)?;
+    let request = format!(
         "GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
-    )?;
+    );
+    // In two reads of the server: its handshake waits (with its timeout
+    // armed) before the request is whole.
+    tcp.write_all(&request.as_bytes()[..10])?;
+    std::thread::sleep(Duration::from_millis(30));
+    tcp.write_all(&request.as_bytes()[10..])?;
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -593,5 +611,21 @@ fn loops_on_clones_of_one_listener_share_its_connections() -> Result {
         .map(|seen| seen.lock().map_or(0, |seen| seen.opened.len()))
         .sum();
     assert_eq!(opened, 20);
+    Ok(())
+}
+
+#[test]
+fn sends_a_message_in_pieces() -> Result {
+    let server = serve_default()?;
+    let mut ws = tether_blocking::connect(&server.url("/ws"))?;
+    let text = "pieces:ééé€€€😀😀";
+    ws.send(Message::Text(text.into()))?;
+    assert_eq!(
+        ws.recv().transpose()?,
+        Some(Message::Text(text["pieces:".len()..].to_owned().into()))
+    );
+    assert_eq!(ws.recv().transpose()?, Some(Message::Binary(b"xy".to_vec().into())));
+    drop(ws);
+    server.stop()?;
     Ok(())
 }

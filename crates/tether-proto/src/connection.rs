@@ -387,6 +387,11 @@ impl Outbox<'_> {
         self.conn.output_abandoned()
     }
 
+    /// Sends one fragment of a message ([`Connection::send_fragment`]).
+    pub fn send_fragment(&mut self, kind: DataKind, data: &[u8], fin: bool) -> Result<(), SendError> {
+        self.conn.send_fragment(kind, data, fin)
+    }
+
     /// Sends a ping ([`Connection::ping`]).
     pub fn ping(&mut self, payload: &[u8]) -> Result<(), SendError> {
         self.conn.ping(payload)
