@@ -11,9 +11,7 @@
 // Each connection is described by the query string of its URL, as for the
 // Python peer (interop/python/peer.py): id, scenario, deflate=SPEC
 // (snct,cnct,smwb=N,cmwb=N; absent: no compression), protocols (client),
-// pick (server); tether_frames is not checked here (ws reassembles
-// fragments before its 'message' event). The tether side of each scenario
-// is interop/src/scenario.rs (and interop/src/mio_server.rs for tether-mio).
+// pick (server). The tether side of each scenario is interop/src/scenario.rs.
 
 import http from 'node:http';
 import process from 'node:process';

@@ -18,9 +18,6 @@ Each connection is described by the query string of its URL:
                          library's defaults)
     protocols=A,B        client: subprotocols to offer
     pick=P               server: subprotocol to choose if offered
-    tether_frames=N      the frames tether sends each of its fragmented
-                         messages in (fragmented scenario; default 4;
-                         1 for tether-mio, which sends no fragments)
 
 A RESULT line is a form-encoded query: id, ok (1 or 0), error, subprotocol,
 extensions (the negotiated Sec-WebSocket-Extensions), close_code and
@@ -191,30 +188,28 @@ async def recv_fragments(ws, expected, what):
 # ---- Scenarios (peer side) ----
 
 
-async def scenario_text(ws, report, query):
+async def scenario_text(ws, report):
     await peer_echoes(ws, TEXTS)
     await peer_sends(ws, TEXTS)
     await expect_close(ws, report)
 
 
-async def scenario_binary(ws, report, query):
+async def scenario_binary(ws, report):
     await peer_echoes(ws, BINS)
     await peer_sends(ws, BINS)
     await expect_close(ws, report)
 
 
-async def scenario_fragmented(ws, report, query):
+async def scenario_fragmented(ws, report):
     # tether sends UTF8 in 4 frames (cut inside characters) and a binary
-    # message in 4 frames (one empty); both arrive as 4 frames (as
-    # tether_frames says, when given).
-    want = int(query.get("tether_frames", "4"))
+    # message in 4 frames (one empty); both arrive as 4 frames.
     text_frames = await asyncio.wait_for(recv_fragments(ws, UTF8, "fragmented text"), STEP_TIMEOUT)
     await send(ws, UTF8)
     bin_frames = await asyncio.wait_for(recv_fragments(ws, b"".join(FRAG_BIN_PIECES), "fragmented binary"), STEP_TIMEOUT)
     await send(ws, b"".join(FRAG_BIN_PIECES))
     report["frames"] = f"{text_frames},{bin_frames}"
-    if (text_frames, bin_frames) != (want, want):
-        raise Failure(f"expected {want} and {want} frames, got {text_frames} and {bin_frames}")
+    if (text_frames, bin_frames) != (4, 4):
+        raise Failure(f"expected 4 and 4 frames, got {text_frames} and {bin_frames}")
     # The peer sends the same two messages in 4 frames each.
     await send(ws, FRAG_TEXT_PIECES)
     await expect(ws, UTF8, "echo of the fragmented text")
@@ -223,13 +218,13 @@ async def scenario_fragmented(ws, report, query):
     await expect_close(ws, report)
 
 
-async def scenario_large(ws, report, query):
+async def scenario_large(ws, report):
     await peer_echoes(ws, [binpat(LARGE)])
     await peer_sends(ws, [lines(LARGE)])
     await expect_close(ws, report)
 
 
-async def scenario_ping(ws, report, query):
+async def scenario_ping(ws, report):
     # tether pings, gets its pong, then says so.
     await expect(ws, "got pong", "text after tether's ping")
     if ws.pings_seen != [b"tether-ping"]:
@@ -241,12 +236,12 @@ async def scenario_ping(ws, report, query):
     await expect_close(ws, report)
 
 
-async def scenario_close_tether(ws, report, query):
+async def scenario_close_tether(ws, report):
     await peer_echoes(ws, ["hi"])
     await expect_close(ws, report, 4001, "tether says bye ✓")
 
 
-async def scenario_close_peer(ws, report, query):
+async def scenario_close_peer(ws, report):
     await peer_echoes(ws, ["hi"])
     await asyncio.wait_for(ws.close(4002, "peer says bye ✓"), STEP_TIMEOUT)
     await asyncio.wait_for(ws.wait_closed(), STEP_TIMEOUT)
@@ -257,14 +252,14 @@ async def scenario_close_peer(ws, report, query):
         raise Failure(f"expected tether to answer 4002 'peer says bye ✓', got {ws.close_code} {ws.close_reason!r}")
 
 
-async def scenario_subprotocol(ws, report, query):
+async def scenario_subprotocol(ws, report):
     if ws.subprotocol != "chat.v2":
         raise Failure(f"expected subprotocol chat.v2, got {ws.subprotocol!r}")
     await peer_echoes(ws, ["hi"])
     await expect_close(ws, report)
 
 
-async def scenario_deflate(ws, report, query):
+async def scenario_deflate(ws, report):
     if not report.get("extensions", "").startswith("permessage-deflate"):
         raise Failure(f"permessage-deflate not negotiated: {report.get('extensions')!r}")
     await peer_echoes(ws, DEFLATE_MESSAGES)
@@ -329,7 +324,7 @@ async def run_scenario(ws, query: dict) -> dict:
     }
     try:
         scenario = SCENARIOS[query.get("scenario", "")]
-        await scenario(ws, report, query)
+        await scenario(ws, report)
         report["ok"] = 1
     except Exception as e:  # reported to the Rust test, which fails
         report["error"] = f"{type(e).__name__}: {e}"

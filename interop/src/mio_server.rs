@@ -11,15 +11,8 @@
 //! shells check it), kept by its [`SocketId`], and its verdict goes to the
 //! test when [`Handler::close`] reports the connection's end.
 //!
-//! Two differences from the other shells, both forced by tether-mio's API:
-//!
-//! - Its [`Socket`] sends whole messages only, never fragments of one. In
-//!   the `fragmented` and `deflate` scenarios, tether's fragmented messages
-//!   are sent whole (with the same content), and the Python peer checks they
-//!   come in one frame each ([`Shell::tether_frames`](crate::Shell::tether_frames),
-//!   `tether_frames=1` in the query); tether receiving the peer's fragments
-//!   is unchanged.
-//! - Its connections' transports and counters are out of reach. In the
+//! One difference from the other shells, forced by tether-mio's API:
+//! its connections' transports and counters are out of reach. In the
 //!   `deflate` scenario, what tether put on the wire for a message is what
 //!   its send queued ([`Socket::buffered_amount`] before and after it,
 //!   frames and headers, after compression); what the peer put on the wire
@@ -36,8 +29,8 @@ use std::time::Duration;
 
 use tether_driver::Stats;
 use tether_mio::{
-    Accept, CloseCause, CloseCode, Closed, Handle, Handler, HttpResponse, Loop, Message, MessageRef, Request, Server,
-    Socket, SocketId, StatusCode,
+    Accept, CloseCause, CloseCode, Closed, DataKind, Handle, Handler, HttpResponse, Loop, Message, MessageRef, Request,
+    Server, Socket, SocketId, StatusCode,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -312,6 +305,8 @@ fn accept_case(request: &Request, id: usize, case: Case) -> Result<Accept, Strin
 #[derive(Debug)]
 enum Step {
     Send(Message),
+    /// A message sent in pieces ([`Socket::send_fragment`]).
+    SendFragments(DataKind, Vec<Vec<u8>>),
     /// A send whose bytes on the wire are measured (the `deflate`
     /// scenario's messages).
     SendMeasured(Message),
@@ -343,6 +338,7 @@ impl Step {
             Self::ExpectPing(payload) => format!("expected the ping {payload:?}"),
             Self::Closed(code, reason, cause) => format!("expected close {code} {reason:?} ({cause:?})"),
             Self::Send(message) | Self::SendMeasured(message) => format!("before sending {}", describe(message)),
+            Self::SendFragments(kind, pieces) => format!("before sending {kind:?} in {} pieces", pieces.len()),
             Self::Ping(payload) => format!("before the ping {payload:?}"),
             Self::CheckSubprotocol => "before the subprotocol's check".to_owned(),
             Self::CheckDeflate => "before permessage-deflate's check".to_owned(),
@@ -353,7 +349,6 @@ impl Step {
 
 /// The steps of [`Scenario::run`], in its order (its helpers `exchange`,
 /// `tether_sends` and `tether_echoes` are the methods of the same names).
-/// tether's fragmented messages are sent whole (see the module's docs).
 fn script(scenario: Scenario) -> VecDeque<Step> {
     let mut s = Script::default();
     match scenario {
@@ -361,10 +356,13 @@ fn script(scenario: Scenario) -> VecDeque<Step> {
         Scenario::Binary => s.exchange(&data::bins()),
         Scenario::Fragmented => {
             let text = Message::Text(data::UTF8.into());
-            s.send(text.clone());
+            s.send_fragments(
+                DataKind::Text,
+                data::utf8_pieces().into_iter().map(<[u8]>::to_vec).collect(),
+            );
             s.expect(text.clone(), "echo of the fragmented text");
             let whole = Message::Binary(data::bin_pieces().concat().into());
-            s.send(whole.clone());
+            s.send_fragments(DataKind::Binary, data::bin_pieces());
             s.expect(whole.clone(), "echo of the fragmented binary");
             s.tether_echoes(&[text, whole]);
         }
@@ -402,7 +400,10 @@ fn script(scenario: Scenario) -> VecDeque<Step> {
                 s.0.push_back(Step::ExpectMeasured(message, "echo".to_owned()));
             }
             let text = Message::Text(data::UTF8.into());
-            s.send(text.clone());
+            s.send_fragments(
+                DataKind::Text,
+                data::utf8_pieces().into_iter().map(<[u8]>::to_vec).collect(),
+            );
             s.expect(text.clone(), "echo of the fragmented text");
             s.tether_echoes(&data::deflate_messages());
             s.tether_echoes(&[text]);
@@ -419,6 +420,10 @@ struct Script(VecDeque<Step>);
 impl Script {
     fn send(&mut self, message: Message) {
         self.0.push_back(Step::Send(message));
+    }
+
+    fn send_fragments(&mut self, kind: DataKind, pieces: Vec<Vec<u8>>) {
+        self.0.push_back(Step::SendFragments(kind, pieces));
     }
 
     fn expect(&mut self, message: Message, what: &str) {
@@ -506,6 +511,11 @@ impl Conn {
             };
             let done = match step {
                 Step::Send(message) => send(socket, &message),
+                Step::SendFragments(kind, pieces) => pieces.iter().enumerate().try_for_each(|(i, piece)| {
+                    socket
+                        .send_fragment(kind, piece, i + 1 == pieces.len())
+                        .map_err(|e| format!("fragment {i}: {e}"))
+                }),
                 Step::SendMeasured(message) => {
                     let queued = socket.buffered_amount();
                     let read = self.peer_bytes();

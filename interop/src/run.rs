@@ -77,20 +77,13 @@ impl Case {
             .collect()
     }
 
-    /// The query of case `id`'s URL. `tether_frames`: the frames tether
-    /// sends each of its fragmented messages in ([`Shell::tether_frames`]),
-    /// told to the peer when it is not [`FRAGMENTS`].
-    fn query(&self, id: usize, tether_is_client: bool, tether_frames: usize) -> String {
+    fn query(&self, id: usize, tether_is_client: bool) -> String {
         let id = id.to_string();
         let offered = OFFERED.join(",");
         let spec = self.peer.map(|p| p.spec());
-        let frames = tether_frames.to_string();
         let mut pairs = vec![("id", id.as_str()), ("scenario", self.scenario.name())];
         if let Some(spec) = &spec {
             pairs.push(("deflate", spec));
-        }
-        if tether_frames != FRAGMENTS && matches!(self.scenario, Scenario::Fragmented | Scenario::Deflate) {
-            pairs.push(("tether_frames", &frames));
         }
         if self.scenario == Scenario::Subprotocol {
             pairs.push(if tether_is_client {
@@ -112,11 +105,6 @@ impl Case {
         )
     }
 }
-
-/// The frames tether sends each of its fragmented messages in (the
-/// `fragmented` and `deflate` scenarios), on the shells that can send
-/// fragments.
-pub const FRAGMENTS: usize = 4;
 
 /// tether's connection settings: the defaults without keepalive pings (they
 /// would change what the ping scenario sees and what is on the wire).
@@ -172,7 +160,7 @@ pub async fn tether_server(shell: Shell, kind: PeerKind, cases: &[Case]) {
         .enumerate()
         .map(|(id, case)| {
             let port = event_loop.as_ref().map_or(port, |l| l.port(case));
-            let query = case.query(id, false, shell.tether_frames());
+            let query = case.query(id, false);
             format!("ws://127.0.0.1:{port}/interop?{query}")
         })
         .collect();
@@ -184,7 +172,7 @@ pub async fn tether_server(shell: Shell, kind: PeerKind, cases: &[Case]) {
             match &mut event_loop {
                 Some(event_loop) => {
                     let (side, report) = event_loop.side(&mut peer, id).await;
-                    conclude(kind, case, shell, &mut peer, id, side, report).await
+                    conclude(kind, case, &mut peer, id, side, report).await
                 }
                 None => server_case(shell, kind, &listener, &mut peer, id, case).await,
             }
@@ -263,10 +251,7 @@ async fn client_case(
     id: usize,
     case: &Case,
 ) -> Result<(), String> {
-    let url = format!(
-        "ws://127.0.0.1:{port}/interop?{}",
-        case.query(id, true, shell.tether_frames())
-    );
+    let url = format!("ws://127.0.0.1:{port}/interop?{}", case.query(id, true));
     let case_ = *case;
     let (outcome, extensions) = match shell {
         Shell::Tokio => {
@@ -312,7 +297,7 @@ async fn client_case(
         Shell::Mio => return Err("tether-mio has no client".to_owned()),
     };
     let report = peer_report(peer, id).await?;
-    check(kind, case, true, shell.tether_frames(), outcome, &extensions, &report)
+    check(kind, case, true, outcome, &extensions, &report)
 }
 
 /// tether's side of a client case, on any shell.
@@ -393,7 +378,7 @@ async fn server_case(
         }
         Shell::Mio => return Err("tether-mio's cases run through its event loop".to_owned()),
     };
-    conclude(kind, case, shell, peer, id, side, None).await
+    conclude(kind, case, peer, id, side, None).await
 }
 
 /// The end of a server case: tether's side (or why it did not run), and
@@ -401,7 +386,6 @@ async fn server_case(
 async fn conclude(
     kind: PeerKind,
     case: &Case,
-    shell: Shell,
     peer: &mut Process,
     id: usize,
     side: Result<Side, String>,
@@ -416,7 +400,7 @@ async fn conclude(
         Err(e) => return Err(format!("{e}; the peer: {report:?}")),
     };
     let report = report?;
-    check(kind, case, false, shell.tether_frames(), outcome, &extensions, &report)
+    check(kind, case, false, outcome, &extensions, &report)
 }
 
 /// tether's side of a server case, on any shell.
@@ -479,15 +463,6 @@ impl Shell {
             Self::Blocking => "tether-blocking",
             Self::Compio => "tether-compio",
             Self::Mio => "tether-mio",
-        }
-    }
-
-    /// The frames tether sends each of its fragmented messages in: tether-mio
-    /// sends whole messages only (its `Socket` has no fragment send), so one.
-    pub fn tether_frames(self) -> usize {
-        match self {
-            Self::Mio => 1,
-            _ => FRAGMENTS,
         }
     }
 }
@@ -559,7 +534,6 @@ fn check(
     kind: PeerKind,
     case: &Case,
     tether_is_client: bool,
-    tether_frames: usize,
     outcome: Result<Outcome, String>,
     extensions: &[String],
     report: &Report,
@@ -586,18 +560,8 @@ fn check(
         Scenario::ClosePeer => expect("tether's answer to its close", report.get("close_code"), "4002"),
         Scenario::Ping => expect("the pings", report.get("pings"), "tether-ping"),
         Scenario::Subprotocol => expect("the subprotocol", report.get("subprotocol"), PICKED),
-        // Each of tether's fragmented messages in `tether_frames` frames
-        // (ws does not tell frames apart).
-        Scenario::Fragmented if kind == PeerKind::Python => {
-            expect(
-                "frames",
-                report.get("frames"),
-                &format!("{tether_frames},{tether_frames}"),
-            );
-        }
-        Scenario::Deflate if kind == PeerKind::Python => {
-            expect("frames", report.get("frames"), &tether_frames.to_string());
-        }
+        Scenario::Fragmented if kind == PeerKind::Python => expect("frames", report.get("frames"), "4,4"),
+        Scenario::Deflate if kind == PeerKind::Python => expect("frames", report.get("frames"), "4"),
         _ => {}
     }
     if !matches!(case.scenario, Scenario::CloseTether | Scenario::ClosePeer) {
