@@ -16,7 +16,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 use tether_proto::handshake::{HandshakeConfig, HandshakeError, ServerHandshake};
-use tether_proto::{CloseCode, Connection, Event, MessageRef, Reassembler, RecvBuf};
+use tether_proto::{CloseCode, Connection, Event, MessageRef, Reassembler, RecvBuf, State};
 
 use crate::socket::{Command, Handler, Loop, Socket};
 use crate::WebSocketConfig;
@@ -41,6 +41,8 @@ const EVENTS: usize = 1024;
 /// Reads of one connection in a row (of up to the read size each) before
 /// the others' turn.
 const MAX_READS_PER_TURN: usize = 16;
+/// [`Handler::drain`] calls of one connection in a row.
+const MAX_DRAINS_PER_TURN: usize = 16;
 
 /// A connection of a [`Server`]: its slot and the generation that tells it
 /// from the connections that had the slot before and will have it after.
@@ -281,6 +283,10 @@ struct Entry {
     timer: Option<Instant>,
     /// Readable since the last read that found the socket drained.
     readable: bool,
+    /// The peer's end of stream (or an error) was signalled: reads go on
+    /// until they return it, short or not (edge-triggered, no event comes
+    /// for it again).
+    read_closed: bool,
     /// The last write would block; writable again at the next event.
     write_blocked: bool,
     phase: Phase,
@@ -305,6 +311,9 @@ struct Open {
     read_done: bool,
     shutdown: bool,
     write_error: bool,
+    /// [`Socket::request_drain`] was called: [`Handler::drain`] once the
+    /// output is all written.
+    drain: bool,
 }
 
 impl Open {
@@ -373,6 +382,9 @@ impl<H: Handler> EventLoop<H> {
                         };
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             entry.readable = true;
+                        }
+                        if event.is_read_closed() || event.is_error() {
+                            entry.read_closed = true;
                         }
                         if event.is_writable() || event.is_write_closed() || event.is_error() {
                             entry.write_blocked = false;
@@ -447,6 +459,7 @@ impl<H: Handler> EventLoop<H> {
                 generation: self.generation,
                 timer: None,
                 readable: true,
+                read_closed: false,
                 write_blocked: false,
                 phase: Phase::Handshake(Box::new(ServerHandshake::new(self.handshake.clone(), now))),
             });
@@ -495,7 +508,7 @@ impl<H: Handler> EventLoop<H> {
                     return;
                 }
             };
-            if n < self.scratch.len() {
+            if n < self.scratch.len() && !entry.read_closed {
                 entry.readable = false;
             }
             match handshake.handle_read(&self.scratch[..n]) {
@@ -607,13 +620,16 @@ impl<H: Handler> EventLoop<H> {
             read_done: false,
             shutdown: false,
             write_error: false,
+            drain: false,
         });
         let id = SocketId {
             key: key as u32,
             generation: entry.generation,
         };
         {
-            let Open { conn, partial, .. } = &mut *open;
+            let Open {
+                conn, partial, drain, ..
+            } = &mut *open;
             let mut socket = Socket {
                 out: conn.outbox(),
                 id,
@@ -621,6 +637,7 @@ impl<H: Handler> EventLoop<H> {
                 now,
                 event_loop: &mut self.lp,
                 partial,
+                drain,
                 owned: None,
             };
             self.handler.open(&mut socket);
@@ -657,6 +674,7 @@ impl<H: Handler> EventLoop<H> {
             return;
         };
         let mut reads = 0;
+        let mut drains = 0;
         loop {
             // 1. Every message and event the connection holds, handed over
             // until its output passes the limit.
@@ -675,6 +693,33 @@ impl<H: Handler> EventLoop<H> {
             }
             if open.finished() {
                 break;
+            }
+            // The output is all written and the handler asked to know: it
+            // may send more (a sender that keeps its output bounded resumes
+            // here). A socket that keeps taking it all at once gets a few
+            // turns, then the others get theirs.
+            if open.drain && !open.has_output() && !open.write_error && open.conn.state() == State::Open {
+                if drains == MAX_DRAINS_PER_TURN {
+                    ready.push((key, entry.generation));
+                    break;
+                }
+                drains += 1;
+                open.drain = false;
+                let Open {
+                    conn, partial, drain, ..
+                } = &mut **open;
+                let mut socket = Socket {
+                    out: conn.outbox(),
+                    id,
+                    peer: entry.peer,
+                    now,
+                    event_loop: &mut *lp,
+                    partial,
+                    drain,
+                    owned: None,
+                };
+                handler.drain(&mut socket);
+                continue;
             }
             // Output over the limit: nothing more is read (or handed over)
             // until the peer takes it.
@@ -702,7 +747,7 @@ impl<H: Handler> EventLoop<H> {
                 .read_into(MIN_READ_ROOM, *read_size, |buf| recv_into(stream, buf));
             match read {
                 ReadOutcome::Data { drained } => {
-                    entry.readable = !drained;
+                    entry.readable = !drained || entry.read_closed;
                     open.conn.handle_received(now);
                 }
                 ReadOutcome::WouldBlock => {
@@ -868,7 +913,9 @@ fn deliver<H: Handler>(
     limit: usize,
     now: Instant,
 ) -> bool {
-    let Open { conn, partial, .. } = open;
+    let Open {
+        conn, partial, drain, ..
+    } = open;
     loop {
         if conn.pending_transmit() > limit {
             return true;
@@ -881,6 +928,7 @@ fn deliver<H: Handler>(
                 now,
                 event_loop: &mut *lp,
                 partial: &mut *partial,
+                drain: &mut *drain,
                 owned: None,
             };
             handler.message(&mut socket, message);
@@ -906,6 +954,7 @@ fn deliver<H: Handler>(
                     now,
                     event_loop: &mut *lp,
                     partial: &mut *partial,
+                    drain: &mut *drain,
                     owned: None,
                 };
                 match other {
@@ -929,6 +978,7 @@ fn deliver<H: Handler>(
             now,
             event_loop: &mut *lp,
             partial: &mut *partial,
+            drain: &mut *drain,
             owned: Some(&message),
         };
         handler.message(&mut socket, MessageRef::from(&message));

@@ -60,6 +60,16 @@ pub trait Handler {
         }
     }
 
+    /// The connection's output has all been written (to the socket's
+    /// buffer) after [`Socket::request_drain`]: the time to send more. A
+    /// handler that streams to a reader of unknown speed sends while
+    /// [`Socket::buffered_amount`] is under a bound of its own, asks for
+    /// `drain`, and resumes here: its memory stays bounded whatever the
+    /// reader does (uWebSockets' `drain`).
+    fn drain(&mut self, socket: &mut Socket<'_>) {
+        let _ = socket;
+    }
+
     /// The peer sent a ping; the pong is queued already
     /// ([`Config::auto_pong`](crate::Config::auto_pong)).
     fn ping(&mut self, socket: &mut Socket<'_>, payload: &[u8]) {
@@ -137,6 +147,8 @@ pub struct Socket<'a> {
     pub(crate) now: Instant,
     pub(crate) event_loop: &'a mut Loop,
     pub(crate) partial: &'a mut Reassembler,
+    /// [`request_drain`](Self::request_drain) was called.
+    pub(crate) drain: &'a mut bool,
     /// The owned message being handed over (a large or compressed one):
     /// sending it back shares its payload instead of copying it.
     pub(crate) owned: Option<&'a Message>,
@@ -236,6 +248,12 @@ impl Socket<'_> {
     /// the connection is not read until the peer takes its output.
     pub fn buffered_amount(&self) -> usize {
         self.out.pending_transmit()
+    }
+
+    /// Asks for one [`Handler::drain`] once this connection's output has
+    /// all been written (at once if it holds none).
+    pub fn request_drain(&mut self) {
+        *self.drain = true;
     }
 
     /// Adds a streamed piece to the message being put back together;

@@ -26,6 +26,7 @@ struct Seen {
     pieces: usize,
     pongs: usize,
     rejected: Vec<HandshakeError>,
+    drains: usize,
 }
 
 /// Echoes; "close:CODE:REASON" closes; "to:N:TEXT" sends TEXT to the N-th
@@ -38,11 +39,35 @@ struct Test {
     /// Hand streamed pieces to the default (reassembly) or count them and
     /// echo each piece's length.
     count_pieces: bool,
+    /// Chunks still to stream to a connection ("stream:N").
+    streams: std::collections::HashMap<SocketId, usize>,
 }
+
+/// What "stream:N" keeps queued at most before it waits for `drain`.
+const STREAM_BOUND: usize = 256 * 1024;
+const STREAM_CHUNK: usize = 64 * 1024;
 
 impl Test {
     fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
         self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Streams the chunks still due while the output is under the bound.
+    fn pump(&mut self, socket: &mut Socket<'_>) {
+        let Some(left) = self.streams.get_mut(&socket.id()) else {
+            return;
+        };
+        let chunk = Message::Binary(vec![9u8; STREAM_CHUNK].into());
+        while *left > 0 && socket.buffered_amount() < STREAM_BOUND {
+            assert!(socket.send_message(chunk.clone(), SendOptions::default()).is_ok());
+            *left -= 1;
+            let buffered = socket.buffered_amount();
+            let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            seen.max_buffered = seen.max_buffered.max(buffered);
+        }
+        if *left > 0 {
+            socket.request_drain();
+        }
     }
 }
 
@@ -99,6 +124,11 @@ impl Handler for Test {
                 assert!(socket.send_fragment(DataKind::Binary, b"y", true).is_ok());
                 return;
             }
+            if let Some(n) = text.strip_prefix("stream:") {
+                self.streams.insert(socket.id(), n.parse().unwrap_or(0));
+                self.pump(socket);
+                return;
+            }
             if text == "stop" {
                 socket.event_loop().stop();
                 return;
@@ -124,6 +154,11 @@ impl Handler for Test {
         } else if let Some(message) = socket.reassemble(fragment) {
             self.message(socket, MessageRef::from(&message));
         }
+    }
+
+    fn drain(&mut self, socket: &mut Socket<'_>) {
+        self.seen().drains += 1;
+        self.pump(socket);
     }
 
     fn pong(&mut self, _socket: &mut Socket<'_>, _payload: &[u8]) {
@@ -190,6 +225,7 @@ fn serve(config: WebSocketConfig, handshake: HandshakeConfig, deflate: bool, cou
         seen: Arc::clone(&seen),
         deflate,
         count_pieces,
+        streams: Default::default(),
     };
     let thread = std::thread::spawn(move || server.run(handler));
     Ok(Running {
@@ -591,6 +627,7 @@ fn loops_on_clones_of_one_listener_share_its_connections() -> Result {
             seen,
             deflate: false,
             count_pieces: false,
+            streams: Default::default(),
         };
         threads.push(std::thread::spawn(move || server.run(handler)));
     }
@@ -625,6 +662,77 @@ fn sends_a_message_in_pieces() -> Result {
         Some(Message::Text(text["pieces:".len()..].to_owned().into()))
     );
     assert_eq!(ws.recv().transpose()?, Some(Message::Binary(b"xy".to_vec().into())));
+    drop(ws);
+    server.stop()?;
+    Ok(())
+}
+
+#[test]
+fn an_end_of_stream_that_comes_with_the_last_bytes_is_seen() -> Result {
+    let server = serve_default()?;
+    for i in 0..10 {
+        // Part of a frame, then the end, at once: one readiness event for
+        // both (edge-triggered).
+        let (mut tcp, head) = raw_handshake(server.addr, "/ws", "")?;
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        tcp.write_all(&frame(0x2, &[1u8; 100])[..7])?;
+        tcp.shutdown(std::net::Shutdown::Write)?;
+        let started = Instant::now();
+        let mut rest = Vec::new();
+        tcp.read_to_end(&mut rest)?;
+        assert!(started.elapsed() < Duration::from_secs(5), "connection {i} ended late");
+    }
+    server.wait_for("ten ends", |seen| seen.closed.len() == 10)?;
+    assert!(server
+        .seen()
+        .closed
+        .iter()
+        .all(|(_, closed)| closed.cause == CloseCause::Abnormal));
+    // The same inside the opening handshake: half a request, then the end.
+    for _ in 0..5 {
+        let mut tcp = TcpStream::connect(server.addr)?;
+        tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
+        tcp.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n")?;
+        tcp.shutdown(std::net::Shutdown::Write)?;
+        let mut rest = Vec::new();
+        tcp.read_to_end(&mut rest)?;
+    }
+    server.wait_for("five failed handshakes", |seen| seen.rejected.len() == 5)?;
+    assert!(server
+        .seen()
+        .rejected
+        .iter()
+        .all(|e| matches!(e, HandshakeError::UnexpectedEof)));
+    server.stop()?;
+    Ok(())
+}
+
+#[test]
+fn a_stream_to_a_slow_reader_resumes_on_drain_in_bounded_memory() -> Result {
+    let server = serve_default()?;
+    let mut ws = tether_blocking::ClientBuilder::new(&server.url("/ws"))
+        .idle_timeout(Some(Duration::from_secs(5)))
+        .connect()?;
+    let chunks = 200;
+    ws.send(Message::Text(format!("stream:{chunks}").into()))?;
+    // Not reading for a while: the server's writes block and it waits.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut received = 0;
+    while received < chunks * STREAM_CHUNK {
+        match ws.recv().transpose()? {
+            Some(Message::Binary(data)) => received += data.len(),
+            other => return Err(format!("after {received} bytes: {other:?}").into()),
+        }
+    }
+    assert_eq!(received, chunks * STREAM_CHUNK);
+    let seen = server.seen();
+    assert!(seen.drains > 0, "no drain: {seen:?}");
+    assert!(
+        seen.max_buffered < STREAM_BOUND + STREAM_CHUNK + 14,
+        "output grew to {}",
+        seen.max_buffered
+    );
+    drop(seen);
     drop(ws);
     server.stop()?;
     Ok(())
