@@ -46,6 +46,10 @@ pub enum Adapter {
     /// `tether-compio` (io_uring): the scenario matrix, plain TCP (the shell
     /// has no TLS yet), not in [`Adapter::ALL`].
     Compio,
+    /// `tether-mio` (one event loop with callbacks): a server only, for the
+    /// bad-input battery; not in [`Adapter::ALL`] nor in the scenario
+    /// matrix (it has no client).
+    Mio,
 }
 
 impl Adapter {
@@ -200,6 +204,7 @@ pub fn start_server(adapter: Adapter, options: Options) -> EchoServer {
         Adapter::Blocking => adapters::blocking::start_server(options),
         Adapter::TokioHttp2 => adapters::tokio::start_h2_server(options),
         Adapter::Compio => adapters::compio::start_server(options),
+        Adapter::Mio => panic!("{adapter:?} runs the bad-input battery only"),
     }
 }
 
@@ -213,6 +218,7 @@ pub fn connect(adapter: Adapter, server: &EchoServer, options: Options) -> Box<d
         Adapter::Blocking => adapters::blocking::connect(&url, options),
         Adapter::TokioHttp2 => adapters::tokio::connect_h2(&url, options),
         Adapter::Compio => adapters::compio::connect(&url, options),
+        Adapter::Mio => panic!("{adapter:?} has no client"),
     }
 }
 
@@ -306,6 +312,7 @@ pub fn try_connect(adapter: Adapter, url: &str, settings: ClientSettings) -> Res
         Adapter::AsyncStd => adapters::futures::try_connect(adapters::futures::Exec::AsyncStd, url, settings),
         Adapter::Blocking => adapters::blocking::try_connect(url, settings),
         Adapter::TokioHttp2 | Adapter::Compio => panic!("{adapter:?} runs the scenario matrix only"),
+        Adapter::Mio => panic!("{adapter:?} runs the bad-input battery only"),
     }
 }
 
@@ -326,5 +333,6 @@ pub fn try_accept(
         Adapter::AsyncStd => adapters::futures::try_accept(adapters::futures::Exec::AsyncStd, tcp, handshake, answer),
         Adapter::Blocking => adapters::blocking::try_accept(tcp, handshake, answer),
         Adapter::TokioHttp2 | Adapter::Compio => panic!("{adapter:?} runs the scenario matrix only"),
+        Adapter::Mio => panic!("{adapter:?} runs the bad-input battery only"),
     }
 }

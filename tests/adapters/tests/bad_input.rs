@@ -1,6 +1,7 @@
 //! The bad-input battery, run against the server of every adapter: a
 //! server on 127.0.0.1 with configured limits (tokio, futures-io on smol
-//! and on async-std, blocking std::net, compio's io_uring; see `attack::server`), attacked over raw TCP
+//! and on async-std, blocking std::net, compio's io_uring, tether-mio's
+//! event loop with callbacks; see `attack::server`), attacked over raw TCP
 //! with hand-written requests and frames. Each case asserts what the
 //! attacker receives on the wire (the HTTP status, or the close code and
 //! then the end of the stream), the typed error the server's `accept_with`
@@ -1427,3 +1428,4 @@ cases!(battery!(smol_server, Smol;));
 cases!(battery!(async_std_server, AsyncStd;));
 cases!(battery!(blocking_server, Blocking;));
 cases!(battery!(compio_server, Compio;));
+cases!(battery!(mio_server, Mio;));

@@ -290,6 +290,7 @@ impl LoadServer {
             let stop = stop.clone();
             move || match adapter {
                 Adapter::TokioHttp2 => panic!("the load test speaks HTTP/1.1 on raw TCP"),
+                Adapter::Mio => panic!("the load test does not run tether-mio"),
                 Adapter::Tokio => {
                     let runtime = tokio::runtime::Builder::new_multi_thread()
                         .enable_all()

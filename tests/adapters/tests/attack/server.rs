@@ -11,7 +11,9 @@
 //! (`FuturesUnordered`), so that stopping the server (dropping that task)
 //! ends them all, whatever the executor. The blocking adapter serves a
 //! thread per connection, with the same handlers written with its blocking
-//! API ([`blocking`]).
+//! API ([`blocking`]). tether-mio serves every connection from one event
+//! loop with callbacks: the same behaviours, written as a `Handler`
+//! ([`mio`]).
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -20,7 +22,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::task::Poll;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -39,6 +41,7 @@ use tokio::sync::Notify;
 use super::{path, quiet, HANG_LIMIT, SEND_CHUNK, SEND_STALL};
 
 mod blocking;
+mod mio;
 
 /// The settings of a test server: the public fields of the driver's
 /// `Server<R>` (handshake limits, connection settings, permessage-deflate),
@@ -119,12 +122,19 @@ pub struct TestServer {
     pub adapter: Adapter,
     outcomes: Arc<Outcomes>,
     stop: Arc<AtomicBool>,
+    /// The tether-mio server's handle, which stops its loop.
+    mio: Arc<OnceLock<tether_mio::Handle>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        if let Some(handle) = self.mio.get() {
+            // Stops accepting, closes the connections left with 1001; the
+            // loop returns once they are over.
+            let _ = handle.stop();
+        }
         // Wakes the accept loop, which sees the flag and returns.
         let _ = std::net::TcpStream::connect(self.addr);
         if let Some(thread) = self.thread.take() {
@@ -141,6 +151,8 @@ impl Drop for TestServer {
 struct Shared {
     outcomes: Arc<Outcomes>,
     stop: Arc<AtomicBool>,
+    /// Set by the tether-mio server before it reports its address.
+    mio: Arc<OnceLock<tether_mio::Handle>>,
 }
 
 impl TestServer {
@@ -150,6 +162,7 @@ impl TestServer {
         let shared = Shared {
             outcomes: Arc::new(Outcomes::default()),
             stop: Arc::new(AtomicBool::new(false)),
+            mio: Arc::new(OnceLock::new()),
         };
         let (addr_tx, addr_rx) = mpsc::channel();
         let thread = {
@@ -165,6 +178,7 @@ impl TestServer {
             adapter,
             outcomes: shared.outcomes,
             stop: shared.stop,
+            mio: shared.mio,
             thread: Some(thread),
         }
     }
@@ -282,6 +296,7 @@ fn run_server(adapter: Adapter, settings: &Settings, shared: &Shared, addr: mpsc
             .await;
         }),
         Adapter::Blocking => blocking::run(settings, shared, &addr),
+        Adapter::Mio => mio::run(settings, shared, &addr),
         Adapter::Compio => tether_compio::runtime().unwrap().block_on(async {
             let listener = compio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             addr.send(listener.local_addr().unwrap()).unwrap();
