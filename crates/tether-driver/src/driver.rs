@@ -1157,26 +1157,9 @@ impl Reply<'_> {
         let message = message.into();
         let sent = match self.owned {
             None => self.outbox.send_with(message, options),
-            Some(owned) => self.send_lent_owned(owned, message, options),
+            Some(owned) => self.outbox.send_or_share(owned, message, options),
         };
         self.after(sent)
-    }
-
-    /// An answer while an owned message is lent: the very payload lent
-    /// (its address and length, the same kind) is shared, not copied.
-    #[cold]
-    #[inline(never)]
-    fn send_lent_owned(
-        &mut self,
-        owned: &Message,
-        message: MessageRef<'_>,
-        options: SendOptions,
-    ) -> Result<(), SendError> {
-        if owned.kind() == message.kind() && std::ptr::eq(owned.as_bytes(), message.as_bytes()) {
-            self.outbox.send_message(owned.clone(), options)
-        } else {
-            self.outbox.send_with(message, options)
-        }
     }
 
     /// Queues an owned message (a large payload is not copied).

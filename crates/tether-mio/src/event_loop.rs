@@ -630,16 +630,7 @@ impl<H: Handler> EventLoop<H> {
             let Open {
                 conn, partial, drain, ..
             } = &mut *open;
-            let mut socket = Socket {
-                out: conn.outbox(),
-                id,
-                peer: entry.peer,
-                now,
-                event_loop: &mut self.lp,
-                partial,
-                drain,
-                owned: None,
-            };
+            let mut socket = Socket::new(conn.outbox(), id, entry.peer, now, &mut self.lp, partial, drain, None);
             self.handler.open(&mut socket);
         }
         entry.phase = Phase::Open(open);
@@ -708,16 +699,7 @@ impl<H: Handler> EventLoop<H> {
                 let Open {
                     conn, partial, drain, ..
                 } = &mut **open;
-                let mut socket = Socket {
-                    out: conn.outbox(),
-                    id,
-                    peer: entry.peer,
-                    now,
-                    event_loop: &mut *lp,
-                    partial,
-                    drain,
-                    owned: None,
-                };
+                let mut socket = Socket::new(conn.outbox(), id, entry.peer, now, &mut *lp, partial, drain, None);
                 handler.drain(&mut socket);
                 continue;
             }
@@ -921,16 +903,7 @@ fn deliver<H: Handler>(
             return true;
         }
         let lent = conn.lend_messages(|message, out| {
-            let mut socket = Socket {
-                out,
-                id,
-                peer,
-                now,
-                event_loop: &mut *lp,
-                partial: &mut *partial,
-                drain: &mut *drain,
-                owned: None,
-            };
+            let mut socket = Socket::new(out, id, peer, now, &mut *lp, &mut *partial, &mut *drain, None);
             handler.message(&mut socket, message);
             if socket.out.pending_transmit() > limit {
                 std::ops::ControlFlow::Break(())
@@ -947,16 +920,7 @@ fn deliver<H: Handler>(
         let message = match event {
             Event::Message(message) => message,
             other => {
-                let mut socket = Socket {
-                    out: conn.outbox(),
-                    id,
-                    peer,
-                    now,
-                    event_loop: &mut *lp,
-                    partial: &mut *partial,
-                    drain: &mut *drain,
-                    owned: None,
-                };
+                let mut socket = Socket::new(conn.outbox(), id, peer, now, &mut *lp, &mut *partial, &mut *drain, None);
                 match other {
                     Event::Fragment(fragment) => handler.fragment(&mut socket, fragment),
                     Event::Ping(payload) => handler.ping(&mut socket, &payload),
@@ -971,16 +935,16 @@ fn deliver<H: Handler>(
         };
         // An owned message (large, fragmented or compressed): sent back,
         // its payload is shared, not copied.
-        let mut socket = Socket {
-            out: conn.outbox(),
+        let mut socket = Socket::new(
+            conn.outbox(),
             id,
             peer,
             now,
-            event_loop: &mut *lp,
-            partial: &mut *partial,
-            drain: &mut *drain,
-            owned: Some(&message),
-        };
+            &mut *lp,
+            &mut *partial,
+            &mut *drain,
+            Some(&message),
+        );
         handler.message(&mut socket, MessageRef::from(&message));
     }
 }

@@ -154,7 +154,32 @@ pub struct Socket<'a> {
     pub(crate) owned: Option<&'a Message>,
 }
 
-impl Socket<'_> {
+impl<'a> Socket<'a> {
+    /// The connection `out` sends on, as a callback sees it.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    pub(crate) fn new(
+        out: Outbox<'a>,
+        id: SocketId,
+        peer: SocketAddr,
+        now: Instant,
+        event_loop: &'a mut Loop,
+        partial: &'a mut Reassembler,
+        drain: &'a mut bool,
+        owned: Option<&'a Message>,
+    ) -> Self {
+        Self {
+            out,
+            id,
+            peer,
+            now,
+            event_loop,
+            partial,
+            drain,
+            owned,
+        }
+    }
+
     /// This connection's identity, for [`Loop::send_to`] and
     /// [`Handle::send`](crate::Handle::send) from elsewhere.
     pub fn id(&self) -> SocketId {
@@ -194,24 +219,7 @@ impl Socket<'_> {
         let message = message.into();
         match self.owned {
             None => self.out.send_with(message, options),
-            Some(owned) => self.send_lent_owned(owned, message, options),
-        }
-    }
-
-    /// A send while an owned message is handed over: the very payload
-    /// handed over (its address and length, the same kind) is shared.
-    #[cold]
-    #[inline(never)]
-    fn send_lent_owned(
-        &mut self,
-        owned: &Message,
-        message: MessageRef<'_>,
-        options: SendOptions,
-    ) -> Result<(), SendError> {
-        if owned.kind() == message.kind() && std::ptr::eq(owned.as_bytes(), message.as_bytes()) {
-            self.out.send_message(owned.clone(), options)
-        } else {
-            self.out.send_with(message, options)
+            Some(owned) => self.out.send_or_share(owned, message, options),
         }
     }
 

@@ -361,6 +361,26 @@ impl Outbox<'_> {
         self.conn.send_with(message, options)
     }
 
+    /// Sends `message` while `owned` is lent out as a [`MessageRef`] (a
+    /// large, fragmented or compressed message handed over owned): when
+    /// `message` is that very payload (its address and length, the same
+    /// kind: an echo), the payload is shared, not copied; otherwise a copy
+    /// is sent as by [`send_with`](Self::send_with).
+    #[cold]
+    #[inline(never)]
+    pub fn send_or_share(
+        &mut self,
+        owned: &Message,
+        message: MessageRef<'_>,
+        options: SendOptions,
+    ) -> Result<(), SendError> {
+        if owned.kind() == message.kind() && std::ptr::eq(owned.as_bytes(), message.as_bytes()) {
+            self.send_message(owned.clone(), options)
+        } else {
+            self.send_with(message, options)
+        }
+    }
+
     /// Bytes queued for the transport and not yet written
     /// ([`Connection::pending_transmit`]).
     pub fn pending_transmit(&self) -> usize {
