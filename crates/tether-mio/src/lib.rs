@@ -22,6 +22,7 @@
 //!  socket   --readable--> read into the connection's buffer (one lent by the loop's thread)
 //!           --> Handler::message for every message of the read, in place (lend_messages)
 //!           --> one (vectored) write of every answer; the rest waits for writable
+//!           --> Handler::drain once it is all written, if asked (Socket::request_drain)
 //!  timers   --> one heap of deadlines (keepalive, idle, send, close, handshake timeouts)
 //!  Handle   --> sends, closes and stop from other threads (a mio Waker)
 //! ```
@@ -29,8 +30,10 @@
 //! A connection whose unwritten output passes
 //! [`WebSocketConfig::write_buffer_limit`] is not read until the peer takes
 //! it below: a peer that sends and never reads cannot grow the server's
-//! memory. Settings are the other shells' ([`WebSocketConfig`]): keepalive
-//! ping every 2 minutes, idle timeout 4 minutes, send timeout 30 seconds.
+//! memory; a handler that streams to a slow reader keeps its own output
+//! bounded with [`Socket::buffered_amount`] and [`Handler::drain`].
+//! Settings are the other shells' ([`WebSocketConfig`]): keepalive ping
+//! every 2 minutes, idle timeout 4 minutes, send timeout 30 seconds.
 //!
 //! # Example
 //!
