@@ -59,7 +59,11 @@ impl fmt::Debug for SocketId {
 }
 
 /// Sends, closes and stop from other threads, woken into the loop.
-/// Cloned freely; `Send` and `Sync`.
+/// Cloned freely; `Send` and `Sync`. Commands wait in a queue without a
+/// bound until the loop takes them (at its next wake-up, all at once): a
+/// producer that must not outrun a slow reader paces itself from the
+/// loop's side instead ([`Socket::buffered_amount`](crate::Socket::buffered_amount),
+/// [`Handler::drain`]).
 #[derive(Clone)]
 pub struct Handle {
     shared: Arc<Shared>,
