@@ -54,111 +54,86 @@ pub use scenario::Scenario;
 #[macro_export]
 macro_rules! peer_tests {
     ($kind:ident) => {
-        $crate::peer_tests!(@shell $kind; tokio => Tokio, smol => Smol, async_std => AsyncStd, blocking => Blocking, compio => Compio);
-        $crate::peer_tests!(@server_shell $kind; mio => Mio);
+        $crate::peer_tests!(@shells $kind [client, server];
+            tokio => Tokio, smol => Smol, async_std => AsyncStd, blocking => Blocking, compio => Compio);
+        $crate::peer_tests!(@shells $kind [server]; mio => Mio);
     };
-    (@server_shell $kind:ident; $($shell_mod:ident => $shell:ident),*) => {
+    (@shells $kind:ident $roles:tt; $($shell_mod:ident => $shell:ident),*) => {
         $(
             mod $shell_mod {
-                $crate::peer_tests!(@server_scenarios $kind $shell;
+                $crate::peer_tests!(@scenarios $kind $shell $roles;
                     text => Text, binary => Binary, fragmented => Fragmented, large => Large, ping => Ping,
                     close_tether => CloseTether, close_peer => ClosePeer, subprotocol => Subprotocol);
 
                 mod deflate {
                     use $crate::{Case, PeerKind, Shell};
 
-                    /// The peer's settings over the matrix, tether at its defaults.
-                    #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                    async fn tether_server_peer_matrix() {
-                        $crate::run::tether_server(Shell::$shell, PeerKind::$kind, &Case::peer_matrix()).await;
-                    }
-
-                    /// tether's settings over the matrix, the peer at its defaults.
-                    #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                    async fn tether_server_tether_matrix() {
-                        $crate::run::tether_server(Shell::$shell, PeerKind::$kind, &Case::tether_matrix()).await;
-                    }
+                    $crate::peer_tests!(@matrices $kind $shell $roles);
                 }
             }
         )*
     };
-    (@server_scenarios $kind:ident $shell:ident; $($module:ident => $scenario:ident),*) => {
+    (@scenarios $kind:ident $shell:ident $roles:tt; $($module:ident => $scenario:ident),*) => {
         $(
             mod $module {
                 use $crate::{Case, PeerKind, Scenario, Shell};
 
-                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn tether_server() {
-                    $crate::run::tether_server(Shell::$shell, PeerKind::$kind, &[Case::plain(Scenario::$scenario)]).await;
-                }
-
-                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn tether_server_deflate() {
-                    $crate::run::tether_server(Shell::$shell, PeerKind::$kind, &[Case::deflate(Scenario::$scenario)]).await;
-                }
+                $crate::peer_tests!(@scenario $kind $shell $scenario $roles);
             }
         )*
     };
-    (@shell $kind:ident; $($shell_mod:ident => $shell:ident),*) => {
-        $(
-            mod $shell_mod {
-                $crate::peer_tests!(@scenarios $kind $shell;
-                    text => Text, binary => Binary, fragmented => Fragmented, large => Large, ping => Ping,
-                    close_tether => CloseTether, close_peer => ClosePeer, subprotocol => Subprotocol);
-
-                mod deflate {
-                    use $crate::{Case, PeerKind, Shell};
-
-                    /// The peer's settings over the matrix, tether at its defaults.
-                    #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                    async fn tether_client_peer_matrix() {
-                        $crate::run::tether_client(Shell::$shell, PeerKind::$kind, &Case::peer_matrix()).await;
-                    }
-
-                    /// tether's settings over the matrix, the peer at its defaults.
-                    #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                    async fn tether_client_tether_matrix() {
-                        $crate::run::tether_client(Shell::$shell, PeerKind::$kind, &Case::tether_matrix()).await;
-                    }
-
-                    #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                    async fn tether_server_peer_matrix() {
-                        $crate::run::tether_server(Shell::$shell, PeerKind::$kind, &Case::peer_matrix()).await;
-                    }
-
-                    #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                    async fn tether_server_tether_matrix() {
-                        $crate::run::tether_server(Shell::$shell, PeerKind::$kind, &Case::tether_matrix()).await;
-                    }
-                }
-            }
-        )*
+    (@scenario $kind:ident $shell:ident $scenario:ident [$($role:ident),*]) => {
+        $($crate::peer_tests!(@scenario_role $role $kind $shell $scenario);)*
     };
-    (@scenarios $kind:ident $shell:ident; $($module:ident => $scenario:ident),*) => {
-        $(
-            mod $module {
-                use $crate::{Case, PeerKind, Scenario, Shell};
+    (@scenario_role client $kind:ident $shell:ident $scenario:ident) => {
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn tether_client() {
+            $crate::run::tether_client(Shell::$shell, PeerKind::$kind, &[Case::plain(Scenario::$scenario)]).await;
+        }
 
-                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn tether_client() {
-                    $crate::run::tether_client(Shell::$shell, PeerKind::$kind, &[Case::plain(Scenario::$scenario)]).await;
-                }
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn tether_client_deflate() {
+            $crate::run::tether_client(Shell::$shell, PeerKind::$kind, &[Case::deflate(Scenario::$scenario)]).await;
+        }
+    };
+    (@scenario_role server $kind:ident $shell:ident $scenario:ident) => {
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn tether_server() {
+            $crate::run::tether_server(Shell::$shell, PeerKind::$kind, &[Case::plain(Scenario::$scenario)]).await;
+        }
 
-                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn tether_server() {
-                    $crate::run::tether_server(Shell::$shell, PeerKind::$kind, &[Case::plain(Scenario::$scenario)]).await;
-                }
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn tether_server_deflate() {
+            $crate::run::tether_server(Shell::$shell, PeerKind::$kind, &[Case::deflate(Scenario::$scenario)]).await;
+        }
+    };
+    (@matrices $kind:ident $shell:ident [$($role:ident),*]) => {
+        $($crate::peer_tests!(@matrix_role $role $kind $shell);)*
+    };
+    (@matrix_role client $kind:ident $shell:ident) => {
+        /// The peer's settings over the matrix, tether at its defaults.
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn tether_client_peer_matrix() {
+            $crate::run::tether_client(Shell::$shell, PeerKind::$kind, &Case::peer_matrix()).await;
+        }
 
-                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn tether_client_deflate() {
-                    $crate::run::tether_client(Shell::$shell, PeerKind::$kind, &[Case::deflate(Scenario::$scenario)]).await;
-                }
+        /// tether's settings over the matrix, the peer at its defaults.
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn tether_client_tether_matrix() {
+            $crate::run::tether_client(Shell::$shell, PeerKind::$kind, &Case::tether_matrix()).await;
+        }
+    };
+    (@matrix_role server $kind:ident $shell:ident) => {
+        /// The peer's settings over the matrix, tether at its defaults.
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn tether_server_peer_matrix() {
+            $crate::run::tether_server(Shell::$shell, PeerKind::$kind, &Case::peer_matrix()).await;
+        }
 
-                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn tether_server_deflate() {
-                    $crate::run::tether_server(Shell::$shell, PeerKind::$kind, &[Case::deflate(Scenario::$scenario)]).await;
-                }
-            }
-        )*
+        /// tether's settings over the matrix, the peer at its defaults.
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn tether_server_tether_matrix() {
+            $crate::run::tether_server(Shell::$shell, PeerKind::$kind, &Case::tether_matrix()).await;
+        }
     };
 }
