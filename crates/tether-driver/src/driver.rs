@@ -252,17 +252,13 @@ impl<S, R: Runtime> Driver<S, R> {
             return None;
         }
         self.end_reported = true;
-        let closed = self.conn.closed()?;
-        match &closed.cause {
-            CloseCause::Remote | CloseCause::Local => None,
-            CloseCause::Protocol(e) => Some(Error::Protocol(e.clone())),
-            CloseCause::IdleTimeout => Some(Error::IdleTimeout),
-            CloseCause::SendTimeout => Some(Error::SendTimeout),
-            CloseCause::CloseTimeout => Some(Error::CloseTimeout),
-            _ => Some(match self.read_error.take() {
+        match Error::from_closed(self.conn.closed()?)? {
+            // The transport's own error says more, when there was one.
+            Error::AbnormalClosure => Some(match self.read_error.take() {
                 Some(e) => Error::from_io(e),
                 None => Error::AbnormalClosure,
             }),
+            end => Some(end),
         }
     }
 

@@ -4,7 +4,7 @@ use std::fmt;
 use std::io;
 
 use tether_proto::handshake::HandshakeError;
-use tether_proto::{CloseCode, ProtocolError, SendError};
+use tether_proto::{CloseCause, CloseCode, Closed, ProtocolError, SendError};
 
 /// What went wrong on a WebSocket connection, or while opening one.
 ///
@@ -184,6 +184,24 @@ pub enum ErrorKind {
 }
 
 impl Error {
+    /// The error a connection that ended as `closed` reports at the end of
+    /// its receive side: `None` after a completed close handshake (either
+    /// side started it); the protocol violation; the timeout that ended it;
+    /// otherwise (the transport ended without a close handshake)
+    /// [`Error::AbnormalClosure`], which a shell that kept the transport's
+    /// I/O error reports as that error instead. For shells without a
+    /// stream (tether-mio's `Handler::close` hands over the `Closed`).
+    pub fn from_closed(closed: &Closed) -> Option<Self> {
+        match &closed.cause {
+            CloseCause::Remote | CloseCause::Local => None,
+            CloseCause::Protocol(e) => Some(Self::Protocol(e.clone())),
+            CloseCause::IdleTimeout => Some(Self::IdleTimeout),
+            CloseCause::SendTimeout => Some(Self::SendTimeout),
+            CloseCause::CloseTimeout => Some(Self::CloseTimeout),
+            _ => Some(Self::AbnormalClosure),
+        }
+    }
+
     /// What kind of error this is, to act on (see [`ErrorKind`]).
     pub fn kind(&self) -> ErrorKind {
         match self {

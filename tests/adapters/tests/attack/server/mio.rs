@@ -7,8 +7,8 @@
 //! `Error::Handshake` the others' `accept_with` fails with, the
 //! application's own 404 is their `Error::NotWebSocket` (recorded as
 //! `accept` answers it), and the `Closed` handed to `Handler::close` gives
-//! the error their `recv` (or `close`) ends with ([`end_of`]: the mapping of
-//! the driver's receive side, its cause to its error).
+//! the error their `recv` (or `close`) ends with ([`Error::from_closed`],
+//! the driver's own mapping).
 //!
 //! Filling a peer that does not read (`SEND_FOREVER`, `FILL_THEN_*`): the
 //! handler queues [`SEND_CHUNK`] messages (one shared payload) while at
@@ -29,7 +29,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::StatusCode;
-use tether_driver::{CloseCause, Closed, DeflateConfig, Error, Message};
+use tether_driver::{Closed, DeflateConfig, Error, Message};
 use tether_mio::{
     Accept, CloseCode, Handle, Handler, HandshakeError, HttpResponse, Loop, MessageRef, Request, SendOptions, Socket,
     SocketId,
@@ -58,21 +58,6 @@ pub(super) fn run(settings: &Settings, shared: &Shared, addr: &mpsc::Sender<Sock
         conns: HashMap::new(),
     };
     server.run(callbacks).unwrap();
-}
-
-/// The error a stream's `recv` ends with after `closed` (the driver's
-/// `take_end`): none after a close handshake, the violation, the timeout;
-/// the end of a transport without a close handshake is an abnormal closure
-/// (the loop keeps no I/O error for it to report instead).
-fn end_of(closed: &Closed) -> Option<Error> {
-    match &closed.cause {
-        CloseCause::Remote | CloseCause::Local => None,
-        CloseCause::Protocol(e) => Some(Error::Protocol(e.clone())),
-        CloseCause::IdleTimeout => Some(Error::IdleTimeout),
-        CloseCause::SendTimeout => Some(Error::SendTimeout),
-        CloseCause::CloseTimeout => Some(Error::CloseTimeout),
-        _ => Some(Error::AbnormalClosure),
-    }
 }
 
 struct Callbacks {
@@ -231,13 +216,13 @@ impl Handler for Callbacks {
                 FillState::Reported => return,
                 // Ended while sending: the error a send fails with (the
                 // send side runs the timers too).
-                FillState::Sending => ended.end = end_of(closed),
+                FillState::Sending => ended.end = Error::from_closed(closed),
                 FillState::Then { started } => {
                     ended.took = started.elapsed();
                     if ended.took > HANG_LIMIT {
                         ended.hung = true;
                     } else {
-                        ended.end = end_of(closed);
+                        ended.end = Error::from_closed(closed);
                     }
                 }
             }
@@ -247,7 +232,7 @@ impl Handler for Callbacks {
             return;
         }
         if ended.end.is_none() {
-            ended.end = end_of(closed);
+            ended.end = Error::from_closed(closed);
         }
         ended.closed = Some(closed.clone());
         self.outcomes.report(peer, Outcome::Ended(ended));
