@@ -53,6 +53,17 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A port where connections are refused, held for as long as the socket
+/// lives: bound and not listening, so that no other test's server can take
+/// it meanwhile (a port merely found free could be, and once was: a
+/// connection meant to be refused reached another test's echo server).
+fn refusing_port() -> (socket2::Socket, u16) {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    let port = socket.local_addr().unwrap().as_socket().unwrap().port();
+    (socket, port)
+}
+
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "tether-proxy-{name}-{}-{:?}",
@@ -296,7 +307,8 @@ fn proxy_from_the_environment(adapter: Adapter) {
     ]);
     assert_eq!(echo(try_connect(adapter, &url, direct).unwrap()), Some(server.addr));
     // ws_proxy wins over http_proxy (which points nowhere here).
-    let dead = format!("http://127.0.0.1:{}", free_port());
+    let (_held, dead) = refusing_port();
+    let dead = format!("http://127.0.0.1:{dead}");
     let both = env(&[("http_proxy", dead), ("WS_PROXY", proxy_url)]);
     assert_eq!(echo(try_connect(adapter, &url, both).unwrap()), Some(proxy.addr));
     // Not opted in: the environment is not read (the builder's default).
@@ -329,7 +341,7 @@ fn the_connect_timeout_covers_the_proxy(adapter: Adapter) {
 }
 
 fn a_proxy_that_cannot_reach_the_server(adapter: Adapter) {
-    let closed = free_port();
+    let (_held, closed) = refusing_port();
     let url = format!("ws://127.0.0.1:{closed}/");
     let http = tinyproxy(None);
     let error = try_connect(adapter, &url, settings(&format!("http://{}", http.addr), false))
@@ -350,13 +362,10 @@ fn a_proxy_that_cannot_reach_the_server(adapter: Adapter) {
 
 fn a_proxy_that_is_not_there(adapter: Adapter) {
     let url = "ws://127.0.0.1:9/";
-    let error = try_connect(
-        adapter,
-        url,
-        settings(&format!("http://127.0.0.1:{}", free_port()), false),
-    )
-    .err()
-    .unwrap();
+    let (_held, proxy) = refusing_port();
+    let error = try_connect(adapter, url, settings(&format!("http://127.0.0.1:{proxy}"), false))
+        .err()
+        .unwrap();
     assert_eq!(error.kind(), ErrorKind::ConnectionRefused, "{error}");
     let error = try_connect(adapter, url, settings("socks5://proxy.invalid:1080", false))
         .err()
