@@ -15,7 +15,8 @@
 # of the issue-10 ratios follows the CPU table.
 #
 # Options (after the script name): --crates LIST, --workloads LIST
-# (20b, 20b-p16, 1k, 16k, 1m), --kinds text,binary, --warmup SECS, --secs SECS,
+# (20b, 20b-p16, 1k, 16k, 1m), --kinds text,binary, --warmup SECS, --secs SECS, --pin
+# (load generator on CPU 0, servers on CPU 1),
 # --rounds N (median of N rounds), --idle-conns N, --no-idle, --syscalls
 # (system calls per message, under strace), --callgrind (instructions per
 # message instead of times: each server under valgrind's callgrind; needs

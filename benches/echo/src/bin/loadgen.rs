@@ -11,7 +11,7 @@
 //! ```text
 //! loadgen suite --server PATH [--crates tether,tungstenite,...] [--workloads 20b,20b-p16,1k,16k,1m]
 //!               [--kinds text,binary] [--warmup SECS] [--secs SECS] [--rounds N]
-//!               [--idle-conns N | --no-idle] [--syscalls] [--external NAME=COMMAND ...]
+//!               [--idle-conns N | --no-idle] [--syscalls] [--pin] [--external NAME=COMMAND ...]
 //! loadgen run   --server PATH --crate NAME --conns N --size BYTES --inflight P --kind text|binary
 //!               [--warmup SECS] [--secs SECS]
 //! loadgen idle  --server PATH --crate NAME [--idle-conns N]
@@ -33,6 +33,10 @@
 //! `COMMAND 127.0.0.1:0` and expected to print `listening on ADDR`.
 //! `--syscalls` adds one window of 1 s per run under `strace -c -f` and a
 //! table of the server's system calls per message.
+//!
+//! `--pin` binds the load generator to CPU 0 and each server (every thread
+//! of it) to CPU 1, so that neither is moved between the cores or shares
+//! one with the other: on a 2-vCPU machine, steadier figures.
 //!
 //! `--callgrind` runs each server under `valgrind --tool=callgrind` and
 //! prints, instead of times, the instructions the server executed in user
@@ -133,6 +137,11 @@ fn main() -> Result<(), Error> {
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_default();
     let opts = Opts::parse(args)?;
+    if opts.pin {
+        // Before the runtime: its threads inherit the set.
+        pin_to_cpu(0, LOADGEN_CPU)?;
+        PIN_SERVERS.store(true, Ordering::Relaxed);
+    }
     // One thread: the server runs on the other core.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     match mode.as_str() {
@@ -188,6 +197,8 @@ struct Opts {
     syscalls: bool,
     /// `--callgrind`: servers under callgrind; instructions per message.
     callgrind: bool,
+    /// `--pin`: the load generator on CPU 0, each server on CPU 1.
+    pin: bool,
 }
 
 impl Opts {
@@ -211,6 +222,7 @@ impl Opts {
             external: Vec::new(),
             syscalls: false,
             callgrind: false,
+            pin: false,
         };
         let list = |s: String| s.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect();
         while let Some(flag) = args.next() {
@@ -244,6 +256,7 @@ impl Opts {
                 }
                 "--syscalls" => opts.syscalls = true,
                 "--callgrind" => opts.callgrind = true,
+                "--pin" => opts.pin = true,
                 other => return Err(format!("unknown option {other}").into()),
             }
         }
@@ -524,6 +537,24 @@ fn print_tables(
         }
         println!("{line}");
     }
+    println!();
+    println!(
+        "Server waits that slept, per echoed message (voluntary context switches of its threads; each is a \
+         sleep and a wake-up, kernel time charged to the server: a server faster than the load generator \
+         sleeps more often):"
+    );
+    println!();
+    header("workload", None);
+    for row in rows {
+        let mut line = format!("| {row} |");
+        for krate in &opts.crates {
+            line += &match get(row, krate) {
+                Some(r) => format!(" {:.3} |", r.sleeps_per_msg),
+                None => " FAIL |".to_owned(),
+            };
+        }
+        println!("{line}");
+    }
     if !idle.is_empty() {
         println!();
         println!(
@@ -651,6 +682,7 @@ struct Stats {
     sys_us_per_msg: f64,
     msgs_per_sec: f64,
     server_busy: f64,
+    sleeps_per_msg: f64,
     syscalls_per_msg: Option<f64>,
     instructions_per_msg: Option<f64>,
 }
@@ -686,6 +718,7 @@ impl Stats {
             syscalls_per_msg: syscalls,
             msgs_per_sec: median(RunResult::msgs_per_sec)?,
             server_busy: median(RunResult::server_busy)?,
+            sleeps_per_msg: median(RunResult::sleeps_per_msg)?,
         })
     }
 }
@@ -736,6 +769,9 @@ struct RunResult {
     syscalls_per_msg: Option<f64>,
     /// `--callgrind`: the server's instructions per message in the window.
     instructions_per_msg: Option<f64>,
+    /// The server's context switches in the window, all its threads:
+    /// voluntary (it slept: nothing to do) and involuntary (preempted).
+    server_switches: (u64, u64),
     loadgen_ticks: u64,
     ticks_per_sec: u64,
     clean_closes: usize,
@@ -761,6 +797,10 @@ impl RunResult {
 
     fn server_busy(&self) -> f64 {
         self.server_ticks as f64 / self.ticks_per_sec as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn sleeps_per_msg(&self) -> f64 {
+        self.server_switches.0 as f64 / self.echoed.max(1) as f64
     }
 
     fn describe(&self) -> String {
@@ -840,6 +880,7 @@ async fn measure(
         callgrind_control(server.pid, "-z").await?;
     }
     let ticks_per_sec = clock_ticks();
+    let switches0 = context_switches(server.pid)?;
     let (echoed0, server0, loadgen0, t0) = (
         shared.echoed.load(Ordering::Relaxed),
         cpu_times(server.pid)?,
@@ -858,6 +899,7 @@ async fn measure(
         cpu_ticks_self()?,
         t0.elapsed(),
     );
+    let switches1 = context_switches(server.pid)?;
     let instructions = match &server.callgrind {
         Some(out) => Some(callgrind_dump(server.pid, out).await?),
         None => None,
@@ -912,6 +954,10 @@ async fn measure(
         server_sys_ticks: server1.1 - server0.1,
         syscalls_per_msg,
         instructions_per_msg: instructions.map(|n| n as f64 / echoed as f64),
+        server_switches: (
+            switches1.0.saturating_sub(switches0.0),
+            switches1.1.saturating_sub(switches0.1),
+        ),
         loadgen_ticks: loadgen1 - loadgen0,
         ticks_per_sec,
         clean_closes,
@@ -1228,6 +1274,13 @@ impl Server {
             }
             None => Command::new(path),
         };
+        if PIN_SERVERS.load(Ordering::Relaxed) {
+            // SAFETY: the closure runs in the child between fork and exec
+            // and makes one system call, which is async-signal-safe.
+            unsafe {
+                command.pre_exec(|| pin_to_cpu(0, SERVER_CPU));
+            }
+        }
         let mut child = command
             .args(args)
             .arg("127.0.0.1:0")
@@ -1279,6 +1332,28 @@ impl Server {
     }
 }
 
+/// `--pin`: the CPU of the load generator and the CPU of each server (the
+/// server's every thread: set before it starts).
+const LOADGEN_CPU: usize = 0;
+const SERVER_CPU: usize = 1;
+static PIN_SERVERS: AtomicBool = AtomicBool::new(false);
+
+/// Binds process or thread `pid` (0: the caller) to one CPU.
+fn pin_to_cpu(pid: libc::pid_t, cpu: usize) -> std::io::Result<()> {
+    // SAFETY: an all-zero `cpu_set_t` is the empty set; `CPU_SET` and
+    // `sched_setaffinity` are given it with its size.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 fn clock_ticks() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
@@ -1313,6 +1388,28 @@ fn parse_stat_apart(stat: &str) -> Result<(u64, u64), Error> {
     let utime: u64 = fields.get(11).ok_or("short /proc stat")?.parse()?;
     let stime: u64 = fields.get(12).ok_or("short /proc stat")?.parse()?;
     Ok((utime, stime))
+}
+
+/// Context switches of every thread of process `pid`, summed from
+/// `/proc/<pid>/task/*/status`: (voluntary, involuntary). A voluntary
+/// switch is a wait that slept (nothing was ready); going to sleep and
+/// being woken is kernel time charged to the server.
+fn context_switches(pid: u32) -> Result<(u64, u64), Error> {
+    let (mut voluntary, mut involuntary) = (0, 0);
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        // A thread that ended between the listing and the read is skipped.
+        let Ok(status) = std::fs::read_to_string(task?.path().join("status")) else {
+            continue;
+        };
+        for line in status.lines() {
+            if let Some(n) = line.strip_prefix("voluntary_ctxt_switches:") {
+                voluntary += n.trim().parse::<u64>()?;
+            } else if let Some(n) = line.strip_prefix("nonvoluntary_ctxt_switches:") {
+                involuntary += n.trim().parse::<u64>()?;
+            }
+        }
+    }
+    Ok((voluntary, involuntary))
 }
 
 fn vm_rss_kib(pid: u32) -> Result<u64, Error> {
