@@ -43,13 +43,6 @@ const EVENTS: usize = 1024;
 const MAX_READS_PER_TURN: usize = 16;
 /// [`Handler::drain`] calls of one connection in a row.
 const MAX_DRAINS_PER_TURN: usize = 16;
-/// A large frame whose rest is at least this many bytes is waited for
-/// whole (up to [`LOW_WATER_MAX`]) before the socket is read again: see
-/// [`low_water_for`].
-const LOW_WATER_FROM: usize = 64 * 1024;
-/// The most a socket's receive low-water mark is raised to: the most the
-/// receive buffer reserves at once for the rest of a frame.
-const LOW_WATER_MAX: usize = 1 << 20;
 
 /// A connection of a [`Server`]: its slot and the generation that tells it
 /// from the connections that had the slot before and will have it after.
@@ -300,9 +293,6 @@ struct Entry {
     read_closed: bool,
     /// The last write would block; writable again at the next event.
     write_blocked: bool,
-    /// The socket's receive low-water mark as set ([`set_low_water`]); 1
-    /// is the kernel's default.
-    low_water: usize,
     phase: Phase,
 }
 
@@ -475,7 +465,6 @@ impl<H: Handler> EventLoop<H> {
                 readable: true,
                 read_closed: false,
                 write_blocked: false,
-                low_water: 1,
                 phase: Phase::Handshake(Box::new(ServerHandshake::new(self.handshake.clone(), now))),
             });
             self.drive(key, now);
@@ -770,17 +759,7 @@ impl<H: Handler> EventLoop<H> {
             }
             return;
         }
-        // Waiting: for the rest of a large frame, at once (nothing of it is
-        // handed over before it is all there; each wake-up and read of a
-        // piece as it comes is kernel time for nothing).
-        let low_water = low_water_for(open.conn.frame_rest());
-        if low_water != entry.low_water && !open.read_done {
-            match set_low_water(&entry.stream, low_water) {
-                Ok(()) => entry.low_water = low_water,
-                Err(e) => tracing::debug!("SO_RCVLOWAT: {e}"),
-            }
-        }
-        // Empty buffers go back to the thread.
+        // Waiting: empty buffers go back to the thread.
         open.conn.recycle_buffers();
         if entry.timer.is_none() || !open.conn.deadline_moves_later_only() {
             let deadline = open.conn.poll_timeout();
@@ -821,14 +800,6 @@ impl<H: Handler> EventLoop<H> {
                 },
                 Phase::Answer { .. } => self.drive_answer(key, now),
                 Phase::Open(open) => {
-                    // Bytes of a large frame below the socket's low-water
-                    // mark raise no event: read what is there first, so
-                    // that a peer sending it slowly is not taken for an
-                    // idle one.
-                    if entry.low_water > 1 && !open.read_done {
-                        read_below_low_water(&entry.stream, open, self.read_size, now);
-                        entry.readable = true;
-                    }
                     // Armed for an earlier deadline than the current one
                     // (the keepalive moves later with every read): the
                     // drive below arms the current one.
@@ -1066,79 +1037,6 @@ fn recv_into(stream: &TcpStream, buf: &mut RecvBuf<'_>) -> ReadOutcome {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::WouldBlock,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return ReadOutcome::Failed(e),
-        }
-    }
-}
-
-/// The receive low-water mark for a connection that waits with `frame_rest`
-/// bytes of a frame still to come ([`Connection::frame_rest`]): the rest
-/// (up to [`LOW_WATER_MAX`]) once it is large, else the kernel's default of
-/// one byte. Those bytes are the peer's to send whatever it does next (a
-/// control frame cannot come inside a frame), so waiting for them delays
-/// nothing the handler would see. Linux grows the socket's receive buffer
-/// to hold the mark and signals readiness anyway when the peer's window is
-/// full, at the end of the stream and on an error, so no wait is longer
-/// than the peer makes it.
-fn low_water_for(frame_rest: usize) -> usize {
-    if frame_rest >= LOW_WATER_FROM {
-        frame_rest.min(LOW_WATER_MAX)
-    } else {
-        1
-    }
-}
-
-/// Sets the socket's receive low-water mark (`SO_RCVLOWAT`). Linux only:
-/// elsewhere the mark stays at one byte (kqueue honours it too, but
-/// without Linux's guarantee that a full receive window still signals).
-#[cfg(target_os = "linux")]
-fn set_low_water(stream: &TcpStream, bytes: usize) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    // SAFETY: the descriptor is the stream's, open while it lives; the
-    // option value points to a `c_int` and its size is given.
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVLOWAT,
-            (&raw const value).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn set_low_water(_stream: &TcpStream, bytes: usize) -> io::Result<()> {
-    if bytes > 1 {
-        Err(io::ErrorKind::Unsupported.into())
-    } else {
-        Ok(())
-    }
-}
-
-/// One read of what a socket holds below its low-water mark (a read that
-/// does not wait returns what is there, mark or not), taken in by the
-/// connection without handing anything over.
-fn read_below_low_water(stream: &TcpStream, open: &mut Open, read_size: usize, now: Instant) {
-    match open
-        .conn
-        .read_into(MIN_READ_ROOM, read_size, |buf| recv_into(stream, buf))
-    {
-        ReadOutcome::Data { .. } => open.conn.handle_received(now),
-        ReadOutcome::WouldBlock => {}
-        ReadOutcome::Eof => {
-            open.read_done = true;
-            open.conn.handle_eof(now);
-        }
-        ReadOutcome::Failed(e) => {
-            tracing::debug!("read failed: {e}");
-            open.read_done = true;
-            open.conn.handle_eof(now);
         }
     }
 }

@@ -762,9 +762,10 @@ fn read_server_frame(tcp: &mut TcpStream) -> Result<(u8, Vec<u8>)> {
 
 #[test]
 fn a_large_frame_sent_slowly_is_not_taken_for_an_idle_peer() -> Result {
-    // The rest of a large frame is waited for whole (the socket's
-    // low-water mark): the bytes that come below it raise no event, and
-    // the timer reads them before it judges the peer idle.
+    // Every piece of a frame counts as the peer's activity, long before the
+    // frame is whole (a guard for any change in how reads are scheduled:
+    // an experiment that waited for a large frame's rest with the socket's
+    // low-water mark failed here until its timer read the pieces).
     let mut config = WebSocketConfig::default();
     config.connection.ping_interval = Some(Duration::from_millis(100));
     config.connection.idle_timeout = Some(Duration::from_millis(400));
@@ -775,8 +776,7 @@ fn a_large_frame_sent_slowly_is_not_taken_for_an_idle_peer() -> Result {
     let wire = frame(0x2, &payload);
     let (first, rest) = wire.split_at(256 * 1024);
     tcp.write_all(first)?;
-    // 1.5 s of 1 KiB pieces every 50 ms: far past the idle timeout, each
-    // below the mark.
+    // 1.5 s of 1 KiB pieces every 50 ms: far past the idle timeout.
     let mut sent = 0;
     let started = Instant::now();
     while started.elapsed() < Duration::from_millis(1500) {
@@ -798,8 +798,8 @@ fn a_large_frame_sent_slowly_is_not_taken_for_an_idle_peer() -> Result {
     assert!(server.seen().closed.is_empty(), "{:?}", server.seen().closed);
     drop(tcp);
     server.stop()?;
-    // Part of a large frame, then the end of the stream: seen at once,
-    // mark or not (default settings: no timer comes before 2 minutes).
+    // Part of a large frame, then the end of the stream: seen at once
+    // (default settings: no timer comes before 2 minutes).
     let server = serve_default()?;
     let (mut tcp, _) = raw_handshake(server.addr, "/ws", "")?;
     tcp.write_all(first)?;

@@ -624,25 +624,16 @@ impl Connection {
     /// [`handle_read`](Self::handle_read) makes.
     pub fn recv_buffer_mut(&mut self) -> RecvBuf<'_> {
         self.recv_mark = self.recv.len();
-        let frame_rest = self.frame_rest();
+        // The bytes still to come of an unfragmented frame that accumulates
+        // in the buffer (its header parsed, its length checked against the
+        // limits): what a read may reserve room for at once.
+        let frame_rest = match &self.frame {
+            Some(FrameIn::Whole(w)) => w.len.saturating_sub(self.recv.len()),
+            _ => 0,
+        };
         RecvBuf {
             buf: &mut self.recv,
             frame_rest,
-        }
-    }
-
-    /// The bytes still to come of an unfragmented frame that accumulates
-    /// in the receive buffer (its header parsed, its length checked against
-    /// the limits; not a message handed over in pieces): what a read may
-    /// reserve room for at once, and what a transport may wait for before
-    /// it reads again (a socket's receive low-water mark), since nothing of
-    /// the frame is handed over before all of it is there. 0 when no such
-    /// frame is in progress. It is the peer's word: bound what is done
-    /// with it.
-    pub fn frame_rest(&self) -> usize {
-        match &self.frame {
-            Some(FrameIn::Whole(w)) => w.len.saturating_sub(self.recv.len()),
-            _ => 0,
         }
     }
 
