@@ -417,6 +417,33 @@ fn print_tables(
         }
     };
 
+    // One table: a row per workload, a cell per crate (`cell` gives `None`
+    // for a figure the run has not: printed as `missing`), and with
+    // `ratio` = (label, figure, lower is better) a last column of tether
+    // against the best other crate.
+    type Ratio<'a> = Option<(&'a str, &'a dyn Fn(&Stats) -> f64, bool)>;
+    let table = |title: &str, ratio_of: Ratio<'_>, cell: &dyn Fn(&Stats) -> Option<String>, missing: &str| {
+        println!();
+        println!("{title}");
+        println!();
+        header("workload", ratio_of.map(|(label, _, _)| label));
+        for row in rows {
+            let mut line = format!("| {row} |");
+            for krate in &opts.crates {
+                let value = get(row, krate).map(|r| cell(&r));
+                line += &match value {
+                    Some(Some(v)) => format!(" {v} |"),
+                    Some(None) => format!(" {missing} |"),
+                    None => " FAIL |".to_owned(),
+                };
+            }
+            if let Some((_, key, lower)) = ratio_of.filter(|_| has_tether && !others.is_empty()) {
+                line += &format!(" {} |", ratio(row, key, lower));
+            }
+            println!("{line}");
+        }
+    };
+
     println!();
     println!(
         "Echo benchmark: {} s warm-up, {} s measured per run; one fresh server per run; {}.",
@@ -430,131 +457,61 @@ fn print_tables(
     );
     if opts.callgrind {
         // Under valgrind the times are valgrind's: only the counts.
-        println!();
-        println!(
+        table(
             "Server instructions per echoed message, user space (callgrind, counted over the measured window; \
-             lower is better):"
+             lower is better):",
+            Some((
+                "tether / best other",
+                &|s| s.instructions_per_msg.unwrap_or(f64::NAN),
+                true,
+            )),
+            &|r| r.instructions_per_msg.map(thousands),
+            "FAIL",
         );
-        println!();
-        header("workload", Some("tether / best other"));
-        for row in rows {
-            let mut line = format!("| {row} |");
-            for krate in &opts.crates {
-                line += &match get(row, krate).and_then(|r| r.instructions_per_msg) {
-                    Some(n) => format!(" {} |", thousands(n)),
-                    None => " FAIL |".to_owned(),
-                };
-            }
-            if has_tether && !others.is_empty() {
-                line += &format!(
-                    " {} |",
-                    ratio(row, &|s| s.instructions_per_msg.unwrap_or(f64::NAN), true)
-                );
-            }
-            println!("{line}");
-        }
         return;
     }
-    println!();
-    println!("Server CPU time per echoed message, µs (lower is better):");
-    println!();
-    header("workload", Some("tether / best other"));
-    for row in rows {
-        let mut line = format!("| {row} |");
-        for krate in &opts.crates {
-            line += &match get(row, krate) {
-                Some(r) => format!(" {:.2} |", r.cpu_us_per_msg),
-                None => " FAIL |".to_owned(),
-            };
-        }
-        if has_tether && !others.is_empty() {
-            line += &format!(" {} |", ratio(row, &|s| s.cpu_us_per_msg, true));
-        }
-        println!("{line}");
-    }
+    table(
+        "Server CPU time per echoed message, µs (lower is better):",
+        Some(("tether / best other", &|s| s.cpu_us_per_msg, true)),
+        &|r| Some(format!("{:.2}", r.cpu_us_per_msg)),
+        "FAIL",
+    );
     print_adapter_ratios(opts, rows, &get);
-    println!();
-    println!("Server CPU time per echoed message apart, µs: user + system (user: the library and its runtime; system: the kernel's socket work and system calls):");
-    println!();
-    header("workload", Some("tether user / best other user"));
-    for row in rows {
-        let mut line = format!("| {row} |");
-        for krate in &opts.crates {
-            line += &match get(row, krate) {
-                Some(r) => format!(" {:.2} + {:.2} |", r.user_us_per_msg, r.sys_us_per_msg),
-                None => " FAIL |".to_owned(),
-            };
-        }
-        if has_tether && !others.is_empty() {
-            line += &format!(" {} |", ratio(row, &|s| s.user_us_per_msg, true));
-        }
-        println!("{line}");
-    }
+    table(
+        "Server CPU time per echoed message apart, µs: user + system (user: the library and its runtime; \
+         system: the kernel's socket work and system calls):",
+        Some(("tether user / best other user", &|s| s.user_us_per_msg, true)),
+        &|r| Some(format!("{:.2} + {:.2}", r.user_us_per_msg, r.sys_us_per_msg)),
+        "FAIL",
+    );
     if opts.syscalls {
-        println!();
-        println!("Server system calls per echoed message (`strace -c -f`, one more window of 1 s):");
-        println!();
-        header("workload", None);
-        for row in rows {
-            let mut line = format!("| {row} |");
-            for krate in &opts.crates {
-                line += &match get(row, krate).and_then(|r| r.syscalls_per_msg) {
-                    Some(calls) => format!(" {calls:.3} |"),
-                    None => " - |".to_owned(),
-                };
-            }
-            println!("{line}");
-        }
+        table(
+            "Server system calls per echoed message (`strace -c -f`, one more window of 1 s):",
+            None,
+            &|r| r.syscalls_per_msg.map(|calls| format!("{calls:.3}")),
+            "-",
+        );
     }
-    println!();
-    println!("Messages echoed per second (higher is better):");
-    println!();
-    header("workload", Some("tether / best other"));
-    for row in rows {
-        let mut line = format!("| {row} |");
-        for krate in &opts.crates {
-            line += &match get(row, krate) {
-                Some(r) => format!(" {} |", thousands(r.msgs_per_sec)),
-                None => " FAIL |".to_owned(),
-            };
-        }
-        if has_tether && !others.is_empty() {
-            line += &format!(" {} |", ratio(row, &|s| s.msgs_per_sec, false));
-        }
-        println!("{line}");
-    }
-    println!();
-    println!("Server CPU use during the window, % of one core (below ~95 %: the server waited on the load generator):");
-    println!();
-    header("workload", None);
-    for row in rows {
-        let mut line = format!("| {row} |");
-        for krate in &opts.crates {
-            line += &match get(row, krate) {
-                Some(r) => format!(" {:.0} |", r.server_busy * 100.0),
-                None => " FAIL |".to_owned(),
-            };
-        }
-        println!("{line}");
-    }
-    println!();
-    println!(
+    table(
+        "Messages echoed per second (higher is better):",
+        Some(("tether / best other", &|s| s.msgs_per_sec, false)),
+        &|r| Some(thousands(r.msgs_per_sec)),
+        "FAIL",
+    );
+    table(
+        "Server CPU use during the window, % of one core (below ~95 %: the server waited on the load generator):",
+        None,
+        &|r| Some(format!("{:.0}", r.server_busy * 100.0)),
+        "FAIL",
+    );
+    table(
         "Server waits that slept, per echoed message (voluntary context switches of its threads; each is a \
          sleep and a wake-up, kernel time charged to the server: a server faster than the load generator \
-         sleeps more often):"
+         sleeps more often):",
+        None,
+        &|r| Some(format!("{:.3}", r.sleeps_per_msg)),
+        "FAIL",
     );
-    println!();
-    header("workload", None);
-    for row in rows {
-        let mut line = format!("| {row} |");
-        for krate in &opts.crates {
-            line += &match get(row, krate) {
-                Some(r) => format!(" {:.3} |", r.sleeps_per_msg),
-                None => " FAIL |".to_owned(),
-            };
-        }
-        println!("{line}");
-    }
     if !idle.is_empty() {
         println!();
         println!(
