@@ -240,6 +240,15 @@ fn serve_default() -> Result<Running> {
     serve(WebSocketConfig::default(), HandshakeConfig::default(), false, false)
 }
 
+/// Pings after 100 ms without a byte from the peer, the idle timeout
+/// after 400 ms.
+fn serve_quick_keepalive() -> Result<Running> {
+    let mut config = WebSocketConfig::default();
+    config.connection.ping_interval = Some(Duration::from_millis(100));
+    config.connection.idle_timeout = Some(Duration::from_millis(400));
+    serve(config, HandshakeConfig::default(), false, false)
+}
+
 /// A raw client: the opening handshake by hand; returns the stream and
 /// the response head.
 fn raw_handshake(addr: SocketAddr, path: &str, extra: &str) -> Result<(TcpStream, String)> {
@@ -387,10 +396,7 @@ fn closes_with_a_code_and_a_reason() -> Result {
 
 #[test]
 fn keepalive_pings_and_the_idle_timeout() -> Result {
-    let mut config = WebSocketConfig::default();
-    config.connection.ping_interval = Some(Duration::from_millis(100));
-    config.connection.idle_timeout = Some(Duration::from_millis(400));
-    let server = serve(config, HandshakeConfig::default(), false, false)?;
+    let server = serve_quick_keepalive()?;
     // A peer that answers pings stays.
     let mut ws = tether_blocking::ClientBuilder::new(&server.url("/ws"))
         .ping_interval(None)
@@ -766,10 +772,7 @@ fn a_large_frame_sent_slowly_is_not_taken_for_an_idle_peer() -> Result {
     // frame is whole (a guard for any change in how reads are scheduled:
     // an experiment that waited for a large frame's rest with the socket's
     // low-water mark failed here until its timer read the pieces).
-    let mut config = WebSocketConfig::default();
-    config.connection.ping_interval = Some(Duration::from_millis(100));
-    config.connection.idle_timeout = Some(Duration::from_millis(400));
-    let server = serve(config, HandshakeConfig::default(), false, false)?;
+    let server = serve_quick_keepalive()?;
     let (mut tcp, head) = raw_handshake(server.addr, "/ws", "")?;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     let payload: Vec<u8> = (0..1 << 20).map(|i: usize| (i % 251) as u8).collect();
