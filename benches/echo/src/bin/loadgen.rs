@@ -477,6 +477,7 @@ fn print_tables(
         "FAIL",
     );
     print_adapter_ratios(opts, rows, &get);
+    print_paired(opts, rows, results);
     table(
         "Server CPU time per echoed message apart, µs: user + system (user: the library and its runtime; \
          system: the kernel's socket work and system calls):",
@@ -631,6 +632,79 @@ fn print_adapter_ratios(opts: &Opts, rows: &[String], get: &dyn Fn(&String, &Str
     }
 }
 
+/// With three rounds or more, each tether crate's CPU per message against
+/// each other crate's round by round: the median of the per-round ratios,
+/// and in how many rounds tether's was the lower. The crates of a round run
+/// one after the other, so what drifts between rounds (the machine's other
+/// load, where memory lands) weighs on both sides of a ratio. A ratio to
+/// the best of several crates in each round would lean the other way: the
+/// least of two or three noisy figures is low by chance.
+fn print_paired(opts: &Opts, rows: &[String], results: &HashMap<(String, String), Vec<Option<RunResult>>>) {
+    if opts.rounds < 3 {
+        return;
+    }
+    let pairs: Vec<(&String, &String)> = opts
+        .crates
+        .iter()
+        .filter(|c| is_tether(c))
+        .flat_map(|ours| {
+            opts.crates
+                .iter()
+                .filter(|c| !is_tether(c))
+                .map(move |other| (ours, other))
+        })
+        .collect();
+    if pairs.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "Server CPU time per echoed message, round by round: the median of the per-round ratios (in how many \
+         rounds the first was lower):"
+    );
+    println!();
+    let mut line = "| workload |".to_owned();
+    let mut rule = "|---|".to_owned();
+    for (ours, other) in &pairs {
+        line += &format!(" {} / {} |", display_name(ours), display_name(other));
+        rule += "---:|";
+    }
+    println!("{line}\n{rule}");
+    for row in rows {
+        let mut line = format!("| {row} |");
+        for (ours, other) in &pairs {
+            let rounds = |krate: &String| results.get(&(row.clone(), krate.clone()));
+            let ratios: Vec<f64> = match (rounds(ours), rounds(other)) {
+                (Some(a), Some(b)) => a
+                    .iter()
+                    .zip(b)
+                    .filter_map(|(a, b)| Some(a.as_ref()?.cpu_us_per_msg() / b.as_ref()?.cpu_us_per_msg()))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let lower = ratios.iter().filter(|&&r| r < 1.0).count();
+            let n = ratios.len();
+            line += &match median(ratios) {
+                Some(m) => format!(" {m:.3} ({lower}/{n}) |"),
+                None => " - |".to_owned(),
+            };
+        }
+        println!("{line}");
+    }
+}
+
+/// The median of `values` (the mean of the two middle ones for an even
+/// count); `None` for none.
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        Some(values[mid])
+    } else {
+        Some((*values.get(mid.checked_sub(1)?)? + values[mid]) / 2.0)
+    }
+}
+
 /// The median of each figure over the rounds of one cell of the tables;
 /// `None` if a round failed.
 struct Stats {
@@ -647,16 +721,7 @@ struct Stats {
 impl Stats {
     fn of(runs: &[Option<RunResult>]) -> Option<Self> {
         let runs: Vec<&RunResult> = runs.iter().map(Option::as_ref).collect::<Option<_>>()?;
-        let median = |f: fn(&RunResult) -> f64| {
-            let mut v: Vec<f64> = runs.iter().map(|r| f(r)).collect();
-            v.sort_by(f64::total_cmp);
-            let mid = v.len() / 2;
-            if v.len() % 2 == 1 {
-                Some(v[mid])
-            } else {
-                Some((*v.get(mid.checked_sub(1)?)? + v[mid]) / 2.0)
-            }
-        };
+        let figure = |f: fn(&RunResult) -> f64| median(runs.iter().map(|r| f(r)).collect());
         let syscalls = {
             let mut v: Vec<f64> = runs.iter().filter_map(|r| r.syscalls_per_msg).collect();
             v.sort_by(f64::total_cmp);
@@ -669,13 +734,13 @@ impl Stats {
         };
         Some(Self {
             instructions_per_msg: instructions,
-            cpu_us_per_msg: median(RunResult::cpu_us_per_msg)?,
-            user_us_per_msg: median(RunResult::user_us_per_msg)?,
-            sys_us_per_msg: median(RunResult::sys_us_per_msg)?,
+            cpu_us_per_msg: figure(RunResult::cpu_us_per_msg)?,
+            user_us_per_msg: figure(RunResult::user_us_per_msg)?,
+            sys_us_per_msg: figure(RunResult::sys_us_per_msg)?,
             syscalls_per_msg: syscalls,
-            msgs_per_sec: median(RunResult::msgs_per_sec)?,
-            server_busy: median(RunResult::server_busy)?,
-            sleeps_per_msg: median(RunResult::sleeps_per_msg)?,
+            msgs_per_sec: figure(RunResult::msgs_per_sec)?,
+            server_busy: figure(RunResult::server_busy)?,
+            sleeps_per_msg: figure(RunResult::sleeps_per_msg)?,
         })
     }
 }
@@ -2144,6 +2209,14 @@ impl<'a> Parser<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn median_of_odd_even_and_no_values() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(median(vec![7.0]), Some(7.0));
+        assert_eq!(median(Vec::new()), None);
+    }
 
     fn server_frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
         let mut f = vec![(if fin { 0x80 } else { 0 }) | opcode];
