@@ -1650,7 +1650,14 @@ impl Connection {
     fn end_lending(&mut self, recv: BytesMut, end: usize, invalid: bool) {
         debug_assert!(self.recv.capacity() == 0, "the receive buffer was used while lent");
         self.recv = recv;
-        self.recv.advance(end);
+        if end == self.recv.len() {
+            // All of it lent and nothing of it kept (the messages were
+            // borrowed): emptied from its start, so that the room is used
+            // again from there, not stepped over.
+            self.recv.clear();
+        } else {
+            self.recv.advance(end);
+        }
         self.let_go_of_emptied_recv();
         if invalid {
             self.fail_lent_text();

@@ -1859,6 +1859,33 @@ mod idle_memory {
         }
     }
 
+    /// Messages lent in place leave the thread's buffer emptied from its
+    /// start: each read of a run of small messages has the room the first
+    /// one had, instead of that room less everything lent before it.
+    #[test]
+    fn lent_messages_leave_the_buffer_emptied_from_its_start() {
+        use crate::spare::{kept, Kind};
+        while crate::spare::take(Kind::Recv, 1, 1).is_some() {}
+        let mut s = server();
+        s.set_buffer_recycling(true);
+        let mut rooms = Vec::new();
+        for i in 0..3u8 {
+            let room = s.read_into(4096, 64 * 1024, |buf| {
+                let room = buf.spare_capacity();
+                buf.put_slice(&cf(0x2, true, &[i; 20]));
+                room
+            });
+            s.handle_received(now());
+            rooms.push(room);
+            let lent = s.lend_message(|message, _| message.to_message());
+            assert_eq!(lent, Some(Message::Binary(Bytes::from(vec![i; 20]))));
+            assert_eq!((s.recv.capacity(), kept(Kind::Recv)), (0, 1));
+        }
+        assert!(rooms[0] >= 64 * 1024);
+        assert_eq!(rooms, [rooms[0]; 3]);
+        assert_eq!(s.stats().wire_bytes_received, 3 * 26);
+    }
+
     /// A driving loop's read (`read_into`) into a connection that let go of
     /// its buffer: a read that would block uses a buffer the thread kept in
     /// place and leaves it there; a read that brings bytes takes it; with
