@@ -824,7 +824,18 @@ impl<H: Handler> EventLoop<H> {
 
     // ---- Commands -------------------------------------------------------
 
+    /// Runs what callbacks and other threads asked for (sends to other
+    /// connections, closes, stop). Asked after every connection's turn,
+    /// mostly with nothing queued: that answer is inlined.
+    #[inline]
     fn run_commands(&mut self, now: Instant) {
+        if !self.lp.commands.is_empty() {
+            self.run_queued_commands(now);
+        }
+    }
+
+    #[inline(never)]
+    fn run_queued_commands(&mut self, now: Instant) {
         while !self.lp.commands.is_empty() {
             let commands = std::mem::take(&mut self.lp.commands);
             for command in commands {
