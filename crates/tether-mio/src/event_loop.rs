@@ -982,7 +982,7 @@ fn write_out(stream: &TcpStream, open: &mut Open, blocked: &mut bool, now: Insta
                 let count = open.conn.transmit_slices(&mut slices);
                 (&*stream).write_vectored(&slices[..count])
             } else {
-                (&*stream).write(front)
+                send(stream, front)
             }
         };
         match written {
@@ -1037,7 +1037,7 @@ fn recv_into(stream: &TcpStream, buf: &mut RecvBuf<'_>) -> ReadOutcome {
     // `recv`), never read, and no uninitialized byte is written into it.
     let room: &mut [MaybeUninit<u8>] = unsafe { room.as_uninit_slice_mut() };
     loop {
-        match socket2::SockRef::from(stream).recv(room) {
+        match recv(stream, room) {
             Ok(0) => return ReadOutcome::Eof,
             Ok(n) => {
                 // SAFETY: `recv` initialized the first `n` bytes of the
@@ -1050,6 +1050,43 @@ fn recv_into(stream: &TcpStream, buf: &mut RecvBuf<'_>) -> ReadOutcome {
             Err(e) => return ReadOutcome::Failed(e),
         }
     }
+}
+
+/// One `recv` into uninitialized room. On Linux straight to the system
+/// call: with one read per message this is the loop's hottest call, and
+/// the layers of `socket2` (a borrowed socket built and taken apart around
+/// each call) cost more instructions than the call's own wrapper.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn recv(stream: &TcpStream, room: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor is the stream's, open while it is borrowed;
+    // `room` is writable memory of `room.len()` bytes, of which `recv`
+    // writes at most that many and reads none.
+    let n = unsafe { libc::recv(stream.as_raw_fd(), room.as_mut_ptr().cast(), room.len(), 0) };
+    // Negative: failed, and `errno` says why.
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn recv(stream: &TcpStream, room: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+    socket2::SockRef::from(stream).recv(room)
+}
+
+/// One `send` of `buf`, as the standard library's `write` makes it on
+/// Linux (`MSG_NOSIGNAL`: a peer that is gone is an error, not a signal),
+/// without its layers and mio's.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn send(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor is the stream's, open while it is borrowed;
+    // `buf` is readable memory of `buf.len()` bytes.
+    let n = unsafe { libc::send(stream.as_raw_fd(), buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn send(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+    (&*stream).write(buf)
 }
 
 /// Puts `deadline` in the heap unless the one there is as early.
