@@ -1355,8 +1355,8 @@ impl Connection {
     /// calls, buffers are reused, so calling it once per wait costs an
     /// allocation or two per wait, no more.
     ///
-    /// An emptied buffer's allocation can live on unseen (behind a capacity
-    /// of zero, shared with payloads already handed out), so the adapter
+    /// An emptied buffer's allocation can live on unseen (behind a small
+    /// room, shared with payloads already handed out), so the adapter
     /// cannot tell; this is the way to let go of it.
     pub fn shrink_buffers(&mut self) {
         self.release_buffers(false);
@@ -1395,12 +1395,23 @@ impl Connection {
     /// allocation shared with payloads handed out would otherwise hold all
     /// of it while the application does not poll), otherwise only if large
     /// (a small one is reused, not allocated again at every read).
+    ///
+    /// One with no room left was emptied by the last payload split off its
+    /// end: it holds nothing the connection can use, but it still points
+    /// into that payload's allocation, which it would keep alive, unseen,
+    /// after the application dropped the payload (a whole large message,
+    /// until the connection's next read). It is dropped.
     #[inline]
     fn let_go_of_emptied_recv(&mut self) {
+        if !self.recv.is_empty() {
+            return;
+        }
         let room = self.recv.capacity();
-        if self.recv.is_empty() && (room > IDLE_BUFFER_MAX || (self.recycling && room != 0)) {
+        if room > IDLE_BUFFER_MAX || (self.recycling && room != 0) {
             let recv = std::mem::take(&mut self.recv);
             self.let_go(crate::spare::Kind::Recv, recv);
+        } else if room == 0 {
+            self.recv = BytesMut::new();
         }
     }
 

@@ -2941,3 +2941,48 @@ mod short_frames {
         );
     }
 }
+
+/// A large message's payload is split off the end of the receive buffer,
+/// which is left empty with no room but still pointing into the payload's
+/// allocation. The connection must not keep that allocation alive once the
+/// application dropped the payload: an idle connection would hold a whole
+/// message (unseen: its buffer's capacity is zero) until its next read.
+/// Whatever way the message came: its frame in several reads, all of it in
+/// one, or in fragments; recycling buffers or not.
+#[test]
+fn a_received_payload_is_the_only_hold_on_its_allocation() {
+    let payload = vec![7u8; 1 << 20];
+    let half = payload.len() / 2;
+    let single = cf(0x2, true, &payload);
+    let mut fragmented = cf(0x2, false, &payload[..half]);
+    fragmented.extend_from_slice(&cf(0x0, true, &payload[half..]));
+    for recycling in [false, true] {
+        for (wire, step) in [(&single, 256 * 1024), (&single, single.len()), (&fragmented, 100_000)] {
+            let mut s = server();
+            s.set_buffer_recycling(recycling);
+            let mut at = 0;
+            let message = loop {
+                assert!(at < wire.len(), "the whole message was read");
+                let n = s.read_into(4096, 64 * 1024, |buf| {
+                    let n = step.min(wire.len() - at);
+                    buf.put_slice(&wire[at..at + n]);
+                    n
+                });
+                at += n;
+                s.handle_received(now());
+                if let Some(event) = s.poll_event() {
+                    break event;
+                }
+            };
+            s.recycle_buffers();
+            let Event::Message(Message::Binary(received)) = message else {
+                panic!("{message:?}");
+            };
+            assert_eq!(received.len(), payload.len());
+            assert!(
+                received.is_unique(),
+                "recycling {recycling}, reads of {step}: the connection holds the payload's allocation"
+            );
+        }
+    }
+}
