@@ -7,6 +7,7 @@ use std::fmt;
 use std::io::{self, IoSlice, Read, Write};
 use std::mem::MaybeUninit;
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -16,7 +17,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 use tether_proto::handshake::{HandshakeConfig, HandshakeError, ServerHandshake};
-use tether_proto::{CloseCode, Connection, Event, MessageRef, Reassembler, RecvBuf, State};
+use tether_proto::{CloseCode, Connection, Event, MessageRef, Outbox, Reassembler, RecvBuf, State};
 
 use crate::socket::{Command, Handler, Loop, Socket};
 use crate::WebSocketConfig;
@@ -728,13 +729,22 @@ impl<H: Handler> EventLoop<H> {
             }
             reads += 1;
             let stream = &entry.stream;
-            let read = open
-                .conn
-                .read_into(MIN_READ_ROOM, *read_size, |buf| recv_into(stream, buf));
+            // The messages the read brings are handed over where they
+            // arrived (in the thread's buffer, when the connection let go
+            // of its own); what is left, at the next turn.
+            let Open {
+                conn, partial, drain, ..
+            } = &mut **open;
+            let (read, _) = conn.read_and_lend(
+                MIN_READ_ROOM,
+                *read_size,
+                now,
+                |buf| recv_into(stream, buf),
+                lender(handler, lp, partial, drain, id, &entry.peer, *write_limit, now),
+            );
             match read {
                 ReadOutcome::Data { drained } => {
                     entry.readable = !drained || entry.read_closed;
-                    open.conn.handle_received(now);
                 }
                 ReadOutcome::WouldBlock => {
                     entry.readable = false;
@@ -917,15 +927,16 @@ fn deliver<H: Handler>(
         if conn.pending_transmit() > limit {
             return true;
         }
-        let lent = conn.lend_messages(|message, out| {
-            let mut socket = Socket::new(out, id, peer, now, &mut *lp, &mut *partial, &mut *drain, None);
-            handler.message(&mut socket, message);
-            if socket.out.pending_transmit() > limit {
-                std::ops::ControlFlow::Break(())
-            } else {
-                std::ops::ControlFlow::Continue(())
-            }
-        });
+        let lent = conn.lend_messages(lender(
+            &mut *handler,
+            &mut *lp,
+            &mut *partial,
+            &mut *drain,
+            id,
+            &peer,
+            limit,
+            now,
+        ));
         if lent > 0 {
             continue;
         }
@@ -961,6 +972,32 @@ fn deliver<H: Handler>(
             Some(&message),
         );
         handler.message(&mut socket, MessageRef::from(&message));
+    }
+}
+
+/// The handler's `message`, for the messages a connection lends in place
+/// (read from its buffer, or the thread's): on while the output stays
+/// within `limit`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn lender<'a, H: Handler>(
+    handler: &'a mut H,
+    lp: &'a mut Loop,
+    partial: &'a mut Reassembler,
+    drain: &'a mut bool,
+    id: SocketId,
+    peer: &'a SocketAddr,
+    limit: usize,
+    now: Instant,
+) -> impl FnMut(MessageRef<'_>, Outbox<'_>) -> ControlFlow<()> + 'a {
+    move |message, out| {
+        let mut socket = Socket::new(out, id, *peer, now, &mut *lp, &mut *partial, &mut *drain, None);
+        handler.message(&mut socket, message);
+        if socket.out.pending_transmit() > limit {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
     }
 }
 

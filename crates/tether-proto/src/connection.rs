@@ -434,6 +434,14 @@ impl Outbox<'_> {
     }
 }
 
+/// A message that can be lent in place, and the limits of the ones after
+/// it in the same buffer.
+struct Lendable {
+    frame: SmallFrame,
+    max: usize,
+    masked: bool,
+}
+
 /// A whole small message at the front of the receive buffer: see
 /// [`Connection::small_message_at_front`].
 struct SmallFrame {
@@ -654,7 +662,7 @@ impl Connection {
         let min = min.min(size);
         if self.recv.capacity() == 0 {
             self.recv_mark = 0;
-            let lent = crate::spare::lend(
+            let lent = crate::spare::lend_into(
                 crate::spare::Kind::Recv,
                 kept_room(min, size),
                 size,
@@ -668,6 +676,78 @@ impl Connection {
         let mut buf = self.recv_buffer_mut();
         buf.reserve_read(min, size);
         read(&mut buf)
+    }
+
+    /// [`read_into`](Self::read_into), [`handle_received`](Self::handle_received)
+    /// if the read brought bytes, then the messages they hold lent to `f`
+    /// as [`lend_messages`](Self::lend_messages) lends them; returns
+    /// `read`'s result and how many messages were lent. `now` is the time
+    /// of the read.
+    ///
+    /// The point is where the bytes are: a connection that let go of its
+    /// buffer while it waited reads into one the thread kept, in place, and
+    /// its messages are lent from there; only when bytes are left over (an
+    /// incomplete frame, a message that cannot be lent, or `f` stopped) does
+    /// the buffer become the connection's. A read whose messages are all
+    /// answered (a request and its reply, an echo) thus moves no buffer in
+    /// or out of the thread's cache, the way uWebSockets processes every
+    /// socket's reads in its loop's one buffer.
+    ///
+    /// What is not lent is there for [`poll_event`](Self::poll_event) and
+    /// [`lend_messages`](Self::lend_messages) as after any read.
+    #[inline]
+    pub fn read_and_lend<T>(
+        &mut self,
+        min: usize,
+        size: usize,
+        now: Instant,
+        mut read: impl FnMut(&mut RecvBuf<'_>) -> T,
+        mut f: impl FnMut(MessageRef<'_>, Outbox<'_>) -> ControlFlow<()>,
+    ) -> (T, usize) {
+        let min = min.min(size);
+        if self.recv.capacity() == 0 {
+            let mut lent = 0;
+            let mut invalid = false;
+            let read = crate::spare::lend(crate::spare::Kind::Recv, kept_room(min, size), size, |buf| {
+                let out = read(&mut RecvBuf { buf, frame_rest: 0 });
+                if !buf.is_empty() {
+                    self.stats.wire_bytes_received += buf.len() as u64;
+                    self.last_received = now;
+                    if self.state == State::Closed {
+                        buf.clear();
+                    } else if let Some(first) = self.first_lendable(buf) {
+                        let (count, end, bad) = self.lend_run(buf, first, &mut f);
+                        (lent, invalid) = (count, bad);
+                        if end == buf.len() {
+                            buf.clear();
+                        } else {
+                            buf.advance(end);
+                        }
+                    }
+                }
+                out
+            });
+            if let Some((out, taken)) = read {
+                if let Some(buf) = taken {
+                    self.recv = buf;
+                }
+                self.recv_mark = self.recv.len();
+                if invalid {
+                    self.fail_lent_text();
+                }
+                return (out, lent);
+            }
+        }
+        let before = self.recv.len();
+        let mut buf = self.recv_buffer_mut();
+        buf.reserve_read(min, size);
+        let out = read(&mut buf);
+        if self.recv.len() > before {
+            self.handle_received(now);
+            (out, self.lend_messages(f))
+        } else {
+            (out, 0)
+        }
     }
 
     /// Takes note of what was appended to
@@ -1696,27 +1776,97 @@ impl Connection {
     /// as `poll_event` would, and the error is the next event.
     #[inline(always)]
     pub fn lend_messages(&mut self, mut f: impl FnMut(MessageRef<'_>, Outbox<'_>) -> ControlFlow<()>) -> usize {
-        // Asked before every read too, mostly with nothing in the buffer:
-        // that answer is one compare, not the state and the limits.
-        if self.recv.len() < 2 || !self.events.is_empty() || !self.takes_small_messages() {
-            return 0;
-        }
-        let Some(max) = self.small_message_max() else {
+        let Some(first) = self.first_lendable(&self.recv) else {
             return 0;
         };
-        let max = max.min(ZERO_COPY_MIN - 1);
-        let masked = self.role == Role::Server;
-        let mut next = small_frame(&self.recv, masked, max);
-        if next.is_none() {
-            return 0;
-        }
         // While `f` runs the receive buffer is out of the connection, so
         // that `f` may send (the send side never touches it).
         let mut recv = std::mem::take(&mut self.recv);
-        let mut at = 0;
+        let Lendable { frame, max, masked } = first;
+        let (lent, end, invalid) = self.lend_loop(&mut recv, 0, frame, max, masked, &mut f);
+        self.end_lending(recv, end, invalid);
+        lent
+    }
+
+    /// The first message [`lend_messages`](Self::lend_messages) would lend
+    /// from `buf`, if any, with the limits of the ones after it.
+    #[inline(always)]
+    fn first_lendable(&self, buf: &[u8]) -> Option<Lendable> {
+        // Asked before every read too, mostly with nothing in the buffer:
+        // that answer is one compare, not the state and the limits.
+        if buf.len() < 2 || !self.events.is_empty() || !self.takes_small_messages() {
+            return None;
+        }
+        let max = self.small_message_max()?.min(ZERO_COPY_MIN - 1);
+        let masked = self.role == Role::Server;
+        let frame = small_frame(buf, masked, max)?;
+        Some(Lendable { frame, max, masked })
+    }
+
+    /// Lends the messages of `recv` from its start, `first` the first of
+    /// them, while `f` continues and the connection is open: how many,
+    /// where the last one lent ends, and whether that one was a text that
+    /// is not UTF-8 (the connection is then to fail). The first is lent
+    /// here, inlined into the caller (a read of one request, the common
+    /// case, goes no further); the others, in a loop of its own.
+    #[inline(always)]
+    fn lend_run(
+        &mut self,
+        recv: &mut BytesMut,
+        first: Lendable,
+        mut f: impl FnMut(MessageRef<'_>, Outbox<'_>) -> ControlFlow<()>,
+    ) -> (usize, usize, bool) {
+        let Lendable { frame, max, masked } = first;
+        match self.lend_at(recv, 0, frame, &mut f) {
+            Ok((end, flow)) => {
+                if flow.is_break() || self.state != State::Open {
+                    return (1, end, false);
+                }
+                match small_frame(&recv[end..], masked, max) {
+                    None => (1, end, false),
+                    Some(next) => {
+                        let (lent, end, invalid) = self.lend_more(recv, end, next, max, masked, &mut f);
+                        (1 + lent, end, invalid)
+                    }
+                }
+            }
+            Err(end) => (0, end, true),
+        }
+    }
+
+    /// The messages [`lend_run`](Self::lend_run) lends after the first,
+    /// from `at`, `frame` the first of them.
+    #[inline(never)]
+    fn lend_more(
+        &mut self,
+        recv: &mut BytesMut,
+        at: usize,
+        frame: SmallFrame,
+        max: usize,
+        masked: bool,
+        f: impl FnMut(MessageRef<'_>, Outbox<'_>) -> ControlFlow<()>,
+    ) -> (usize, usize, bool) {
+        self.lend_loop(recv, at, frame, max, masked, f)
+    }
+
+    /// Lends the messages of `recv` from `at`, `frame` the first of them,
+    /// while `f` continues and the connection is open: how many, where the
+    /// last one lent ends, and whether that one was a text that is not
+    /// UTF-8 (the connection is then to fail).
+    #[inline(always)]
+    fn lend_loop(
+        &mut self,
+        recv: &mut BytesMut,
+        mut at: usize,
+        frame: SmallFrame,
+        max: usize,
+        masked: bool,
+        mut f: impl FnMut(MessageRef<'_>, Outbox<'_>) -> ControlFlow<()>,
+    ) -> (usize, usize, bool) {
+        let mut next = Some(frame);
         let mut lent = 0;
         while let Some(frame) = next {
-            match self.lend_at(&mut recv, at, frame, &mut f) {
+            match self.lend_at(recv, at, frame, &mut f) {
                 Ok((end, flow)) => {
                     at = end;
                     lent += 1;
@@ -1724,15 +1874,11 @@ impl Connection {
                         break;
                     }
                 }
-                Err(end) => {
-                    self.end_lending(recv, end, true);
-                    return lent;
-                }
+                Err(end) => return (lent, end, true),
             }
             next = small_frame(&recv[at..], masked, max);
         }
-        self.end_lending(recv, at, false);
-        lent
+        (lent, at, false)
     }
 
     /// The transport ended and every frame before the end was handled.

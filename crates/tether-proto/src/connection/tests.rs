@@ -1886,6 +1886,87 @@ mod idle_memory {
         assert_eq!(s.stats().wire_bytes_received, 3 * 26);
     }
 
+    /// `read_and_lend`: the messages of a read into the thread's buffer are
+    /// lent where they arrived, and the buffer stays the thread's when all
+    /// of it was lent; what is left over (an incomplete frame, a message
+    /// that is not lent) makes it the connection's, and is taken from there
+    /// as after any read. Every byte counts once.
+    #[test]
+    fn read_and_lend_leaves_the_threads_buffer_where_it_is_when_all_is_lent() {
+        use crate::spare::{kept, Kind};
+        while crate::spare::take(Kind::Recv, 1, 1).is_some() {}
+        let mut s = server();
+        s.set_buffer_recycling(true);
+        let size = 64 * 1024;
+        let mut got = Vec::new();
+        let read = |s: &mut Connection, bytes: &[u8], got: &mut Vec<Vec<u8>>| {
+            let (room, lent) = s.read_and_lend(
+                4096,
+                size,
+                now(),
+                |buf| {
+                    buf.put_slice(bytes);
+                    buf.spare_capacity()
+                },
+                |message, mut out| {
+                    got.push(message.as_bytes().to_vec());
+                    out.send(message).expect("open");
+                    ControlFlow::Continue(())
+                },
+            );
+            (room, lent)
+        };
+
+        // Nothing kept: the connection's own buffer, read and lent from.
+        let (_, lent) = read(&mut s, &[cf(2, true, b"a"), cf(2, true, b"b")].concat(), &mut got);
+        assert_eq!(lent, 2);
+        s.recycle_buffers();
+        assert_eq!((s.recv.capacity(), kept(Kind::Recv)), (0, 1));
+
+        // Kept: lent in place, and it stays the thread's, with its room.
+        let mut rooms = Vec::new();
+        for i in 0..3u8 {
+            let (room, lent) = read(&mut s, &[cf(2, true, &[i; 20]), cf(1, true, b"ok")].concat(), &mut got);
+            assert_eq!(lent, 2);
+            assert_eq!((s.recv.capacity(), kept(Kind::Recv)), (0, 1), "read {i}");
+            rooms.push(room);
+        }
+        assert_eq!(rooms, [rooms[0]; 3], "each read had the room of the first");
+
+        // A whole message and the start of the next: the first is lent,
+        // the buffer with the rest becomes the connection's, and the next
+        // read completes the second there.
+        let next = cf(2, true, b"second");
+        let (_, lent) = read(&mut s, &[&cf(2, true, b"first")[..], &next[..4]].concat(), &mut got);
+        assert_eq!((lent, s.recv.len(), kept(Kind::Recv)), (1, 4, 0));
+        let (_, lent) = read(&mut s, &next[4..], &mut got);
+        assert_eq!(lent, 1);
+        s.recycle_buffers();
+        assert_eq!((s.recv.capacity(), kept(Kind::Recv)), (0, 1));
+
+        // A message that is not lent (16 KiB: handed out owned) stays for
+        // `poll_event`; a read that brings nothing changes nothing.
+        let big = vec![5u8; 16 * 1024];
+        let (_, lent) = read(&mut s, &cf(2, true, &big), &mut got);
+        assert_eq!((lent, kept(Kind::Recv)), (0, 0));
+        assert_eq!(s.poll_event(), Some(Event::Message(Message::Binary(big.into()))));
+        s.recycle_buffers();
+        let (_, lent) = read(&mut s, &[], &mut got);
+        assert_eq!((lent, s.recv.capacity(), kept(Kind::Recv)), (0, 0, 1));
+
+        let want: Vec<Vec<u8>> = [
+            vec![b"a".to_vec(), b"b".to_vec()],
+            (0..3u8).flat_map(|i| [vec![i; 20], b"ok".to_vec()]).collect(),
+            vec![b"first".to_vec(), b"second".to_vec()],
+        ]
+        .concat();
+        assert_eq!(got, want);
+        let stats = s.stats();
+        assert_eq!((stats.messages_received, stats.messages_sent), (11, 10));
+        let wire = 2 * 7 + 3 * (26 + 8) + 11 + 12 + (16 * 1024 + 8);
+        assert_eq!(stats.wire_bytes_received, wire as u64);
+    }
+
     /// A driving loop's read (`read_into`) into a connection that let go of
     /// its buffer: a read that would block uses a buffer the thread kept in
     /// place and leaves it there; a read that brings bytes takes it; with
@@ -2524,6 +2605,10 @@ mod whole_frames {
         LentMany,
         /// One byte per read.
         ByteByByte,
+        /// Reads of this many bytes with `read_and_lend` (buffers
+        /// recycled, so that reads go into the thread's buffer and its
+        /// messages are lent there), the rest as after `LentMany`'s reads.
+        ReadAndLend(usize),
     }
 
     fn run(role: Role, config: &Config, input: &[u8], arrival: Arrival) -> Outcome {
@@ -2570,6 +2655,45 @@ mod whole_frames {
                     conn.handle_read(std::slice::from_ref(byte), now());
                     seen.extend(events(&mut conn));
                 }
+            }
+            Arrival::ReadAndLend(chunk) => {
+                conn.set_buffer_recycling(true);
+                // A buffer for the thread to keep (a read that brings
+                // nothing), so that the first read goes into it.
+                conn.read_into(4096, 64 * 1024, |_| ());
+                conn.recycle_buffers();
+                let mut received = 0;
+                for piece in input.chunks(chunk) {
+                    let (read, _) = conn.read_and_lend(
+                        4096,
+                        64 * 1024,
+                        now(),
+                        |buf| {
+                            buf.put_slice(piece);
+                            piece.len()
+                        },
+                        |message, _| {
+                            seen.push(Event::Message(message.to_message()));
+                            ControlFlow::Continue(())
+                        },
+                    );
+                    received += read;
+                    loop {
+                        let lent = conn.lend_messages(|message, _| {
+                            seen.push(Event::Message(message.to_message()));
+                            ControlFlow::Continue(())
+                        });
+                        if lent > 0 {
+                            continue;
+                        }
+                        let Some(event) = conn.poll_event() else {
+                            break;
+                        };
+                        seen.push(event);
+                    }
+                    conn.recycle_buffers();
+                }
+                assert_eq!(conn.stats().wire_bytes_received, received as u64);
             }
         }
         (merge_pieces(seen), transmitted(&mut conn), conn.state())
@@ -2644,6 +2768,13 @@ mod whole_frames {
                         run(role, config, input, Arrival::LentMany),
                         "lent many: {role:?}, config {c}, input {i}"
                     );
+                    for chunk in [1, 7, 1000, input.len()] {
+                        assert_eq!(
+                            whole,
+                            run(role, config, input, Arrival::ReadAndLend(chunk)),
+                            "read and lent in reads of {chunk}: {role:?}, config {c}, input {i}"
+                        );
+                    }
                 }
             }
         }
