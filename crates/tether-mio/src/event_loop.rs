@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use bytes::BufMut;
+use bytes::{BufMut, BytesMut};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
@@ -241,6 +241,7 @@ impl Server {
             accept_retry: None,
             stopping: false,
             ready: Vec::new(),
+            send_buf: BytesMut::new(),
         };
         let result = event_loop.run();
         // Commands sent from now on fail instead of piling up; those that
@@ -278,6 +279,10 @@ struct EventLoop<H> {
     /// Connections left readable after their share of reads: driven again
     /// before the loop waits.
     ready: Vec<(usize, u32)>,
+    /// The loop's send buffer, lent to each connection for its turn and
+    /// taken back once written out (held by a connection whose output
+    /// waits; another is then taken from the thread's cache).
+    send_buf: BytesMut,
 }
 
 struct Entry {
@@ -657,6 +662,7 @@ impl<H: Handler> EventLoop<H> {
             write_limit,
             read_size,
             ready,
+            send_buf,
             ..
         } = self;
         let Some(entry) = conns.get_mut(key) else {
@@ -669,6 +675,7 @@ impl<H: Handler> EventLoop<H> {
         let Phase::Open(open) = &mut entry.phase else {
             return;
         };
+        open.conn.lend_send_buffer(send_buf);
         let mut reads = 0;
         let mut drains = 0;
         loop {
@@ -769,7 +776,9 @@ impl<H: Handler> EventLoop<H> {
             }
             return;
         }
-        // Waiting: empty buffers go back to the thread.
+        // Waiting: the send buffer, if written out, back to the loop; other
+        // empty buffers to the thread.
+        open.conn.reclaim_send_buffer(send_buf);
         open.conn.recycle_buffers();
         if entry.timer.is_none() || !open.conn.deadline_moves_later_only() {
             let deadline = open.conn.poll_timeout();

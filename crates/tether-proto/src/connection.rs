@@ -510,6 +510,10 @@ struct Transmit {
     queue: VecDeque<Bytes>,
     buf: BytesMut,
     len: usize,
+    /// `buf` is a driving loop's, lent for the connection's turn
+    /// ([`Connection::lend_send_buffer`]): kept when written out, for the
+    /// loop to take back, instead of let go of.
+    lent: bool,
 }
 
 impl Transmit {
@@ -1253,7 +1257,7 @@ impl Connection {
             // next writer (a connection that only sends, while its receiving
             // side waits, holds none); otherwise it is reused from its start,
             // or given back if a burst made it large.
-            if self.recycling {
+            if self.recycling && !t.lent {
                 let buf = std::mem::take(&mut self.transmit.buf);
                 self.let_go(crate::spare::Kind::Send, buf);
             } else {
@@ -1456,6 +1460,52 @@ impl Connection {
         // buffers went when they emptied): that answer is inlined.
         if self.holds_buffers_to_release() {
             self.release_buffers(true);
+        }
+    }
+
+    /// Lends the connection `slot`'s buffer (empty, with room) for the
+    /// frames it writes next, if it holds none: a driving loop that owns a
+    /// send buffer and serves one connection at a time lends it for the
+    /// connection's turn and takes it back with
+    /// [`reclaim_send_buffer`](Self::reclaim_send_buffer) once all of it
+    /// was written, so that an answer costs no buffer taken from the
+    /// thread's cache and given back. `slot` keeps what the connection held
+    /// (no room). Whether it was lent.
+    ///
+    /// Until `reclaim_send_buffer`, a send buffer written out is kept for
+    /// the loop to take back, whichever it is (lent, or one the connection
+    /// took from the thread's cache because `slot` was empty: the loop gets
+    /// one back that way), instead of being let go of as
+    /// [`set_buffer_recycling`](Self::set_buffer_recycling) has it.
+    #[inline]
+    pub fn lend_send_buffer(&mut self, slot: &mut BytesMut) -> bool {
+        let t = &mut self.transmit;
+        t.lent = true;
+        if t.buf.capacity() == 0 && slot.capacity() != 0 && slot.is_empty() {
+            std::mem::swap(&mut t.buf, slot);
+            t.lent = true;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Ends the turn [`lend_send_buffer`](Self::lend_send_buffer) began:
+    /// takes the connection's send buffer into `slot` (which holds no
+    /// room) if everything in it was written. A buffer that still holds
+    /// output stays; so does one grown past what a waiting connection
+    /// keeps, or one `slot` has no place for (they go as
+    /// [`recycle_buffers`](Self::recycle_buffers) lets go of them).
+    /// Whether it was taken.
+    #[inline]
+    pub fn reclaim_send_buffer(&mut self, slot: &mut BytesMut) -> bool {
+        let t = &mut self.transmit;
+        t.lent = false;
+        if slot.capacity() == 0 && t.buf.is_empty() && (1..=IDLE_BUFFER_MAX).contains(&t.buf.capacity()) {
+            std::mem::swap(&mut t.buf, slot);
+            true
+        } else {
+            false
         }
     }
 

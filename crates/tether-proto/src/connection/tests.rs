@@ -1967,6 +1967,65 @@ mod idle_memory {
         assert_eq!(stats.wire_bytes_received, wire as u64);
     }
 
+    /// A loop's send buffer lent for a connection's turn
+    /// (`lend_send_buffer`) is written into, kept when written out even
+    /// though the connection recycles, and taken back
+    /// (`reclaim_send_buffer`); one still holding output stays with the
+    /// connection; with nothing to lend, the buffer the connection takes is
+    /// the one the loop gets back.
+    #[test]
+    fn a_loops_send_buffer_is_lent_for_a_turn_and_taken_back_once_written() {
+        use crate::spare::{kept, Kind};
+        while crate::spare::take(Kind::Send, 1, 1).is_some() {}
+        let mut s = server();
+        s.set_buffer_recycling(true);
+        let mut slot = BytesMut::with_capacity(8192);
+        let ptr = slot.as_ptr();
+
+        // Lent, written into, written out, taken back: the same buffer.
+        assert!(s.lend_send_buffer(&mut slot));
+        assert_eq!(slot.capacity(), 0);
+        s.send_binary(b"one").expect("open");
+        assert_eq!(s.transmit_front().0.as_ptr(), ptr, "written into the loop's buffer");
+        let n = s.pending_transmit();
+        s.advance_transmit(n);
+        assert_eq!(kept(Kind::Send), 0, "kept for the loop, not the thread");
+        assert!(s.reclaim_send_buffer(&mut slot));
+        assert_eq!((slot.as_ptr(), slot.capacity(), slot.len()), (ptr, 8192, 0));
+        s.recycle_buffers();
+        assert_eq!(kept(Kind::Send), 0);
+
+        // Output left when the turn ends: it stays, the slot stays empty...
+        assert!(s.lend_send_buffer(&mut slot));
+        s.send_binary(&[1; 100]).expect("open");
+        s.advance_transmit(10);
+        assert!(!s.reclaim_send_buffer(&mut slot));
+        assert_eq!(slot.capacity(), 0);
+        // ...and once written out after the turn, it goes to the thread.
+        let n = s.pending_transmit();
+        s.advance_transmit(n);
+        assert_eq!(kept(Kind::Send), 1);
+
+        // Nothing to lend: the connection takes the thread's buffer, and
+        // that is the one the loop gets back.
+        assert!(!s.lend_send_buffer(&mut slot));
+        s.send_binary(b"two").expect("open");
+        let n = s.pending_transmit();
+        s.advance_transmit(n);
+        assert!(s.reclaim_send_buffer(&mut slot));
+        // (The first buffer again, stepped over what was written while it
+        // was not the loop's.)
+        assert_eq!((slot.capacity(), kept(Kind::Send)), (8192 - 10, 0));
+
+        // Not lent while the connection holds output of its own.
+        assert!(s.lend_send_buffer(&mut slot));
+        let (mut other, mut other_slot) = (server(), BytesMut::with_capacity(4096));
+        other.send_binary(b"pending").expect("open");
+        assert!(!other.lend_send_buffer(&mut other_slot));
+        assert_eq!(other_slot.capacity(), 4096);
+        assert_eq!(transmitted(&mut other), frame(2, true, 0, None, b"pending"));
+    }
+
     /// A driving loop's read (`read_into`) into a connection that let go of
     /// its buffer: a read that would block uses a buffer the thread kept in
     /// place and leaves it there; a read that brings bytes takes it; with
