@@ -2695,19 +2695,7 @@ mod whole_frames {
             }
             Arrival::LentMany => {
                 conn.handle_read(input, now());
-                loop {
-                    let lent = conn.lend_messages(|message, _| {
-                        seen.push(Event::Message(message.to_message()));
-                        ControlFlow::Continue(())
-                    });
-                    if lent > 0 {
-                        continue;
-                    }
-                    let Some(event) = conn.poll_event() else {
-                        break;
-                    };
-                    seen.push(event);
-                }
+                lend_all(&mut conn, &mut seen);
             }
             Arrival::ByteByByte => {
                 for byte in input {
@@ -2737,25 +2725,31 @@ mod whole_frames {
                         },
                     );
                     received += read;
-                    loop {
-                        let lent = conn.lend_messages(|message, _| {
-                            seen.push(Event::Message(message.to_message()));
-                            ControlFlow::Continue(())
-                        });
-                        if lent > 0 {
-                            continue;
-                        }
-                        let Some(event) = conn.poll_event() else {
-                            break;
-                        };
-                        seen.push(event);
-                    }
+                    lend_all(&mut conn, &mut seen);
                     conn.recycle_buffers();
                 }
                 assert_eq!(conn.stats().wire_bytes_received, received as u64);
             }
         }
         (merge_pieces(seen), transmitted(&mut conn), conn.state())
+    }
+
+    /// Everything `conn` holds: the messages `lend_messages` lends (as
+    /// many as it lends in one call), the rest from `poll_event`.
+    fn lend_all(conn: &mut Connection, seen: &mut Vec<Event>) {
+        loop {
+            let lent = conn.lend_messages(|message, _| {
+                seen.push(Event::Message(message.to_message()));
+                ControlFlow::Continue(())
+            });
+            if lent > 0 {
+                continue;
+            }
+            let Some(event) = conn.poll_event() else {
+                break;
+            };
+            seen.push(event);
+        }
     }
 
     /// Streamed messages come in as many pieces as reads: compared as the
