@@ -4,7 +4,7 @@
 //!
 //! | byte | meaning |
 //! |---|---|
-//! | 0 | flags: `0x01` small limits, `0x02` stream_threshold, `0x04` no auto pong, `0x08` feed through `recv_buffer_mut`, `0x10` timers, `0x20` permessage-deflate negotiated (windows and context takeover from byte 4), `0x40` messages taken with `lend_message` where it lends (the chunked connection), `0x80` with `lend_messages`, as many as it lends in a call (the chunked connection; breaks after every third) |
+//! | 0 | flags: `0x01` small limits, `0x02` stream_threshold, `0x04` no auto pong, `0x08` feed through `recv_buffer_mut` and, every other read, `read_and_lend` (buffers recycled), `0x10` timers, `0x20` permessage-deflate negotiated (windows and context takeover from byte 4), `0x40` messages taken with `lend_message` where it lends (the chunked connection), `0x80` with `lend_messages`, as many as it lends in a call (the chunked connection; breaks after every third) |
 //! | 1 | small limits: `max_frame_size`; timers: `ping_interval` |
 //! | 2 | small limits: `max_message_size / 4`; timers: `idle_timeout` |
 //! | 3 | `stream_threshold`; timers: `close_timeout` |
@@ -98,17 +98,21 @@ struct Driver {
     lend: bool,
     /// Messages taken with `lend_messages` where it lends.
     lend_many: bool,
+    /// Reads so far (through the receive buffer, every other one is read
+    /// with `read_and_lend`).
+    reads: u64,
     now: Instant,
 }
 
 impl Driver {
     fn new(role: Role, config: Config, deflate: Option<u8>, via_recv_buffer: bool, now: Instant) -> Self {
         let checker = EventChecker::new(&config);
-        let conn = match (role, deflate) {
+        let mut conn = match (role, deflate) {
             (Role::Client, None) => Connection::client(config, Box::new(SeededRandom::new(7)), now),
             (Role::Server, None) => Connection::server(config, now),
             (role, Some(bits)) => negotiated(role, config, bits, now),
         };
+        conn.set_buffer_recycling(via_recv_buffer);
         assert_eq!(conn.role(), role);
         Self {
             conn,
@@ -117,18 +121,60 @@ impl Driver {
             via_recv_buffer,
             lend: false,
             lend_many: false,
+            reads: 0,
             now,
         }
     }
 
     fn input(&mut self, chunk: &[u8]) {
         if self.via_recv_buffer {
-            self.conn.recv_buffer_mut().put_slice(chunk);
-            self.conn.handle_received(self.now);
+            // Every other read with `read_and_lend` (its messages lent as
+            // they are read, from the thread's buffer: the connection
+            // recycles and lets go of its buffers after each drain), the
+            // others appended to `recv_buffer_mut`.
+            self.reads += 1;
+            if self.reads % 2 == 0 {
+                self.read_and_lend(chunk);
+            } else {
+                self.conn.recv_buffer_mut().put_slice(chunk);
+                self.conn.handle_received(self.now);
+            }
         } else {
             self.conn.handle_read(chunk, self.now);
         }
         self.drain();
+        if self.via_recv_buffer {
+            self.conn.recycle_buffers();
+        }
+    }
+
+    /// `chunk` read with `read_and_lend`; the messages it lends go to the
+    /// checker in order, before whatever the drain finds after them.
+    fn read_and_lend(&mut self, chunk: &[u8]) {
+        let mut lent = Vec::new();
+        let lend_many = self.lend_many;
+        let (read, n) = self.conn.read_and_lend(
+            4096,
+            64 * 1024,
+            self.now,
+            |buf| {
+                buf.put_slice(chunk);
+                chunk.len()
+            },
+            |message, outbox| {
+                assert_eq!(outbox.state(), State::Open, "a message lent after the close");
+                lent.push(tether_proto::Event::Message(message.to_message()));
+                if lend_many && lent.len() % 3 == 0 {
+                    std::ops::ControlFlow::Break(())
+                } else {
+                    std::ops::ControlFlow::Continue(())
+                }
+            },
+        );
+        assert_eq!((read, n), (chunk.len(), lent.len()));
+        for event in lent {
+            self.checker.event(event);
+        }
     }
 
     fn advance(&mut self, by: Duration) {
@@ -140,7 +186,10 @@ impl Driver {
                 // at once: the adapter writes once more before giving the
                 // output up.
                 let linger = self.conn.should_close_transport() && self.conn.pending_transmit() > 0;
-                assert!(next > self.now || linger, "deadline {next:?} still due after handle_timeout");
+                assert!(
+                    next > self.now || linger,
+                    "deadline {next:?} still due after handle_timeout"
+                );
             }
         }
         self.drain();
