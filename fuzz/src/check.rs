@@ -115,10 +115,7 @@ impl EventChecker {
                         assert_eq!(message.kind(), *kind);
                         assert_eq!(message.as_bytes(), &data[..], "Reassembler differs");
                         if let Message::Text(text) = &message {
-                            assert!(
-                                std::str::from_utf8(text.as_bytes()).is_ok(),
-                                "reassembled text is not UTF-8"
-                            );
+                            assert!(std::str::from_utf8(text.as_bytes()).is_ok(), "reassembled text is not UTF-8");
                         }
                     }
                     Ok(None) => assert!(!fragment.last, "Reassembler did not finish"),

@@ -186,10 +186,7 @@ impl Driver {
                 // at once: the adapter writes once more before giving the
                 // output up.
                 let linger = self.conn.should_close_transport() && self.conn.pending_transmit() > 0;
-                assert!(
-                    next > self.now || linger,
-                    "deadline {next:?} still due after handle_timeout"
-                );
+                assert!(next > self.now || linger, "deadline {next:?} still due after handle_timeout");
             }
         }
         self.drain();

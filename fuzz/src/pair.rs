@@ -323,11 +323,7 @@ impl World {
                 peer.conn.advance_transmit(polled);
                 assert_eq!(peer.conn.pending_transmit(), 0);
                 if let Some(closed) = &peer.checker.closed {
-                    assert_eq!(
-                        peer.conn.closed(),
-                        Some(closed),
-                        "Connection::closed differs from Event::Closed"
-                    );
+                    assert_eq!(peer.conn.closed(), Some(closed), "Connection::closed differs from Event::Closed");
                 }
                 if was_closed {
                     assert_eq!(polled, 0, "bytes transmitted after Closed");
