@@ -1483,7 +1483,6 @@ impl Connection {
         t.lent = true;
         if t.buf.capacity() == 0 && slot.capacity() != 0 && slot.is_empty() {
             std::mem::swap(&mut t.buf, slot);
-            t.lent = true;
             true
         } else {
             false
