@@ -525,8 +525,9 @@ impl Transmit {
     #[cold]
     #[inline(never)]
     fn take_buffer(&mut self, min: usize) {
-        self.buf = crate::spare::take(crate::spare::Kind::Send, min, min)
-            .unwrap_or_else(|| BytesMut::with_capacity(min.max(SEND_BUFFER_MIN)));
+        if !crate::spare::take_into(crate::spare::Kind::Send, min, min, &mut self.buf) {
+            self.buf = BytesMut::with_capacity(min.max(SEND_BUFFER_MIN));
+        }
     }
 }
 
@@ -1258,8 +1259,7 @@ impl Connection {
             // side waits, holds none); otherwise it is reused from its start,
             // or given back if a burst made it large.
             if self.recycling && !t.lent {
-                let buf = std::mem::take(&mut self.transmit.buf);
-                self.let_go(crate::spare::Kind::Send, buf);
+                crate::spare::give_from(crate::spare::Kind::Send, &mut t.buf);
             } else {
                 t.buf.clear();
                 if t.buf.capacity() > IDLE_BUFFER_MAX {
@@ -1537,18 +1537,13 @@ impl Connection {
         }
         let room = self.recv.capacity();
         if room > IDLE_BUFFER_MAX || (self.recycling && room != 0) {
-            let recv = std::mem::take(&mut self.recv);
-            self.let_go(crate::spare::Kind::Recv, recv);
+            if self.recycling {
+                crate::spare::give_from(crate::spare::Kind::Recv, &mut self.recv);
+            } else {
+                self.recv = BytesMut::new();
+            }
         } else if room == 0 {
             self.recv = BytesMut::new();
-        }
-    }
-
-    /// Lets go of a buffer the connection no longer needs: to the thread's
-    /// cache when recycling, otherwise to the allocator.
-    fn let_go(&self, kind: crate::spare::Kind, buf: BytesMut) {
-        if self.recycling {
-            crate::spare::give(kind, buf);
         }
     }
 
@@ -1567,9 +1562,10 @@ impl Connection {
         // Only buffers that hold room are taken out: replacing an empty one
         // would drop it, a call per wait.
         if self.recv.is_empty() && self.recv.capacity() != 0 {
-            let recv = std::mem::take(&mut self.recv);
             if keep {
-                crate::spare::give(crate::spare::Kind::Recv, recv);
+                crate::spare::give_from(crate::spare::Kind::Recv, &mut self.recv);
+            } else {
+                self.recv = BytesMut::new();
             }
         }
         // Only queues that hold an allocation are touched: dropping even an
@@ -1578,9 +1574,10 @@ impl Connection {
             self.events.rest = None;
         }
         if self.transmit.buf.is_empty() && self.transmit.buf.capacity() != 0 {
-            let buf = std::mem::take(&mut self.transmit.buf);
             if keep {
-                crate::spare::give(crate::spare::Kind::Send, buf);
+                crate::spare::give_from(crate::spare::Kind::Send, &mut self.transmit.buf);
+            } else {
+                self.transmit.buf = BytesMut::new();
             }
         }
         if self.transmit.queue.is_empty() && self.transmit.queue.capacity() != 0 {
@@ -2511,11 +2508,10 @@ impl RecvBuf<'_> {
     /// sent, and then at most 1 MiB more; the frame's length was checked
     /// against the connection's message limit.
     pub fn reserve(&mut self, additional: usize) {
-        if self.buf.capacity() == 0 {
-            if let Some(buf) = crate::spare::take(crate::spare::Kind::Recv, additional, additional) {
-                *self.buf = buf;
-                return;
-            }
+        if self.buf.capacity() == 0
+            && crate::spare::take_into(crate::spare::Kind::Recv, additional, additional, self.buf)
+        {
+            return;
         }
         if self.spare_capacity() >= additional {
             return;
@@ -2543,11 +2539,10 @@ impl RecvBuf<'_> {
         if self.spare_capacity() >= min {
             return;
         }
-        if self.buf.capacity() == 0 {
-            if let Some(buf) = crate::spare::take(crate::spare::Kind::Recv, kept_room(min, size), size) {
-                *self.buf = buf;
-                return;
-            }
+        if self.buf.capacity() == 0
+            && crate::spare::take_into(crate::spare::Kind::Recv, kept_room(min, size), size, self.buf)
+        {
+            return;
         }
         self.reserve(size);
     }

@@ -41,37 +41,57 @@ fn with<T>(kind: Kind, f: impl FnOnce(&mut Vec<BytesMut>) -> Option<T>) -> Optio
     cell.try_with(|spare| f(&mut *spare.try_borrow_mut().ok()?)).ok()?
 }
 
-/// Keeps `buf` (empty) for the thread's next connection, unless it is tiny
-/// or huge or the thread keeps enough already. Its allocation may still be
-/// shared with payloads handed out (their bytes are not in its view);
-/// [`take`] checks.
+/// Keeps the buffer in `buf` (empty) for the thread's next connection,
+/// unless it is tiny or huge or the thread keeps enough already; `buf` is
+/// left without room either way (a buffer not kept is dropped). Its
+/// allocation may still be shared with payloads handed out (their bytes
+/// are not in its view); [`take_into`] checks. In place: the buffer is
+/// moved once, from `buf` into the cache, not through the calls on the way
+/// (a path taken a few times per message).
 #[inline]
-pub(crate) fn give(kind: Kind, buf: BytesMut) {
+pub(crate) fn give_from(kind: Kind, buf: &mut BytesMut) {
     debug_assert!(buf.is_empty());
-    if !(1024..=MAX_LEN).contains(&buf.capacity()) {
+    if (1024..=MAX_LEN).contains(&buf.capacity())
+        && with(kind, |spare| {
+            (spare.len() < KEEP).then(|| spare.push(std::mem::take(buf)))
+        })
+        .is_some()
+    {
         return;
     }
-    with(kind, |spare| {
-        if spare.len() < KEEP {
-            spare.push(buf);
-        }
-        Some(())
-    });
+    *buf = BytesMut::new();
 }
 
-/// A kept buffer with room for at least `min` bytes, if the thread has one:
-/// as it was let go of when it has that room still (no work: a receive
-/// buffer keeps the room after the bytes parsed out of it, the common case),
-/// otherwise rewound to its start if its allocation is its own again (no
-/// payload points into it any more) and that gives it room for `size`
-/// bytes. The ones that are neither are dropped on the way.
+/// Puts in `dst` (which holds no room) a kept buffer with room for at
+/// least `min` bytes, if the thread has one: as it was let go of when it
+/// has that room still (no work: a receive buffer keeps the room after the
+/// bytes parsed out of it, the common case), otherwise rewound to its start
+/// if its allocation is its own again (no payload points into it any more)
+/// and that gives it room for `size` bytes. The ones that are neither are
+/// dropped on the way. Whether the thread had one; it is moved once, from
+/// the cache into `dst`.
 #[inline]
-pub(crate) fn take(kind: Kind, min: usize, size: usize) -> Option<BytesMut> {
-    debug_assert!(min <= size);
+pub(crate) fn take_into(kind: Kind, min: usize, size: usize, dst: &mut BytesMut) -> bool {
+    debug_assert!(min <= size && dst.capacity() == 0);
     with(kind, |spare| {
         drop_unusable(spare, min, size);
-        spare.pop()
+        *dst = spare.pop()?;
+        Some(())
     })
+    .is_some()
+}
+
+/// [`give_from`], by value.
+#[cfg(test)]
+pub(crate) fn give(kind: Kind, mut buf: BytesMut) {
+    give_from(kind, &mut buf);
+}
+
+/// [`take_into`], returned.
+#[cfg(test)]
+pub(crate) fn take(kind: Kind, min: usize, size: usize) -> Option<BytesMut> {
+    let mut buf = BytesMut::new();
+    take_into(kind, min, size, &mut buf).then_some(buf)
 }
 
 /// Drops the kept buffers on top that have less than `min` free and cannot
@@ -88,7 +108,7 @@ fn drop_unusable(spare: &mut Vec<BytesMut>, min: usize, size: usize) {
 }
 
 /// Lends `f` a kept buffer with room for at least `min` bytes (or rewound
-/// to hold `size`, as [`take`] finds one) in place, without taking it out
+/// to hold `size`, as [`take_into`] finds one) in place, without taking it out
 /// of the cache: a read that would block, or one whose bytes `f` consumes
 /// where they arrived, then costs neither a take nor a give. If `f` leaves
 /// bytes in it, the buffer leaves the cache and is returned with `f`'s

@@ -43,7 +43,9 @@
 //! space per echoed message over the measured window (its counters zeroed
 //! at the start with `callgrind_control -z`, dumped at the end with `-d`):
 //! a count that repeats from run to run whatever else the machine is doing,
-//! for comparing code paths where the times are noisy. The server runs
+//! for comparing code paths where the times are noisy. With
+//! `TETHER_BENCH_CALLGRIND_KEEP=DIR` in the environment each window's dump
+//! is kept in `DIR` for `callgrind_annotate`. The server runs
 //! about 50 times slower under it, so it batches differently from a native
 //! run (more messages per read at 16 in flight): compare crates with one
 //! another in the same mode, not with the times.
@@ -1290,8 +1292,12 @@ impl Server {
                 // script that execs the server.
                 command
                     .args(["-q", "--tool=callgrind", "--trace-children=yes"])
-                    .arg(format!("--callgrind-out-file={out}"))
-                    .arg(path);
+                    .arg(format!("--callgrind-out-file={out}"));
+                if std::env::var_os("TETHER_BENCH_CALLGRIND_KEEP").is_some() {
+                    // Kept dumps are for reading: costs per instruction too.
+                    command.arg("--dump-instr=yes");
+                }
+                command.arg(path);
                 command
             }
             None => Command::new(path),
@@ -1476,7 +1482,19 @@ async fn callgrind_dump(pid: u32, out: &str) -> Result<u64, Error> {
     callgrind_control(pid, "-d").await?;
     let dump = format!("{out}.1");
     let text = std::fs::read_to_string(&dump).map_err(|e| format!("no callgrind dump at {dump}: {e}"))?;
-    let _ = std::fs::remove_file(&dump);
+    // `TETHER_BENCH_CALLGRIND_KEEP=DIR` keeps each window's dump there (as
+    // `<pid>.out`, the server's PID being printed on stderr) for
+    // `callgrind_annotate`: where the instructions of a message go.
+    match std::env::var_os("TETHER_BENCH_CALLGRIND_KEEP") {
+        Some(dir) => {
+            let kept = std::path::Path::new(&dir).join(format!("{pid}.out"));
+            std::fs::rename(&dump, &kept).map_err(|e| format!("cannot keep {dump} as {}: {e}", kept.display()))?;
+            eprintln!("callgrind dump of server {pid} kept at {}", kept.display());
+        }
+        None => {
+            let _ = std::fs::remove_file(&dump);
+        }
+    }
     text.lines()
         .find_map(|line| line.strip_prefix("summary:"))
         .and_then(|n| n.trim().parse().ok())
