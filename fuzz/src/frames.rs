@@ -4,7 +4,7 @@
 //!
 //! | byte | meaning |
 //! |---|---|
-//! | 0 | flags: `0x01` small limits, `0x02` stream_threshold, `0x04` no auto pong, `0x08` feed through `recv_buffer_mut` and, every other read, `read_and_lend` (buffers recycled), `0x10` timers, `0x20` permessage-deflate negotiated (windows and context takeover from byte 4), `0x40` messages taken with `lend_message` where it lends (the chunked connection), `0x80` with `lend_messages`, as many as it lends in a call (the chunked connection; breaks after every third) |
+//! | 0 | flags: `0x01` small limits, `0x02` stream_threshold, `0x04` no auto pong, `0x08` feed through `recv_buffer_mut` and, every other read, `read_and_lend` or (every fourth) `read_and_take` (buffers recycled), `0x10` timers, `0x20` permessage-deflate negotiated (windows and context takeover from byte 4), `0x40` messages taken with `lend_message` where it lends (the chunked connection), `0x80` with `lend_messages`, as many as it lends in a call (the chunked connection; breaks after every third) |
 //! | 1 | small limits: `max_frame_size`; timers: `ping_interval` |
 //! | 2 | small limits: `max_message_size / 4`; timers: `idle_timeout` |
 //! | 3 | `stream_threshold`; timers: `close_timeout` |
@@ -128,12 +128,15 @@ impl Driver {
 
     fn input(&mut self, chunk: &[u8]) {
         if self.via_recv_buffer {
-            // Every other read with `read_and_lend` (its messages lent as
+            // Every other read with `read_and_lend` or, every fourth,
+            // `read_and_take` (its messages lent or its first one taken as
             // they are read, from the thread's buffer: the connection
             // recycles and lets go of its buffers after each drain), the
             // others appended to `recv_buffer_mut`.
             self.reads += 1;
-            if self.reads % 2 == 0 {
+            if self.reads % 4 == 0 {
+                self.read_and_take(chunk);
+            } else if self.reads % 2 == 0 {
                 self.read_and_lend(chunk);
             } else {
                 self.conn.recv_buffer_mut().put_slice(chunk);
@@ -153,10 +156,11 @@ impl Driver {
     fn read_and_lend(&mut self, chunk: &[u8]) {
         let mut lent = Vec::new();
         let lend_many = self.lend_many;
+        let now = self.now;
         let (read, n) = self.conn.read_and_lend(
             4096,
             64 * 1024,
-            self.now,
+            || now,
             |buf| {
                 buf.put_slice(chunk);
                 chunk.len()
@@ -174,6 +178,26 @@ impl Driver {
         assert_eq!((read, n), (chunk.len(), lent.len()));
         for event in lent {
             self.checker.event(event);
+        }
+    }
+
+    /// `chunk` read with `read_and_take`; the message it takes goes to the
+    /// checker before whatever the drain finds after it.
+    fn read_and_take(&mut self, chunk: &[u8]) {
+        let now = self.now;
+        let (read, taken) = self.conn.read_and_take(
+            4096,
+            64 * 1024,
+            || now,
+            |buf| {
+                buf.put_slice(chunk);
+                chunk.len()
+            },
+        );
+        assert_eq!(read, chunk.len());
+        if let Some(message) = taken {
+            assert_eq!(self.conn.state(), State::Open, "a message taken after the close");
+            self.checker.event(tether_proto::Event::Message(message));
         }
     }
 

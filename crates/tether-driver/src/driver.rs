@@ -424,6 +424,18 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
     /// message received at a wake-up goes through one function, not three.
     #[inline(always)]
     fn drive(&mut self, cx: &mut Context<'_>) -> Drive {
+        self.drive_reading(cx, Self::poll_read_in)
+    }
+
+    /// [`drive`](Self::drive) with the read made by `read`: the lending
+    /// receives read with [`poll_read_lending`](Self::poll_read_lending),
+    /// so that the messages of a read are lent where they arrived.
+    #[inline(always)]
+    fn drive_reading(
+        &mut self,
+        cx: &mut Context<'_>,
+        read: impl FnOnce(&mut Self, &mut Context<'_>) -> Poll<()>,
+    ) -> Drive {
         // 2. Transmit what everything the last read delivered caused, in
         // one write, then close the transport if it is time. Nothing to
         // write, to flush or to shut down (the common case once a wait's
@@ -457,7 +469,7 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
         if !open && self.poll_timer(cx) {
             return Drive::Progress;
         }
-        if !self.read_done && !self.reads_paused() && self.poll_read_in(cx).is_ready() {
+        if !self.read_done && !self.reads_paused() && read(self, cx).is_ready() {
             return Drive::Progress;
         }
         if open && self.poll_timer(cx) {
@@ -521,7 +533,20 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
                     None => continue,
                 }
             }
-            match self.drive(cx) {
+            // The read lends the first message it brings where it arrived.
+            let mut out = None;
+            let turn = self.drive_reading(cx, |this, cx| {
+                this.poll_read_lending(cx, |message, reply| {
+                    if let Some(f) = f.take() {
+                        out = Some(f(message, reply));
+                    }
+                    ControlFlow::Break(())
+                })
+            });
+            if let Some(out) = out {
+                return Poll::Ready(Some(Ok(out)));
+            }
+            match turn {
                 Drive::Progress => {}
                 Drive::Finished => return Poll::Ready(self.take_end().map(Err)),
                 Drive::Pending => return Poll::Pending,
@@ -617,7 +642,29 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
                     None => continue,
                 }
             }
-            match self.drive(cx) {
+            // The read lends the messages it brings where they arrived.
+            let write_limit = self.write_limit as usize;
+            let mut lent = 0;
+            let turn = self.drive_reading(cx, |this, cx| {
+                this.poll_read_lending(cx, |message, reply| {
+                    lent += 1;
+                    match f(message, reply) {
+                        Ok(()) if reply.outbox.pending_transmit() <= write_limit => ControlFlow::Continue(()),
+                        Ok(()) => ControlFlow::Break(()),
+                        Err(e) => {
+                            failed = Some(e);
+                            ControlFlow::Break(())
+                        }
+                    }
+                })
+            });
+            if let Some(e) = failed {
+                return Poll::Ready(Some(Err(e)));
+            }
+            if lent > 0 {
+                return Poll::Ready(Some(Ok(lent)));
+            }
+            match turn {
                 Drive::Progress => {}
                 Drive::Finished => return Poll::Ready(self.take_end().map(|e| Err(e.into()))),
                 Drive::Pending => return Poll::Pending,
@@ -710,7 +757,13 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
     #[inline(never)]
     fn poll_message_slow(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
         loop {
-            match self.drive(cx) {
+            // The read takes the first message it brings where it arrived.
+            let mut taken = None;
+            let turn = self.drive_reading(cx, |this, cx| this.poll_read_taking(cx, &mut taken));
+            if let Some(message) = taken {
+                return Poll::Ready(Some(Ok(message)));
+            }
+            match turn {
                 Drive::Progress => {}
                 Drive::Finished => return Poll::Ready(self.take_end().map(Err)),
                 Drive::Pending => return Poll::Pending,
@@ -895,16 +948,119 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
             return Poll::Pending;
         };
         match result {
-            Ok(0) => {
+            Ok(0) => self.input_ended(None),
+            Ok(_) => self.conn.handle_received(R::now()),
+            Err(e) => self.input_ended(Some(e)),
+        }
+        Poll::Ready(())
+    }
+
+    /// The transport's input ended (`None`) or a read failed: noted.
+    #[cold]
+    #[inline(never)]
+    fn input_ended(&mut self, error: Option<io::Error>) {
+        match error {
+            None => {
                 self.read_done = true;
                 self.conn.handle_eof(R::now());
             }
-            Ok(_) => self.conn.handle_received(R::now()),
-            Err(e) => {
+            Some(e) => {
                 tracing::debug!("read failed: {e}");
                 self.read_done = true;
                 self.read_error = Some(e);
                 self.conn.handle_eof(R::now());
+            }
+        }
+    }
+
+    /// [`poll_read_in`](Self::poll_read_in), the messages the read brings
+    /// lent to `lend` where they arrived ([`Connection::read_and_lend`]):
+    /// a connection that let go of its buffer while it waited reads into
+    /// one the thread kept and, when every message of the read is lent, it
+    /// never takes that buffer nor gives it back. What is not lent (a
+    /// message the core does not lend in place, or the rest once `lend`
+    /// breaks) stays for the receive loop, as after any read. A runtime
+    /// that reads into a buffer of its own (completion-based) reads as
+    /// `poll_read_in` does, and the loop lends from there.
+    #[inline(always)]
+    fn poll_read_lending(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut lend: impl FnMut(MessageRef<'_>, &mut Reply<'_>) -> ControlFlow<()>,
+    ) -> Poll<()> {
+        if !R::RESERVES_READ_ROOM {
+            return self.poll_read_in(cx);
+        }
+        if R::USES_DEADLINES {
+            R::set_deadline(&mut self.io, self.conn.poll_timeout());
+        }
+        let Self {
+            conn,
+            io,
+            write_error,
+            app_queued,
+            read_buffer_size,
+            ..
+        } = self;
+        let write_error = write_error.as_deref();
+        let (read, _) = conn.read_and_lend(
+            MIN_READ_ROOM,
+            *read_buffer_size as usize,
+            R::now,
+            |buf| R::poll_read(io, cx, buf),
+            |message, outbox| {
+                lend(
+                    message,
+                    &mut Reply {
+                        outbox,
+                        write_error,
+                        app_queued: &mut *app_queued,
+                        owned: None,
+                    },
+                )
+            },
+        );
+        self.after_read_in_place(read)
+    }
+
+    /// [`poll_read_in`](Self::poll_read_in), the first message the read
+    /// brings put in `taken` where it arrived
+    /// ([`Connection::read_and_take`]), for the receives of owned messages:
+    /// when that is all the read brought, the thread's buffer it went into
+    /// is neither taken nor given back. Everything else is parsed by the
+    /// receive loop, as after any read.
+    #[inline(always)]
+    fn poll_read_taking(&mut self, cx: &mut Context<'_>, taken: &mut Option<Message>) -> Poll<()> {
+        if !R::RESERVES_READ_ROOM {
+            return self.poll_read_in(cx);
+        }
+        if R::USES_DEADLINES {
+            R::set_deadline(&mut self.io, self.conn.poll_timeout());
+        }
+        let io = &mut self.io;
+        let (read, message) = self
+            .conn
+            .read_and_take(MIN_READ_ROOM, self.read_buffer_size as usize, R::now, |buf| {
+                R::poll_read(io, cx, buf)
+            });
+        *taken = message;
+        self.after_read_in_place(read)
+    }
+
+    /// After a read that handed its bytes in itself
+    /// ([`Connection::read_and_lend`], [`Connection::read_and_take`]):
+    /// the end of the input or a failure noted, or the buffers let go of
+    /// when it would wait.
+    #[inline(always)]
+    fn after_read_in_place(&mut self, read: Poll<io::Result<usize>>) -> Poll<()> {
+        match read {
+            // Handed in already.
+            Poll::Ready(Ok(n)) if n > 0 => {}
+            Poll::Ready(Ok(_)) => self.input_ended(None),
+            Poll::Ready(Err(e)) => self.input_ended(Some(e)),
+            Poll::Pending => {
+                self.release_buffers();
+                return Poll::Pending;
             }
         }
         Poll::Ready(())

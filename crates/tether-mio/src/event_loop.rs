@@ -745,7 +745,7 @@ impl<H: Handler> EventLoop<H> {
             let (read, _) = conn.read_and_lend(
                 MIN_READ_ROOM,
                 *read_size,
-                now,
+                || now,
                 |buf| recv_into(stream, buf),
                 lender(handler, lp, partial, drain, id, &entry.peer, *write_limit, now),
             );

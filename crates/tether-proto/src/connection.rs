@@ -686,8 +686,10 @@ impl Connection {
     /// [`read_into`](Self::read_into), [`handle_received`](Self::handle_received)
     /// if the read brought bytes, then the messages they hold lent to `f`
     /// as [`lend_messages`](Self::lend_messages) lends them; returns
-    /// `read`'s result and how many messages were lent. `now` is the time
-    /// of the read.
+    /// `read`'s result and how many messages were lent. `now` gives the
+    /// time of the read; it is asked only when the read brought bytes, so
+    /// that a read that would block (one per wait of an async shell) costs
+    /// no reading of the clock.
     ///
     /// The point is where the bytes are: a connection that let go of its
     /// buffer while it waited reads into one the thread kept, in place, and
@@ -705,7 +707,7 @@ impl Connection {
         &mut self,
         min: usize,
         size: usize,
-        now: Instant,
+        now: impl Fn() -> Instant,
         mut read: impl FnMut(&mut RecvBuf<'_>) -> T,
         mut f: impl FnMut(MessageRef<'_>, Outbox<'_>) -> ControlFlow<()>,
     ) -> (T, usize) {
@@ -717,7 +719,7 @@ impl Connection {
                 let out = read(&mut RecvBuf { buf, frame_rest: 0 });
                 if !buf.is_empty() {
                     self.stats.wire_bytes_received += buf.len() as u64;
-                    self.last_received = now;
+                    self.last_received = now();
                     if self.state == State::Closed {
                         buf.clear();
                     } else if let Some(first) = self.first_lendable(buf) {
@@ -748,11 +750,80 @@ impl Connection {
         buf.reserve_read(min, size);
         let out = read(&mut buf);
         if self.recv.len() > before {
-            self.handle_received(now);
+            self.handle_received(now());
             (out, self.lend_messages(f))
         } else {
             (out, 0)
         }
+    }
+
+    /// [`read_and_lend`](Self::read_and_lend) for a receiver that takes
+    /// messages owned: the first message the read brings, when it is a
+    /// small whole one that [`poll_event`](Self::poll_event) would hand out
+    /// first, is split off where it arrived and returned with `read`'s
+    /// result. A connection that let go of its buffer while it waited reads
+    /// into one the thread kept, in place, and that buffer becomes the
+    /// connection's only when bytes are left after the message (the
+    /// message's payload shares its allocation, as a payload split off the
+    /// connection's own buffer does). A read of one request thus moves no
+    /// buffer in or out of the thread's cache.
+    ///
+    /// Anything else the read brings is there for `poll_event`, as after
+    /// [`read_into`](Self::read_into) and
+    /// [`handle_received`](Self::handle_received); so is the error when
+    /// the message taken was a text that is not UTF-8 (the connection
+    /// fails, and `None` is returned). `now` gives the time of the read,
+    /// asked only when the read brought bytes.
+    #[inline]
+    pub fn read_and_take<T>(
+        &mut self,
+        min: usize,
+        size: usize,
+        now: impl Fn() -> Instant,
+        mut read: impl FnMut(&mut RecvBuf<'_>) -> T,
+    ) -> (T, Option<Message>) {
+        let min = min.min(size);
+        if self.recv.capacity() == 0 {
+            let mut taken = None;
+            let mut invalid = false;
+            let read = crate::spare::lend(crate::spare::Kind::Recv, kept_room(min, size), size, |buf| {
+                let out = read(&mut RecvBuf { buf, frame_rest: 0 });
+                if !buf.is_empty() {
+                    self.stats.wire_bytes_received += buf.len() as u64;
+                    self.last_received = now();
+                    if self.state == State::Closed {
+                        buf.clear();
+                    } else if self.events.is_empty() {
+                        if let Some(frame) = self.small_message_in(buf) {
+                            self.count_received(frame.len, true);
+                            match split_small(buf, frame) {
+                                Ok(message) => taken = Some(message),
+                                Err(_) => invalid = true,
+                            }
+                        }
+                    }
+                }
+                out
+            });
+            if let Some((out, kept)) = read {
+                if let Some(buf) = kept {
+                    self.recv = buf;
+                }
+                self.recv_mark = self.recv.len();
+                if invalid {
+                    self.fail_lent_text();
+                }
+                return (out, taken);
+            }
+        }
+        let before = self.recv.len();
+        let mut buf = self.recv_buffer_mut();
+        buf.reserve_read(min, size);
+        let out = read(&mut buf);
+        if self.recv.len() > before {
+            self.handle_received(now());
+        }
+        (out, None)
     }
 
     /// Takes note of what was appended to
@@ -1661,32 +1732,44 @@ impl Connection {
     /// which `process` then does from the same bytes.
     #[inline]
     fn take_small_message(&mut self) -> Option<Result<Message, ProtocolError>> {
-        let SmallFrame {
-            text,
-            header_len,
-            len,
-            key,
-        } = self.small_message_at_front()?;
-        // The header goes out with the payload and is stepped over in the
-        // `Bytes` (a pointer bump): one split of the receive buffer.
-        let mut frame = self.recv.split_to(header_len + len);
-        if let Some(key) = key {
-            apply_mask(&mut frame[header_len..], key, 0);
-        }
-        let mut payload = frame.freeze();
-        payload.advance(header_len);
-        self.count_received(len, true);
+        let frame = self.small_message_at_front()?;
+        self.count_received(frame.len, true);
+        let taken = split_small(&mut self.recv, frame);
         self.let_go_of_emptied_recv();
-        Some(if text {
-            match utf8::validate(&payload) {
-                Ok(()) => Ok(Message::Text(Utf8Bytes::from_validated(payload))),
-                Err(_) => Err(ProtocolError::InvalidUtf8),
-            }
-        } else {
-            Ok(Message::Binary(payload))
-        })
+        Some(taken)
     }
+}
 
+/// Splits the small message `frame` off the front of `buf` (the receive
+/// buffer, or the thread's buffer a read went into): unmasked, a text
+/// validated.
+#[inline(always)]
+fn split_small(buf: &mut BytesMut, frame: SmallFrame) -> Result<Message, ProtocolError> {
+    let SmallFrame {
+        text,
+        header_len,
+        len,
+        key,
+    } = frame;
+    // The header goes out with the payload and is stepped over in the
+    // `Bytes` (a pointer bump): one split of the receive buffer.
+    let mut frame = buf.split_to(header_len + len);
+    if let Some(key) = key {
+        apply_mask(&mut frame[header_len..], key, 0);
+    }
+    let mut payload = frame.freeze();
+    payload.advance(header_len);
+    if text {
+        match utf8::validate(&payload) {
+            Ok(()) => Ok(Message::Text(Utf8Bytes::from_validated(payload))),
+            Err(_) => Err(ProtocolError::InvalidUtf8),
+        }
+    } else {
+        Ok(Message::Binary(payload))
+    }
+}
+
+impl Connection {
     /// The frame [`take_small_message`](Self::take_small_message) and
     /// [`lend_message`](Self::lend_message) take, if the receive buffer
     /// starts with one.

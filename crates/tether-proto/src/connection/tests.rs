@@ -1903,7 +1903,7 @@ mod idle_memory {
             let (room, lent) = s.read_and_lend(
                 4096,
                 size,
-                now(),
+                now,
                 |buf| {
                     buf.put_slice(bytes);
                     buf.spare_capacity()
@@ -1965,6 +1965,81 @@ mod idle_memory {
         assert_eq!((stats.messages_received, stats.messages_sent), (11, 10));
         let wire = 2 * 7 + 3 * (26 + 8) + 11 + 12 + (16 * 1024 + 8);
         assert_eq!(stats.wire_bytes_received, wire as u64);
+    }
+
+    /// `read_and_take`: the first message of a read into the thread's
+    /// buffer is split off where it arrived, and the buffer stays the
+    /// thread's when that was all the read brought; bytes after it make
+    /// the buffer the connection's, parsed from there by `poll_event`. A
+    /// text that is not UTF-8 fails the connection (1007), no message.
+    #[test]
+    fn read_and_take_leaves_the_threads_buffer_where_it_is_when_one_message_came() {
+        use crate::spare::{kept, Kind};
+        while crate::spare::take(Kind::Recv, 1, 1).is_some() {}
+        let mut s = server();
+        s.set_buffer_recycling(true);
+        let read = |s: &mut Connection, bytes: &[u8]| {
+            s.read_and_take(4096, 64 * 1024, now, |buf| {
+                buf.put_slice(bytes);
+                buf.spare_capacity()
+            })
+        };
+
+        // Nothing kept: read into the connection's own buffer, and the
+        // message left for `poll_event`.
+        let (_, taken) = read(&mut s, &cf(2, true, b"a"));
+        assert_eq!(taken, None);
+        assert_eq!(
+            s.poll_event(),
+            Some(Event::Message(Message::Binary(Bytes::from_static(b"a"))))
+        );
+        s.recycle_buffers();
+        assert_eq!((s.recv.capacity(), kept(Kind::Recv)), (0, 1));
+
+        // Kept: taken in place, and the buffer stays the thread's.
+        let mut rooms = Vec::new();
+        for i in 0..3u8 {
+            let (room, taken) = read(&mut s, &cf(1, true, &[b'a' + i; 20]));
+            assert_eq!(
+                taken,
+                Some(Message::Text(
+                    String::from_utf8(vec![b'a' + i; 20]).expect("ascii").into()
+                ))
+            );
+            assert_eq!((s.recv.capacity(), kept(Kind::Recv)), (0, 1), "read {i}");
+            assert_eq!(s.poll_event(), None);
+            rooms.push(room);
+        }
+        // The same buffer each time, its room after the frames split off
+        // it (their payloads share its allocation).
+        assert_eq!(rooms, [rooms[0], rooms[0] - 26, rooms[0] - 52]);
+
+        // Two messages: the first taken, the second parsed from the buffer,
+        // which became the connection's.
+        let (_, taken) = read(&mut s, &[cf(2, true, b"first"), cf(2, true, b"second")].concat());
+        assert_eq!(taken, Some(Message::Binary(Bytes::from_static(b"first"))));
+        assert_eq!((s.recv.len(), kept(Kind::Recv)), (12, 0));
+        assert_eq!(
+            s.poll_event(),
+            Some(Event::Message(Message::Binary(Bytes::from_static(b"second"))))
+        );
+        s.recycle_buffers();
+        assert_eq!((s.recv.capacity(), kept(Kind::Recv)), (0, 1));
+
+        // A ping is not taken: parsed (and answered) by `poll_event`.
+        let (_, taken) = read(&mut s, &cf(9, true, b"p"));
+        assert_eq!(taken, None);
+        assert!(matches!(s.poll_event(), Some(Event::Ping(p)) if p == "p"));
+        s.recycle_buffers();
+
+        let stats = s.stats();
+        assert_eq!(stats.messages_received, 6);
+        assert_eq!(stats.wire_bytes_received, (7 + 3 * 26 + 11 + 12 + 7) as u64);
+
+        // Not UTF-8: nothing taken, the connection fails with 1007.
+        let (_, taken) = read(&mut s, &cf(1, true, &[0xff, 0xfe]));
+        assert_eq!(taken, None);
+        assert!(matches!(s.poll_event(), Some(Event::Closed(c)) if c.code == CloseCode::INVALID_PAYLOAD));
     }
 
     /// A loop's send buffer lent for a connection's turn
@@ -2668,6 +2743,10 @@ mod whole_frames {
         /// recycled, so that reads go into the thread's buffer and its
         /// messages are lent there), the rest as after `LentMany`'s reads.
         ReadAndLend(usize),
+        /// Reads of this many bytes with `read_and_take` (buffers
+        /// recycled, so that reads go into the thread's buffer and its
+        /// first message is taken there), the rest with `poll_event`.
+        ReadAndTake(usize),
     }
 
     fn run(role: Role, config: &Config, input: &[u8], arrival: Arrival) -> Outcome {
@@ -2714,7 +2793,7 @@ mod whole_frames {
                     let (read, _) = conn.read_and_lend(
                         4096,
                         64 * 1024,
-                        now(),
+                        now,
                         |buf| {
                             buf.put_slice(piece);
                             piece.len()
@@ -2726,6 +2805,23 @@ mod whole_frames {
                     );
                     received += read;
                     lend_all(&mut conn, &mut seen);
+                    conn.recycle_buffers();
+                }
+                assert_eq!(conn.stats().wire_bytes_received, received as u64);
+            }
+            Arrival::ReadAndTake(chunk) => {
+                conn.set_buffer_recycling(true);
+                conn.read_into(4096, 64 * 1024, |_| ());
+                conn.recycle_buffers();
+                let mut received = 0;
+                for piece in input.chunks(chunk) {
+                    let (read, taken) = conn.read_and_take(4096, 64 * 1024, now, |buf| {
+                        buf.put_slice(piece);
+                        piece.len()
+                    });
+                    received += read;
+                    seen.extend(taken.map(Event::Message));
+                    seen.extend(events(&mut conn));
                     conn.recycle_buffers();
                 }
                 assert_eq!(conn.stats().wire_bytes_received, received as u64);
@@ -2826,6 +2922,11 @@ mod whole_frames {
                             whole,
                             run(role, config, input, Arrival::ReadAndLend(chunk)),
                             "read and lent in reads of {chunk}: {role:?}, config {c}, input {i}"
+                        );
+                        assert_eq!(
+                            whole,
+                            run(role, config, input, Arrival::ReadAndTake(chunk)),
+                            "read and taken in reads of {chunk}: {role:?}, config {c}, input {i}"
                         );
                     }
                 }
