@@ -409,8 +409,14 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
                 }
                 continue;
             }
-            // 2. and 3.: write, read, the timer.
-            match self.drive(cx) {
+            // 2. and 3.: write, read (which takes the first message it
+            // brings where it arrived), the timer.
+            let mut taken = None;
+            let turn = self.drive(cx, |this, cx| this.poll_read_taking(cx, &mut taken));
+            if let Some(message) = taken {
+                return Poll::Ready(Some(Incoming::Message(message)));
+            }
+            match turn {
                 Drive::Progress => {}
                 Drive::Finished => return Poll::Ready(None),
                 Drive::Pending => return Poll::Pending,
@@ -420,22 +426,15 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
 
     /// One turn of the driving loop once every parsed event is taken: the
     /// receiving loops ([`poll_incoming_with`](Self::poll_incoming_with),
-    /// [`poll_message_slow`](Self::poll_message_slow)) inline it, so a
-    /// message received at a wake-up goes through one function, not three.
+    /// [`poll_message_slow`](Self::poll_message_slow) and the lending ones)
+    /// inline it, so a message received at a wake-up goes through one
+    /// function, not three. The read is made by `read`: each loop reads
+    /// with [`poll_read_taking`](Self::poll_read_taking) or
+    /// [`poll_read_lending`](Self::poll_read_lending), so that the first
+    /// message of a read is taken, or its messages lent, where they
+    /// arrived.
     #[inline(always)]
-    fn drive(&mut self, cx: &mut Context<'_>) -> Drive {
-        self.drive_reading(cx, Self::poll_read_in)
-    }
-
-    /// [`drive`](Self::drive) with the read made by `read`: the lending
-    /// receives read with [`poll_read_lending`](Self::poll_read_lending),
-    /// so that the messages of a read are lent where they arrived.
-    #[inline(always)]
-    fn drive_reading(
-        &mut self,
-        cx: &mut Context<'_>,
-        read: impl FnOnce(&mut Self, &mut Context<'_>) -> Poll<()>,
-    ) -> Drive {
+    fn drive(&mut self, cx: &mut Context<'_>, read: impl FnOnce(&mut Self, &mut Context<'_>) -> Poll<()>) -> Drive {
         // 2. Transmit what everything the last read delivered caused, in
         // one write, then close the transport if it is time. Nothing to
         // write, to flush or to shut down (the common case once a wait's
@@ -535,7 +534,7 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
             }
             // The read lends the first message it brings where it arrived.
             let mut out = None;
-            let turn = self.drive_reading(cx, |this, cx| {
+            let turn = self.drive(cx, |this, cx| {
                 this.poll_read_lending(cx, |message, reply| {
                     if let Some(f) = f.take() {
                         out = Some(f(message, reply));
@@ -645,7 +644,7 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
             // The read lends the messages it brings where they arrived.
             let write_limit = self.write_limit as usize;
             let mut lent = 0;
-            let turn = self.drive_reading(cx, |this, cx| {
+            let turn = self.drive(cx, |this, cx| {
                 this.poll_read_lending(cx, |message, reply| {
                     lent += 1;
                     match f(message, reply) {
@@ -759,7 +758,7 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
         loop {
             // The read takes the first message it brings where it arrived.
             let mut taken = None;
-            let turn = self.drive_reading(cx, |this, cx| this.poll_read_taking(cx, &mut taken));
+            let turn = self.drive(cx, |this, cx| this.poll_read_taking(cx, &mut taken));
             if let Some(message) = taken {
                 return Poll::Ready(Some(Ok(message)));
             }
