@@ -109,9 +109,14 @@ impl Wake for TimerWaker {
 pub trait RuntimeIo<S>: Runtime {
     /// Whether the loop reserves room for a read in the receive buffer
     /// before each read (`read_buffer_size`, when less than 4 KiB is left):
-    /// what runtimes that read in place need. A runtime that reads into a
-    /// buffer of its own and copies what arrived sets it to `false`, so a
-    /// connection blocked in a long read holds no receive buffer.
+    /// what runtimes that read in place need. Such a runtime's reads go
+    /// into the buffer the thread keeps while the connection holds none,
+    /// and the receive loops take or lend the read's messages there
+    /// ([`Connection::read_and_take`](tether_proto::Connection::read_and_take),
+    /// [`Connection::read_and_lend`](tether_proto::Connection::read_and_lend)).
+    /// A runtime that reads into a buffer of its own and copies what
+    /// arrived sets it to `false`, so a connection blocked in a long read
+    /// holds no receive buffer.
     const RESERVES_READ_ROOM: bool = true;
 
     /// Reads into the core's receive buffer, which only appends (it is a
