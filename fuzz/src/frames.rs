@@ -21,7 +21,7 @@ use bytes::BufMut;
 
 use tether_proto::deflate::DeflateConfig;
 use tether_proto::handshake::{Accept, ClientHandshake, ClientRequest, HandshakeConfig, ServerHandshake};
-use tether_proto::{Config, Connection, Role, SeededRandom, State};
+use tether_proto::{Config, Connection, RecvBuf, Role, SeededRandom, State};
 
 use crate::check::{EventChecker, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
 
@@ -85,6 +85,14 @@ pub fn run(role: Role, data: &[u8]) {
         whole.eof();
         assert_eq!(split.checker.log, whole.checker.log, "events depend on the split");
         assert_eq!(split.transmitted, whole.transmitted, "output depends on the split");
+    }
+}
+
+/// A read (of `read_and_lend`, `read_and_take`) that brings `chunk`.
+fn bringing(chunk: &[u8]) -> impl FnMut(&mut RecvBuf<'_>) -> usize + '_ {
+    move |buf| {
+        buf.put_slice(chunk);
+        chunk.len()
     }
 }
 
@@ -161,10 +169,7 @@ impl Driver {
             4096,
             64 * 1024,
             || now,
-            |buf| {
-                buf.put_slice(chunk);
-                chunk.len()
-            },
+            bringing(chunk),
             |message, outbox| {
                 assert_eq!(outbox.state(), State::Open, "a message lent after the close");
                 lent.push(tether_proto::Event::Message(message.to_message()));
@@ -185,15 +190,7 @@ impl Driver {
     /// checker before whatever the drain finds after it.
     fn read_and_take(&mut self, chunk: &[u8]) {
         let now = self.now;
-        let (read, taken) = self.conn.read_and_take(
-            4096,
-            64 * 1024,
-            || now,
-            |buf| {
-                buf.put_slice(chunk);
-                chunk.len()
-            },
-        );
+        let (read, taken) = self.conn.read_and_take(4096, 64 * 1024, || now, bringing(chunk));
         assert_eq!(read, chunk.len());
         if let Some(message) = taken {
             assert_eq!(self.conn.state(), State::Open, "a message taken after the close");
