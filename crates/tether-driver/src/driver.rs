@@ -273,12 +273,13 @@ impl<S, R: Runtime> Driver<S, R> {
 
     /// Why the send side cannot go on after a write failed or the output
     /// was given up (see [`write_failure`]).
+    #[inline]
     fn write_failure(&self) -> Option<Error> {
-        write_failure(
-            self.write_error.as_deref(),
-            self.conn.closed(),
-            self.conn.output_abandoned(),
-        )
+        // No write failed (every send but the ones after a failure): one
+        // compare, inlined, not a call that first asks how the connection
+        // ended.
+        let write_error = self.write_error.as_deref()?;
+        write_failure(Some(write_error), self.conn.closed(), self.conn.output_abandoned())
     }
 
     /// For a connection polled from several tasks (split halves): registers
@@ -1257,6 +1258,8 @@ fn map_send_error(closed: Option<&Closed>, error: SendError) -> Error {
 /// the output was given up: a timeout that ended the connection (the send
 /// side polls the timer too, so a sender may be the first to see it) is
 /// reported as that timeout; otherwise the I/O error.
+#[cold]
+#[inline(never)]
 fn write_failure(
     write_error: Option<&(io::ErrorKind, String)>,
     closed: Option<&Closed>,

@@ -85,6 +85,7 @@ impl TimerWaker {
 
     /// Whether the timer holding it has not fired and would wake `cx`'s
     /// task: nothing to ask until it does.
+    #[inline]
     pub fn waits_for(&self, cx: &Context<'_>) -> bool {
         !self.fired.load(Ordering::Acquire) && self.task.will_wake(cx.waker())
     }

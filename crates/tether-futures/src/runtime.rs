@@ -55,11 +55,24 @@ impl Timer for AsyncIoTimer {
         self.armed = None;
     }
 
+    /// Inlined into the driving loop, which asks at every wait: the check
+    /// of a timer armed for this task and not fired is a few instructions,
+    /// not a call.
+    #[inline]
     fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.expired && self.armed.as_ref().is_some_and(|armed| armed.waits_for(cx)) {
+            return Poll::Pending;
+        }
+        self.poll_timer(cx)
+    }
+}
+
+impl AsyncIoTimer {
+    /// [`Timer::poll_expired`] past its check of an armed timer: arms
+    /// async-io's timer for this task.
+    #[inline(never)]
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if !self.expired {
-            if self.armed.as_ref().is_some_and(|armed| armed.waits_for(cx)) {
-                return Poll::Pending;
-            }
             let (armed, waker) = TimerWaker::arm(cx);
             if Pin::new(&mut self.timer)
                 .poll(&mut Context::from_waker(&waker))

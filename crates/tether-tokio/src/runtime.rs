@@ -53,6 +53,10 @@ impl Timer for TokioTimer {
         *armed.waker = None;
     }
 
+    /// Inlined into the driving loop, which asks at every wait: the check
+    /// of a timer armed for this task and not fired is a few instructions,
+    /// not a call.
+    #[inline]
     fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let armed = self.0.as_mut().project();
         if let Some(waker) = armed.waker {
@@ -64,6 +68,16 @@ impl Timer for TokioTimer {
                 return Poll::Pending;
             }
         }
+        self.poll_sleep(cx)
+    }
+}
+
+impl TokioTimer {
+    /// [`Timer::poll_expired`] past its check of an armed timer: polls the
+    /// `Sleep`, which registers this task's waker.
+    #[inline(never)]
+    fn poll_sleep(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let armed = self.0.as_mut().project();
         // Outside tokio's cooperative budget: with the task's budget spent
         // (a burst of writes), `Sleep` would return `Pending` without
         // registering the waker, and the shortcut above would then wait for
