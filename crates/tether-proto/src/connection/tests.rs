@@ -2299,6 +2299,81 @@ mod in_place {
         assert_eq!(events(&mut conn), vec![text("one"), text("two")]);
     }
 
+    /// A read takes at most `MAX_READ` bytes, however much room the rest
+    /// of a large frame has (its bytes are unmasked right after the read,
+    /// while the processor's cache still holds them), or the read size the
+    /// loop asked for if that is larger.
+    #[test]
+    fn a_read_takes_at_most_max_read_or_the_read_size() {
+        let bytes = cf(0x2, true, &vec![1u8; 1 << 20]);
+        let mut conn = server();
+        conn.recv_buffer_mut().put_slice(&bytes[..40_000]);
+        conn.handle_received(now());
+        assert_eq!(conn.poll_event(), None);
+        let mut buf = conn.recv_buffer_mut();
+        buf.reserve_read(4096, 64 * 1024);
+        // Room for the rest of the frame, read a part at a time.
+        assert!(buf.spare_capacity() >= bytes.len() - 40_000, "{}", buf.spare_capacity());
+        assert_eq!(buf.chunk_mut().len(), MAX_READ);
+        let mut buf = conn.recv_buffer_mut();
+        buf.reserve_read(4096, 2 * MAX_READ);
+        assert_eq!(buf.chunk_mut().len(), 2 * MAX_READ);
+        // A small buffer offers all its room.
+        let mut conn = server();
+        let mut buf = conn.recv_buffer_mut();
+        buf.reserve_read(4096, 8192);
+        let room = buf.spare_capacity();
+        assert!(room >= 8192);
+        assert_eq!(buf.chunk_mut().len(), room);
+    }
+
+    /// A large frame read as a driving loop reads it (`reserve_read`, then
+    /// a read of what arrived, at most the room): the buffer grows once, to
+    /// the rest of the frame, and its last bytes, arriving in a read of
+    /// their own with less free than a read asks for, go into the room
+    /// left for them. Growing for a whole read there would double the
+    /// buffer and copy all that arrived.
+    #[test]
+    fn the_last_bytes_of_a_large_frame_do_not_grow_the_buffer_again() {
+        for (len, arrivals) in [
+            // 1 MiB in reads of 64 KiB: the last read brings 14 bytes
+            // (the header's), with 14 bytes free.
+            (1usize << 20, 64 * 1024),
+            (300_000, 30_000),
+            (100_000, 4_000),
+        ] {
+            let bytes = cf(0x2, true, &vec![5u8; len]);
+            let mut conn = server();
+            let mut sent = 0;
+            let mut allocations = Vec::new();
+            let mut message = None;
+            while message.is_none() {
+                assert!(sent < bytes.len(), "{len}: every byte sent and no message");
+                let mut buf = conn.recv_buffer_mut();
+                buf.reserve_read(4096, 64 * 1024);
+                let room = buf.spare_capacity();
+                let read = arrivals.min(room).min(bytes.len() - sent);
+                buf.put_slice(&bytes[sent..sent + read]);
+                let capacity = buf.len() + buf.spare_capacity();
+                if allocations.last() != Some(&capacity) {
+                    allocations.push(capacity);
+                }
+                sent += read;
+                conn.handle_received(now());
+                message = conn.poll_event();
+            }
+            let Some(Event::Message(message)) = message else {
+                panic!("{len}: {message:?}")
+            };
+            assert_eq!(message.len(), len);
+            assert_eq!(sent, bytes.len());
+            // The largest the buffer got: the frame's payload and the room
+            // of one read, not twice the frame.
+            let largest = allocations.iter().copied().max().unwrap_or(0);
+            assert!(largest <= len + 64 * 1024, "{len}: grew to {largest} ({allocations:?})");
+        }
+    }
+
     /// A large frame arriving in reads of a few KiB: once 32 KiB of it are
     /// held, the buffer's next growth makes room for the rest of the frame
     /// at once (one move, not one per doubling), never more than 1 MiB at
