@@ -2739,8 +2739,8 @@ unsafe impl BufMut for RecvBuf<'_> {
         unsafe { self.buf.advance_mut(cnt) }
     }
 
-    /// The room a read may fill: all that is free, up to [`MAX_READ`]
-    /// bytes or the read size asked of
+    /// The room a read may fill: all that is free, up to 256 KiB or the
+    /// read size asked of
     /// [`reserve_read`](RecvBuf::reserve_read) if larger (the rest of a
     /// large frame may have much more room made for it: it then arrives in
     /// reads of that size).
