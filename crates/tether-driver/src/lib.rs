@@ -155,7 +155,11 @@ pub struct WebSocketConfig {
     /// a receiver, so two ends streaming to each other do not stall.
     /// Values above 4 GiB (`u32::MAX` bytes) count as 4 GiB.
     pub write_buffer_limit: usize,
-    /// How much room each read asks for (at most 4 GiB, as above).
+    /// How much room each read asks for (at most 4 GiB, as above). While a
+    /// large message arrives, room for the rest of its frame is made at
+    /// once (up to 1 MiB more), and each read then takes up to 256 KiB of
+    /// it, or this size if larger: what a read brings is unmasked right
+    /// after it, while the processor's cache still holds it.
     pub read_buffer_size: usize,
 }
 
