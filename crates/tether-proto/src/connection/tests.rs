@@ -2336,8 +2336,8 @@ mod in_place {
     #[test]
     fn the_last_bytes_of_a_large_frame_do_not_grow_the_buffer_again() {
         for (len, arrivals) in [
-            // 1 MiB in reads of 64 KiB: the last read brings 14 bytes
-            // (the header's), with 14 bytes free.
+            // 1 MiB in reads of 64 KiB: the last read brings the frame's
+            // last 14 bytes (as many as its header took), with 14 free.
             (1usize << 20, 64 * 1024),
             (300_000, 30_000),
             (100_000, 4_000),
