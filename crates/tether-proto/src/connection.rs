@@ -648,6 +648,7 @@ impl Connection {
             buf: &mut self.recv,
             frame_rest,
             read_max: MAX_READ,
+            large: self.recycling,
         }
     }
 
@@ -1523,7 +1524,9 @@ impl Connection {
     /// per thread, whatever the number of connections) for the next
     /// connection of the thread that reads ([`RecvBuf::reserve`]) or
     /// writes: an async shell calls it whenever it waits, and a message
-    /// then costs no allocation of a read or write buffer. Shells whose
+    /// then costs no allocation of a read or write buffer. (Such a
+    /// connection also receives a large frame into a buffer its thread
+    /// keeps for them: see [`RecvBuf::reserve`].) Shells whose
     /// threads each run one connection (blocking) use `shrink_buffers`, or
     /// each thread would keep what its connection let go of.
     #[inline]
@@ -2581,6 +2584,11 @@ pub struct RecvBuf<'a> {
     /// the read size [`reserve_read`](Self::reserve_read) was asked for if
     /// that is more.
     read_max: usize,
+    /// Whether a large frame may grow the buffer into the thread's large
+    /// buffer (`spare::grow_large`): the connection recycles its buffers
+    /// ([`Connection::set_buffer_recycling`]), as connections that share a
+    /// thread do.
+    large: bool,
 }
 
 impl<'a> From<&'a mut BytesMut> for RecvBuf<'a> {
@@ -2599,6 +2607,7 @@ impl<'a> RecvBuf<'a> {
             buf,
             frame_rest: 0,
             read_max: MAX_READ,
+            large: false,
         }
     }
 }
@@ -2615,7 +2624,12 @@ impl RecvBuf<'_> {
     /// arrived at every step (a 1 MiB message about 1 MiB more). A peer
     /// must have sent 32 KiB for the buffer to take more than twice what it
     /// sent, and then at most 1 MiB more; the frame's length was checked
-    /// against the connection's message limit.
+    /// against the connection's message limit. A connection that recycles
+    /// its buffers ([`Connection::set_buffer_recycling`]) makes that room,
+    /// when the rest of the frame fits in it, in a buffer its thread keeps
+    /// for large frames (one, of at most 2 MiB) if nothing else uses it:
+    /// the next large frame then costs no allocation, and no page of it is
+    /// faulted in again.
     pub fn reserve(&mut self, additional: usize) {
         if self.buf.capacity() == 0
             && crate::spare::take_into(crate::spare::Kind::Recv, additional, additional, self.buf)
@@ -2630,6 +2644,16 @@ impl RecvBuf<'_> {
         } else {
             additional
         };
+        // Room for the whole rest of the frame, which ends there: in the
+        // thread's large buffer if it is free (no allocation, no page to
+        // fault in again).
+        if self.large
+            && self.buf.len() >= FRAME_ROOM_AFTER
+            && additional == self.frame_rest
+            && crate::spare::grow_large(self.buf, self.buf.len() + additional)
+        {
+            return;
+        }
         self.buf.reserve(additional);
     }
 

@@ -2374,6 +2374,84 @@ mod in_place {
         }
     }
 
+    /// Reads `bytes` (one client frame) as a driving loop reads them, in
+    /// reads of at most `arrivals` bytes, and returns the message.
+    fn read_as_a_loop(conn: &mut Connection, bytes: &[u8], arrivals: usize) -> Message {
+        let mut sent = 0;
+        loop {
+            assert!(sent < bytes.len(), "every byte sent and no message");
+            let mut buf = conn.recv_buffer_mut();
+            buf.reserve_read(4096, 64 * 1024);
+            let read = arrivals.min(buf.spare_capacity()).min(bytes.len() - sent);
+            buf.put_slice(&bytes[sent..sent + read]);
+            sent += read;
+            conn.handle_received(now());
+            match conn.poll_event() {
+                None => {}
+                Some(Event::Message(message)) => {
+                    assert_eq!(sent, bytes.len());
+                    return message;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    /// A connection that recycles its buffers receives a large frame into
+    /// the buffer its thread keeps for large frames, and the next large
+    /// frame into the same allocation once the first one's payload is
+    /// dropped: no allocation, no page faulted in again. (Another
+    /// allocation of that size in between takes whatever the allocator
+    /// would have given back; the kept one is not given back.)
+    #[test]
+    fn a_large_frame_arrives_in_the_threads_large_buffer_again() {
+        let mut conn = server();
+        conn.set_buffer_recycling(true);
+        let first = read_as_a_loop(&mut conn, &cf(0x2, true, &vec![5u8; 1 << 20]), 64 * 1024);
+        let at = first.as_bytes().as_ptr();
+        drop(first);
+        let elsewhere = vec![1u8; (1 << 20) + 64 * 1024];
+        let second = read_as_a_loop(&mut conn, &cf(0x2, true, &vec![6u8; 1 << 20]), 64 * 1024);
+        assert_eq!(second.as_bytes().as_ptr(), at);
+        assert!(second.as_bytes().iter().all(|&b| b == 6));
+        assert_eq!(second.len(), 1 << 20);
+        drop(elsewhere);
+        // A smaller large frame too, after a small message.
+        drop(second);
+        let small = read_as_a_loop(&mut conn, &cf(0x2, true, b"hi"), 64 * 1024);
+        assert_eq!(small.as_bytes(), b"hi");
+        let third = read_as_a_loop(&mut conn, &cf(0x2, true, &vec![7u8; 300_000]), 30_000);
+        assert_eq!(third.as_bytes().as_ptr(), at);
+        assert!(third.as_bytes().iter().all(|&b| b == 7));
+    }
+
+    /// While a payload received into the thread's large buffer is still
+    /// held, the next large frame goes elsewhere, and the payload held is
+    /// untouched; a connection that does not recycle its buffers (a thread
+    /// per connection) never uses the thread's large buffer.
+    #[test]
+    fn a_large_buffer_in_use_or_a_thread_per_connection_is_not_reused() {
+        let mut conn = server();
+        conn.set_buffer_recycling(true);
+        let first = read_as_a_loop(&mut conn, &cf(0x2, true, &vec![5u8; 1 << 20]), 64 * 1024);
+        let second = read_as_a_loop(&mut conn, &cf(0x2, true, &vec![6u8; 1 << 20]), 64 * 1024);
+        assert_ne!(second.as_bytes().as_ptr(), first.as_bytes().as_ptr());
+        assert!(first.as_bytes().iter().all(|&b| b == 5));
+        assert!(second.as_bytes().iter().all(|&b| b == 6));
+        // Once both are dropped, the kept one serves again.
+        let at = first.as_bytes().as_ptr();
+        drop((first, second));
+        let third = read_as_a_loop(&mut conn, &cf(0x2, true, &vec![7u8; 1 << 20]), 64 * 1024);
+        assert_eq!(third.as_bytes().as_ptr(), at);
+        drop(third);
+
+        // Not recycling: the kept buffer stays where it is, unused.
+        let mut conn = server();
+        let fourth = read_as_a_loop(&mut conn, &cf(0x2, true, &vec![8u8; 1 << 20]), 64 * 1024);
+        assert_ne!(fourth.as_bytes().as_ptr(), at);
+        assert!(fourth.as_bytes().iter().all(|&b| b == 8));
+    }
+
     /// A large frame arriving in reads of a few KiB: once 32 KiB of it are
     /// held, the buffer's next growth makes room for the rest of the frame
     /// at once (one move, not one per doubling), never more than 1 MiB at
@@ -3308,7 +3386,10 @@ mod short_frames {
 /// application dropped the payload: an idle connection would hold a whole
 /// message (unseen: its buffer's capacity is zero) until its next read.
 /// Whatever way the message came: its frame in several reads, all of it in
-/// one, or in fragments; recycling buffers or not.
+/// one, or in fragments; recycling buffers or not. (Recycling, the thread
+/// keeps its large buffer, which a large frame may have arrived in: that
+/// hold is the thread's, one buffer whatever its number of connections,
+/// and is let go of here to see the connection's.)
 #[test]
 fn a_received_payload_is_the_only_hold_on_its_allocation() {
     let payload = vec![7u8; 1 << 20];
@@ -3335,6 +3416,7 @@ fn a_received_payload_is_the_only_hold_on_its_allocation() {
                 }
             };
             s.recycle_buffers();
+            crate::spare::drop_large();
             let Event::Message(Message::Binary(received)) = message else {
                 panic!("{message:?}");
             };
