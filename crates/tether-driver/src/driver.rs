@@ -436,6 +436,11 @@ impl<S, R: RuntimeIo<S>> Driver<S, R> {
     /// arrived.
     #[inline(always)]
     fn drive(&mut self, cx: &mut Context<'_>, read: impl FnOnce(&mut Self, &mut Context<'_>) -> Poll<()>) -> Drive {
+        // The timer is checked at the end of the turn: its memory is asked
+        // for now, to come while the write and the read run.
+        if let Some(timer) = &self.timer {
+            timer.prefetch();
+        }
         // 2. Transmit what everything the last read delivered caused, in
         // one write, then close the transport if it is time. Nothing to
         // write, to flush or to shut down (the common case once a wait's

@@ -55,6 +55,15 @@ impl Timer for AsyncIoTimer {
         self.armed = None;
     }
 
+    /// The armed waker's flag, which the check reads (an allocation of
+    /// its own), asked for while the turn's system calls run.
+    #[inline]
+    fn prefetch(&self) {
+        if let Some(armed) = &self.armed {
+            tether_driver::runtime::prefetch::<TimerWaker>(armed);
+        }
+    }
+
     /// Inlined into the driving loop, which asks at every wait: the check
     /// of a timer armed for this task and not fired is a few instructions,
     /// not a call.

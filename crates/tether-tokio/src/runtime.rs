@@ -53,6 +53,13 @@ impl Timer for TokioTimer {
         *armed.waker = None;
     }
 
+    /// The box (the waker and the `Sleep`'s entry, which the check
+    /// reads), asked for while the turn's system calls run.
+    #[inline]
+    fn prefetch(&self) {
+        tether_driver::runtime::prefetch::<Armed>(&self.0);
+    }
+
     /// Inlined into the driving loop, which asks at every wait: the check
     /// of a timer armed for this task and not fired is a few instructions,
     /// not a call.
