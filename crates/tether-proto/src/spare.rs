@@ -174,13 +174,13 @@ pub(crate) fn lend_into<T>(
 
 /// Moves the bytes of `buf` (the start of a large frame) into a buffer
 /// with room for `cap` bytes in all: the thread's large buffer if nothing
-/// else points into it and it is large enough, otherwise a new one that
-/// becomes the thread's large buffer (unless that one is still in use: a
-/// payload split off it not yet dropped, or the buffer of a connection
-/// receiving into it). `buf`'s own buffer, emptied, goes to the thread's
-/// cache as [`give_from`] keeps buffers. `false`, with nothing done, when
-/// `cap` is over [`LARGE_MAX`] or the thread's large buffer is in use: the
-/// caller then grows `buf` as usual.
+/// else points into it and it is large enough; a new one, which becomes
+/// the thread's large buffer, if the thread has none or only one too small
+/// that nothing else points into. `buf`'s own buffer, emptied, goes to the
+/// thread's cache as [`give_from`] keeps buffers. `false`, with nothing
+/// done, when `cap` is over [`LARGE_MAX`] or the thread's large buffer is
+/// in use (a payload split off it not yet dropped, or the buffer of a
+/// connection receiving into it): the caller then grows `buf` as usual.
 ///
 /// The room is exactly `cap`, the end of the frame: once the frame is
 /// split off, the buffer left has no room and is dropped, so nothing but
