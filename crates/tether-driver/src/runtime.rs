@@ -33,8 +33,9 @@ pub trait Runtime: 'static {
     /// [`Connection::set_buffer_recycling`](tether_proto::Connection::set_buffer_recycling):
     /// a few per thread, no allocation per message), rather than back to
     /// the allocator ([`shrink_buffers`](tether_proto::Connection::shrink_buffers)).
-    /// The thread also keeps the allocation of the last large frame it
-    /// received (one, of at most 2 MiB: see [`RecvBuf::reserve`]).
+    /// The thread also keeps the allocations of the last large frames it
+    /// received (each of at most 2 MiB, 4 MiB in all: see
+    /// [`RecvBuf::reserve`]).
     /// Right for runtimes that run many connections on a thread; a runtime
     /// with a thread per connection (blocking) sets it to `false`, or every
     /// thread would keep what its one connection let go of.

@@ -2584,10 +2584,10 @@ pub struct RecvBuf<'a> {
     /// the read size [`reserve_read`](Self::reserve_read) was asked for if
     /// that is more.
     read_max: usize,
-    /// Whether a large frame may grow the buffer into the thread's large
-    /// buffer (`spare::grow_large`): the connection recycles its buffers
-    /// ([`Connection::set_buffer_recycling`]), as connections that share a
-    /// thread do.
+    /// Whether a large frame may grow the buffer into one of the thread's
+    /// large buffers (`spare::grow_large`): the connection recycles its
+    /// buffers ([`Connection::set_buffer_recycling`]), as connections that
+    /// share a thread do.
     large: bool,
 }
 
@@ -2626,10 +2626,10 @@ impl RecvBuf<'_> {
     /// sent, and then at most 1 MiB more; the frame's length was checked
     /// against the connection's message limit. A connection that recycles
     /// its buffers ([`Connection::set_buffer_recycling`]) makes that room,
-    /// when the rest of the frame fits in it, in a buffer its thread keeps
-    /// for large frames (one, of at most 2 MiB) if nothing else uses it:
-    /// the next large frame then costs no allocation, and no page of it is
-    /// faulted in again.
+    /// when the rest of the frame fits in it, in one of the buffers its
+    /// thread keeps for large frames (each of at most 2 MiB, 4 MiB in all)
+    /// that nothing else uses: the next large frame then costs no
+    /// allocation, and no page of it is faulted in again.
     pub fn reserve(&mut self, additional: usize) {
         if self.buf.capacity() == 0
             && crate::spare::take_into(crate::spare::Kind::Recv, additional, additional, self.buf)
@@ -2644,9 +2644,9 @@ impl RecvBuf<'_> {
         } else {
             additional
         };
-        // Room for the whole rest of the frame, which ends there: in the
-        // thread's large buffer if it is free (no allocation, no page to
-        // fault in again).
+        // Room for the whole rest of the frame, which ends there: in one of
+        // the thread's large buffers if one is free (no allocation, no page
+        // to fault in again).
         if self.large
             && self.buf.len() >= FRAME_ROOM_AFTER
             && additional == self.frame_rest

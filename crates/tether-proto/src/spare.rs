@@ -8,13 +8,16 @@
 //! kind of at most [`MAX_LEN`] bytes, whatever its number of connections:
 //! a fixed cost per thread, none per connection.
 //!
-//! A thread also keeps the allocation of one large receive buffer (at most
-//! [`LARGE_MAX`] bytes), the one a large frame last grew a buffer into
-//! ([`grow_large`]): the next large frame on the thread arrives into it
-//! once nothing points into it any more. Without it each such frame costs
-//! a large allocation that the allocator gives back to the system when it
-//! is freed, and the pages that the next one touches are faulted in again
-//! (about 6 page faults per 1 MiB message on the echo benchmark).
+//! A thread also keeps the allocations of the large receive buffers that
+//! large frames last grew buffers into ([`grow_large`]), each of at most
+//! [`LARGE_MAX`] bytes and [`LARGE_KEEP_BYTES`] in all: the next large
+//! frame on the thread arrives into one of them that nothing points into
+//! any more. Without them each such frame costs a large allocation that the
+//! allocator gives back to the system when it is freed, and the pages that
+//! the next one touches are faulted in again (about 6 page faults per
+//! 1 MiB message on the echo benchmark). More than one is kept because a
+//! payload is often still held (an echo still being written) when the next
+//! connection's large frame arrives.
 
 use std::cell::RefCell;
 
@@ -26,6 +29,9 @@ pub(crate) const KEEP: usize = 8;
 pub(crate) const MAX_LEN: usize = 128 * 1024;
 /// The largest allocation a thread keeps for large frames ([`grow_large`]).
 pub(crate) const LARGE_MAX: usize = 2 * 1024 * 1024;
+/// The most a thread keeps for large frames, all its large buffers
+/// together: two of the largest, or four for frames of 1 MiB.
+pub(crate) const LARGE_KEEP_BYTES: usize = 2 * LARGE_MAX;
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Kind {
@@ -36,10 +42,11 @@ pub(crate) enum Kind {
 thread_local! {
     static RECV: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
     static SEND: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
-    /// An empty handle (no bytes, no room) at the start of the thread's
-    /// large receive buffer's allocation: it keeps the allocation alive,
-    /// and it can reclaim all of it once it is the only handle left.
-    static LARGE: RefCell<Option<BytesMut>> = const { RefCell::new(None) };
+    /// The thread's large receive buffers: for each, an empty handle (no
+    /// bytes, no room) at the start of its allocation, which keeps the
+    /// allocation alive and can reclaim all of it once it is the only
+    /// handle left, and the allocation's size.
+    static LARGE: RefCell<Vec<(BytesMut, usize)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The thread's buffers of `kind`, borrowed for `f`; `None` while the
@@ -173,14 +180,16 @@ pub(crate) fn lend_into<T>(
 }
 
 /// Moves the bytes of `buf` (the start of a large frame) into a buffer
-/// with room for `cap` bytes in all: the thread's large buffer if nothing
-/// else points into it and it is large enough; a new one, which becomes
-/// the thread's large buffer, if the thread has none or only one too small
-/// that nothing else points into. `buf`'s own buffer, emptied, goes to the
-/// thread's cache as [`give_from`] keeps buffers. `false`, with nothing
-/// done, when `cap` is over [`LARGE_MAX`] or the thread's large buffer is
+/// with room for `cap` bytes in all: one of the thread's large buffers
+/// that nothing else points into and that is large enough; failing that,
+/// a new one, which the thread keeps if its large buffers stay within
+/// [`LARGE_KEEP_BYTES`] (those that nothing points into but are too small
+/// are let go of first). `buf`'s own buffer, emptied, goes to the thread's
+/// cache as [`give_from`] keeps buffers. `false`, with nothing done, when
+/// `cap` is over [`LARGE_MAX`], or when every large buffer of the thread is
 /// in use (a payload split off it not yet dropped, or the buffer of a
-/// connection receiving into it): the caller then grows `buf` as usual.
+/// connection receiving into it) and there is no room for one more: the
+/// caller then grows `buf` as usual.
 ///
 /// The room is exactly `cap`, the end of the frame: once the frame is
 /// split off, the buffer left has no room and is dropped, so nothing but
@@ -189,28 +198,28 @@ pub(crate) fn grow_large(buf: &mut BytesMut, cap: usize) -> bool {
     if cap > LARGE_MAX || cap < buf.len() {
         return false;
     }
-    let grown = LARGE.try_with(|slot| {
-        let mut slot = slot.try_borrow_mut().ok()?;
-        let mut large = match slot.as_mut() {
-            // The only handle left, with room enough: room for exactly
-            // `cap` bytes from the start of the allocation (`try_reclaim`
-            // makes room only for a handle that is the only one).
-            Some(kept) => {
-                if kept.try_reclaim(cap) {
-                    std::mem::take(kept)
-                } else if kept.try_reclaim(1) {
-                    // The only handle left, too small: a larger one
-                    // replaces it.
-                    BytesMut::with_capacity(cap)
-                } else {
+    let grown = LARGE.try_with(|kept| {
+        let mut kept = kept.try_borrow_mut().ok()?;
+        // The first kept buffer that is free and large enough: room for
+        // exactly `cap` bytes from the start of its allocation
+        // (`try_reclaim` makes room only for a handle that is the only one).
+        let (i, mut large) = match kept.iter_mut().position(|(handle, _)| handle.try_reclaim(cap)) {
+            Some(i) => (i, std::mem::take(&mut kept[i].0)),
+            None => {
+                // Free ones too small make way for a larger one.
+                kept.retain_mut(|(handle, _)| !handle.try_reclaim(1));
+                let held: usize = kept.iter().map(|&(_, size)| size).sum();
+                if held + cap > LARGE_KEEP_BYTES {
                     return None;
                 }
+                let large = BytesMut::with_capacity(cap);
+                kept.push((BytesMut::new(), large.capacity()));
+                (kept.len() - 1, large)
             }
-            None => BytesMut::with_capacity(cap),
         };
         large.extend_from_slice(buf);
         // `split_to(0)`: an empty handle that shares the allocation.
-        *slot = Some(large.split_to(0));
+        kept[i].0 = large.split_to(0);
         Some(large)
     });
     let Some(mut large) = grown.ok().flatten() else {
@@ -222,11 +231,20 @@ pub(crate) fn grow_large(buf: &mut BytesMut, cap: usize) -> bool {
     true
 }
 
-/// Lets go of the thread's large buffer, so that a test can see who else
-/// holds its allocation.
+/// Lets go of the thread's large buffers, so that a test can see who else
+/// holds their allocations.
 #[cfg(test)]
 pub(crate) fn drop_large() {
-    LARGE.with(|slot| slot.borrow_mut().take());
+    LARGE.with(|kept| kept.borrow_mut().clear());
+}
+
+/// How many large buffers the thread keeps, and their bytes in all.
+#[cfg(test)]
+pub(crate) fn kept_large() -> (usize, usize) {
+    LARGE.with(|kept| {
+        let kept = kept.borrow();
+        (kept.len(), kept.iter().map(|&(_, size)| size).sum())
+    })
 }
 
 /// How many buffers of `kind` the thread keeps.

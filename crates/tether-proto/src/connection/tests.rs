@@ -2452,6 +2452,39 @@ mod in_place {
         assert!(fourth.as_bytes().iter().all(|&b| b == 8));
     }
 
+    /// Large payloads still held when the next large frames arrive (an
+    /// echo still being written, on another connection of the thread):
+    /// each frame gets a buffer of its own, and the thread keeps them up
+    /// to 4 MiB in all (four for frames of 1 MiB; the fifth is not
+    /// kept). Once they are dropped, the next four large frames, held at
+    /// once too, arrive in the four kept allocations.
+    #[test]
+    fn the_thread_keeps_several_large_buffers_up_to_4_mib() {
+        crate::spare::drop_large();
+        let mut conn = server();
+        conn.set_buffer_recycling(true);
+        let held: Vec<Message> = (0..5u8)
+            .map(|i| read_as_a_loop(&mut conn, &cf(0x2, true, &vec![i; 1 << 20]), 64 * 1024))
+            .collect();
+        let (count, bytes) = crate::spare::kept_large();
+        assert_eq!((count, bytes), (4, 4 << 20));
+        for (i, message) in (0..5u8).zip(&held) {
+            assert_eq!(message.len(), 1 << 20);
+            assert!(message.as_bytes().iter().all(|&b| b == i));
+        }
+        let mut kept_at: Vec<*const u8> = held[..4].iter().map(|m| m.as_bytes().as_ptr()).collect();
+        kept_at.sort();
+        drop(held);
+        let again: Vec<Message> = (0..4)
+            .map(|_| read_as_a_loop(&mut conn, &cf(0x2, true, &vec![9u8; 1 << 20]), 64 * 1024))
+            .collect();
+        let mut at: Vec<*const u8> = again.iter().map(|m| m.as_bytes().as_ptr()).collect();
+        at.sort();
+        assert_eq!(at, kept_at);
+        assert!(again.iter().all(|m| m.as_bytes().iter().all(|&b| b == 9)));
+        assert_eq!(crate::spare::kept_large(), (4, 4 << 20));
+    }
+
     /// A large frame arriving in reads of a few KiB: once 32 KiB of it are
     /// held, the buffer's next growth makes room for the rest of the frame
     /// at once (one move, not one per doubling), never more than 1 MiB at
@@ -3387,9 +3420,9 @@ mod short_frames {
 /// message (unseen: its buffer's capacity is zero) until its next read.
 /// Whatever way the message came: its frame in several reads, all of it in
 /// one, or in fragments; recycling buffers or not. (Recycling, the thread
-/// keeps its large buffer, which a large frame may have arrived in: that
-/// hold is the thread's, one buffer whatever its number of connections,
-/// and is let go of here to see the connection's.)
+/// keeps its large buffers, which a large frame may have arrived in: that
+/// hold is the thread's, at most 4 MiB whatever its number of
+/// connections, and is let go of here to see the connection's.)
 #[test]
 fn a_received_payload_is_the_only_hold_on_its_allocation() {
     let payload = vec![7u8; 1 << 20];
